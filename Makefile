@@ -1,0 +1,44 @@
+# vericall developer entry points. Every target that needs tools runs
+# scripts/setup first, which installs only what is missing (seconds otherwise).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := run
+
+CARGO ?= cargo
+
+# rustup's cargo may not be on PATH in non-login shells (CI).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# Fetched by scripts/setup; loaded at runtime (ort "load-dynamic").
+export ORT_DYLIB_PATH := $(CURDIR)/.deps/onnxruntime/libonnxruntime.so.1.32.0
+# Browser used by tests/browser/*.mjs; override with CHROMIUM=/path make test.
+export CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup run lint test bench clean
+
+setup:
+	scripts/setup
+
+run: setup
+	$(CARGO) run --release -- serve --dev
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# nextest does not run doctests, hence the extra `cargo test --doc`.
+test: setup lint
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --profile ci --no-tests=warn; \
+	  $(CARGO) test --doc; \
+	else \
+	  $(CARGO) test; \
+	fi
+
+# Placeholder: the `bench` subcommand arrives with a later issue.
+bench: setup
+	$(CARGO) run --release --bin vericall -- bench
+
+clean:
+	$(CARGO) clean
+	rm -rf tests/artifacts

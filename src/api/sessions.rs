@@ -1,0 +1,139 @@
+//! `POST /v1/sessions` and `GET /v1/sessions/{id}` for the relying party's backend.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::session::tokens::{bearer, SecretHash};
+use crate::store::ApiKeyRow;
+
+/// A request authenticated with a relying-party API key (`Authorization: Bearer vck_...`).
+pub struct ApiKey(pub ApiKeyRow);
+
+impl FromRequestParts<AppState> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let key = bearer(value).ok_or(ApiError::Unauthorized)?;
+        let hash = SecretHash::of(key).to_hex();
+        let row = state.registry.store().find_api_key(&hash).await?;
+        row.map(ApiKey).ok_or(ApiError::Unauthorized)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// The relying party's opaque id of the person (for attempt limits and deletion).
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedSession {
+    pub id: String,
+    pub client_token: String,
+    pub expires_at: i64,
+    pub whip_url: String,
+    pub events_url: String,
+    pub page_url: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    body: Option<Json<CreateSession>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    if req.subject.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(ApiError::BadRequest(
+            "subject is limited to 256 bytes".into(),
+        ));
+    }
+    let created = state.registry.create(&key.id, req.subject).await?;
+    let id = created.session.id.to_string();
+    let base = &state.base_url;
+    tracing::info!(session = %id, api_key = %key.id, "session created");
+    let body = CreatedSession {
+        whip_url: format!("{base}/whip/{id}"),
+        events_url: events_url(base, &id, &created.events_token),
+        // The token travels in the fragment, which browsers never send to a server.
+        page_url: format!("{base}/#session={id}&token={}", created.client_token),
+        expires_at: created.session.expires_at_ms,
+        client_token: created.client_token,
+        id,
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub fn events_url(base: &str, id: &str, events_token: &str) -> String {
+    format!("{base}/v1/sessions/{id}/events?token={events_token}")
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = state
+        .registry
+        .store()
+        .get_session(&id)
+        .await?
+        .filter(|r| r.api_key_id == key.id)
+        .ok_or(ApiError::NotFound)?;
+    let live = state.registry.get(&id).map(|s| s.view());
+    let network = match &live {
+        Some(v) if v.network.is_some() => serde_json::to_value(&v.network).unwrap_or(Value::Null),
+        _ => row
+            .network_summary
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null),
+    };
+    // The live view leads the store by a moment (the end is recorded asynchronously).
+    let (state_name, end_reason) = match &live {
+        Some(v) if row.ended_at.is_none() => (v.state.to_string(), v.end_reason.clone()),
+        _ => (row.state.clone(), row.end_reason.clone()),
+    };
+    Ok(Json(json!({
+        "id": row.id,
+        "subject": row.subject,
+        "state": state_name,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "connected_at": row.connected_at,
+        "ended_at": row.ended_at,
+        "end_reason": end_reason,
+        "network": network,
+    })))
+}
+
+pub async fn timeline(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.registry.store();
+    store
+        .get_session(&id)
+        .await?
+        .filter(|r| r.api_key_id == key.id)
+        .ok_or(ApiError::NotFound)?;
+    let events: Vec<Value> = store
+        .list_events(&id, 0)
+        .await?
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(&e.body).ok())
+        .collect();
+    Ok(Json(json!({ "id": id, "events": events })))
+}

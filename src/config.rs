@@ -1,0 +1,183 @@
+//! Server configuration: defaults that work out of the box, overridden by an optional TOML file,
+//! then by environment variables and command-line flags (see `main.rs`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A STUN/TURN server advertised to clients in the WHIP `Link` headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API, WHIP and pages.
+    pub http_addr: SocketAddr,
+    /// The one UDP port that carries every session's media.
+    pub media_addr: SocketAddr,
+    /// Address put in ICE candidates (public/NAT/Kubernetes node address). Defaults to the media
+    /// bind address, or 127.0.0.1 when that is unspecified (0.0.0.0).
+    pub public_ip: Option<IpAddr>,
+    /// Base URL for links handed to clients (WHIP, events, page). Defaults to `http://<http_addr>`.
+    pub public_url: Option<String>,
+    /// `sqlite://...` (default, a file under ./data/) or `postgres://...`.
+    pub database_url: String,
+    pub data_dir: String,
+    /// Sessions with media at once; WHIP answers 503 + Retry-After beyond this.
+    pub max_sessions: usize,
+    /// Lifetime of a session's client token before the call connects.
+    pub session_ttl_secs: u64,
+    /// Hard limit on one call's duration.
+    pub max_call_secs: u64,
+    /// A connected call with no media for this long ends as `idle_timeout`.
+    pub idle_timeout_secs: u64,
+    /// ICE + DTLS must complete within this after the WHIP offer.
+    pub connect_timeout_secs: u64,
+    /// After the connection drops, the client may ICE-restart within this window.
+    pub reconnect_grace_secs: u64,
+    /// Largest accepted SDP / sdpfrag body.
+    pub max_sdp_bytes: usize,
+    pub ice_servers: Vec<IceServer>,
+    /// Development mode: prints a ready-to-open page URL at start-up.
+    pub dev: bool,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            media_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 50000)),
+            public_ip: None,
+            public_url: None,
+            database_url: "sqlite://data/vericall.db?mode=rwc".into(),
+            data_dir: "data".into(),
+            max_sessions: 50,
+            session_ttl_secs: 600,
+            max_call_secs: 300,
+            idle_timeout_secs: 10,
+            connect_timeout_secs: 20,
+            reconnect_grace_secs: 15,
+            max_sdp_bytes: 64 * 1024,
+            ice_servers: Vec::new(),
+            dev: false,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "max_sessions must be at least 1".into(),
+            ));
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err(ConfigError::Invalid(
+                "database_url must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(
+                "log_format must be text or json".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The IP address clients are told to send media to.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.public_ip.unwrap_or_else(|| {
+            let ip = self.media_addr.ip();
+            if ip.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                ip
+            }
+        })
+    }
+
+    pub fn base_url(&self, http_local: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{http_local}"),
+        }
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_advertise_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.advertised_ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let c = Config {
+            media_addr: "0.0.0.0:5000".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(c.advertised_ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str(
+            "max_sessions = 3\npublic_ip = \"203.0.113.7\"\n[[ice_servers]]\nurls = \"stun:stun.example.org\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_sessions, 3);
+        assert_eq!(c.advertised_ip().to_string(), "203.0.113.7");
+        assert_eq!(c.ice_servers.len(), 1);
+        assert!(toml::from_str::<Config>("max_sesions = 3").is_err());
+        let bad = Config {
+            database_url: "mysql://x".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

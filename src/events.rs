@@ -1,0 +1,157 @@
+//! The per-session event stream: one ordered sequence of JSON events that the page reads over SSE
+//! or the `vericall` data channel, and that the store keeps as the session's timeline.
+//!
+//! Producers (media, analysis, API) publish typed payloads serialised to JSON; this module owns only
+//! the envelope (sequence number, time, type) and the fan-out, so it depends on nothing else in the crate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+/// How many events a slow live subscriber may fall behind before it skips ahead.
+const LIVE_BUFFER: usize = 512;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub session_id: Arc<str>,
+    /// 1-based position in the session's timeline.
+    pub seq: u64,
+    /// Wall-clock time of publication, Unix milliseconds.
+    pub at_ms: i64,
+    /// Event type, e.g. `network`, `network_warning`, `session_ended`.
+    pub kind: String,
+    /// Type-specific fields (a JSON object).
+    pub data: Value,
+}
+
+impl Event {
+    /// The JSON object sent to clients: `{"type", "seq", "at_ms", ...data}`.
+    pub fn to_json(&self) -> Value {
+        let mut obj = match &self.data {
+            Value::Object(m) => m.clone(),
+            Value::Null => serde_json::Map::new(),
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("value".into(), other.clone());
+                m
+            }
+        };
+        obj.insert("type".into(), Value::from(self.kind.clone()));
+        obj.insert("seq".into(), Value::from(self.seq));
+        obj.insert("at_ms".into(), Value::from(self.at_ms));
+        Value::Object(obj)
+    }
+}
+
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Publishes a session's events to live subscribers and to the persistence queue.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+#[derive(Debug)]
+struct BusInner {
+    session_id: Arc<str>,
+    next_seq: AtomicU64,
+    live: broadcast::Sender<Arc<Event>>,
+    persist: Option<mpsc::Sender<Arc<Event>>>,
+    dropped_persist: AtomicU64,
+}
+
+impl EventBus {
+    /// `persist` receives every event for the timeline; it is bounded so a stalled database
+    /// never blocks the media path (overflow is counted and logged instead).
+    pub fn new(session_id: Arc<str>, persist: Option<mpsc::Sender<Arc<Event>>>) -> Self {
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        EventBus {
+            inner: Arc::new(BusInner {
+                session_id,
+                next_seq: AtomicU64::new(1),
+                live,
+                persist,
+                dropped_persist: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn session_id(&self) -> &Arc<str> {
+        &self.inner.session_id
+    }
+
+    /// Publishes an event whose payload is any serialisable value (normally a struct).
+    pub fn publish<T: Serialize>(&self, kind: &str, data: &T) -> Arc<Event> {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.publish_value(kind, data)
+    }
+
+    pub fn publish_value(&self, kind: &str, data: Value) -> Arc<Event> {
+        let event = Arc::new(Event {
+            session_id: self.inner.session_id.clone(),
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+            at_ms: unix_ms_now(),
+            kind: kind.to_string(),
+            data,
+        });
+        if let Some(persist) = &self.inner.persist {
+            if persist.try_send(event.clone()).is_err() {
+                let n = self.inner.dropped_persist.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(session = %self.inner.session_id, dropped = n, "event persistence queue full; event not stored");
+            }
+        }
+        // No live subscriber is fine: the timeline is in the store.
+        let _ = self.inner.live.send(event.clone());
+        event
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.live.subscribe()
+    }
+
+    /// Sequence number of the last published event (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.next_seq.load(Ordering::Relaxed) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_numbered_persisted_and_fanned_out() {
+        let (tx, mut stored) = mpsc::channel(8);
+        let bus = EventBus::new("s1".into(), Some(tx));
+        let mut live = bus.subscribe();
+        bus.publish("network", &serde_json::json!({"loss": 0.5}));
+        bus.publish_value("session_ended", Value::Null);
+        let a = live.recv().await.unwrap();
+        let b = live.recv().await.unwrap();
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(a.to_json()["type"], "network");
+        assert_eq!(a.to_json()["loss"], 0.5);
+        assert_eq!(stored.recv().await.unwrap().seq, 1);
+        assert_eq!(stored.recv().await.unwrap().kind, "session_ended");
+        assert_eq!(bus.last_seq(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_persistence_queue_does_not_block() {
+        let (tx, _stored) = mpsc::channel(1);
+        let bus = EventBus::new("s1".into(), Some(tx));
+        for _ in 0..10 {
+            bus.publish_value("x", Value::Null);
+        }
+        assert_eq!(bus.inner.dropped_persist.load(Ordering::Relaxed), 9);
+    }
+}

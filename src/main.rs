@@ -1,0 +1,206 @@
+//! `vericall` command line: `serve` runs the server, `keys` manages relying-party API keys.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use vericall::config::Config;
+use vericall::events::unix_ms_now;
+use vericall::session::tokens::{new_id, new_secret};
+use vericall::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "vericall",
+    version,
+    about = "Real-time video verification server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage relying-party API keys.
+    Keys {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// Database URL (defaults to the config file's, then the built-in SQLite file).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "VERICALL_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List keys (ids and names, never the keys).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+/// Flags override environment variables, which override the config file.
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, env = "VERICALL_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// UDP address of the one media port.
+    #[arg(long, env = "VERICALL_MEDIA_ADDR")]
+    media_addr: Option<SocketAddr>,
+    /// Address advertised in ICE candidates (public IP, NAT, Kubernetes node).
+    #[arg(long, env = "VERICALL_PUBLIC_IP")]
+    public_ip: Option<IpAddr>,
+    /// Base URL put in links handed to clients.
+    #[arg(long, env = "VERICALL_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[arg(long, env = "VERICALL_MAX_SESSIONS")]
+    max_sessions: Option<usize>,
+    /// Folder with the page (static/).
+    #[arg(long, env = "VERICALL_STATIC_DIR", default_value = "static")]
+    static_dir: String,
+    /// Development mode: print a ready-to-open page URL.
+    #[arg(long, env = "VERICALL_DEV")]
+    dev: bool,
+    #[arg(long, env = "VERICALL_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &db.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(url) = &db.database_url {
+        cfg.database_url = url.clone();
+    }
+    Ok(cfg)
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,str0m=warn,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys { db, action } => keys(db, action).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load_config(&args.db)?;
+    cfg.http_addr = args.http_addr.unwrap_or(cfg.http_addr);
+    cfg.media_addr = args.media_addr.unwrap_or(cfg.media_addr);
+    cfg.public_ip = args.public_ip.or(cfg.public_ip);
+    cfg.public_url = args.public_url.or(cfg.public_url);
+    cfg.max_sessions = args.max_sessions.unwrap_or(cfg.max_sessions);
+    cfg.dev |= args.dev;
+    if let Some(f) = args.log_format {
+        cfg.log_format = f;
+    }
+    init_logs(&cfg.log_format);
+    let dev = cfg.dev;
+    let server = vericall::server::start(cfg, &args.static_dir)
+        .await
+        .context("starting vericall")?;
+    if let Some(key) = &server.created_api_key {
+        // Printed once to the terminal, never to the log.
+        println!("Created an API key (shown only now; store it safely):\n  {key}");
+    }
+    if dev {
+        let created = server
+            .registry
+            .create_dev_session()
+            .await
+            .context("creating the development session")?;
+        println!(
+            "Development session ready. Open this URL in a browser on this machine:\n  {}/#session={}&token={}",
+            server.base_url, created.session.id, created.client_token
+        );
+    }
+    println!(
+        "vericall listening on {} (media UDP {})",
+        server.base_url, server.media_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new calls; ending running calls");
+    server.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
+    let cfg = load_config(&db)?;
+    let store = Store::connect(&cfg.database_url).await?;
+    match action {
+        KeysAction::Create { name } => {
+            let (key, hash) = new_secret("vck_");
+            let id = new_id("key_");
+            store
+                .insert_api_key(&id, &name, &hash.to_hex(), unix_ms_now())
+                .await?;
+            println!("id:  {id}\nkey: {key}\n(the key is shown only now)");
+        }
+        KeysAction::List => {
+            for k in store.list_api_keys().await? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{}", k.id, k.name, status);
+            }
+        }
+        KeysAction::Revoke { id } => {
+            if store.revoke_api_key(&id, unix_ms_now()).await? {
+                println!("revoked {id}");
+            } else {
+                anyhow::bail!("no active key with id {id}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,730 @@
+//! One session's WebRTC peer: a str0m `Rtc` (sans-IO) driven by its own task.
+//!
+//! The task owns the `Rtc` and everything derived from it (tracks, network monitors); it is fed
+//! datagrams by the mux and commands by the WHIP handlers, and reports through the session's
+//! event bus and two `watch` channels (status and running summary). Nothing else touches the `Rtc`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{
+    Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::mux::{Datagram, MediaMux};
+use super::netstats::{
+    score, NetworkWarningState, StreamKind, StreamMonitor, StreamReport, WarningChange,
+};
+use super::sdp::{self, SdpError};
+use super::wire::{classify, parse_rtp_header, DatagramKind};
+use crate::events::{Event, EventBus};
+
+/// Datagrams queued per session before the mux drops (a stalled task must not grow memory).
+const INBOX_CAPACITY: usize = 2048;
+const STATS_TICK: Duration = Duration::from_secs(1);
+/// At most one keyframe request per this interval after losses.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    #[error("the session's media task has ended")]
+    Gone,
+}
+
+/// Why a call ended; recorded with the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The client sent WHIP DELETE.
+    Deleted,
+    /// ICE/DTLS did not complete within the connect timeout.
+    IceFailed,
+    /// Connectivity (ICE consent) was lost and not restored within the grace period.
+    ConnectionLost,
+    /// The remote closed DTLS/SCTP.
+    ClosedByPeer,
+    /// Connected, but no media arrived for the idle timeout.
+    IdleTimeout,
+    /// The call reached its maximum duration.
+    MaxDuration,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// An internal error in the media stack (logged).
+    InternalError,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::IceFailed => "ice_failed",
+            EndReason::ConnectionLost => "connection_lost",
+            EndReason::ClosedByPeer => "closed_by_peer",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::ServerShutdown => "server_shutdown",
+            EndReason::InternalError => "internal_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerStatus {
+    Connecting,
+    Connected { connect_ms: u64 },
+    Reconnecting,
+    Ended(EndReason),
+}
+
+/// What the WHIP handlers can ask of a running peer.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// A WHIP PATCH: trickled candidates, and the client's ICE credentials when the fragment
+    /// carries them. New credentials mean an ICE restart; the reply then holds the server's new ones.
+    Patch {
+        remote: Option<IceCreds>,
+        candidates: Vec<Candidate>,
+        reply: oneshot::Sender<Result<Option<IceCreds>, PeerError>>,
+    },
+    Close(EndReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub session: Arc<str>,
+    /// Address in our host candidate (what clients send to).
+    pub advertised: SocketAddr,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_duration: Duration,
+    pub reconnect_grace: Duration,
+}
+
+/// Per-track totals for the session summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TrackSummary {
+    pub mid: String,
+    pub kind: &'static str,
+    pub codec: Option<String>,
+    /// Video frames (or audio packets) delivered whole by the jitter buffer.
+    pub frames: u64,
+    pub keyframes: u64,
+    pub keyframe_requests: u64,
+    pub expected_packets: u64,
+    pub received_packets: u64,
+    pub loss_before_repair: f64,
+    pub loss_after_repair: f64,
+    pub repairs_received: u64,
+    pub jitter_ms: f64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub freeze_count: u64,
+    pub total_freeze_ms: f64,
+    pub nacks_sent: u64,
+    pub rtt_ms: Option<f64>,
+}
+
+/// The running network summary of a call, served by `GET /v1/sessions/{id}`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MediaSummary {
+    pub connect_ms: Option<u64>,
+    pub quality: Option<&'static str>,
+    pub mos: Option<f64>,
+    pub poor_network_ms: u64,
+    pub warnings: Vec<&'static str>,
+    pub tracks: Vec<TrackSummary>,
+    pub input_errors: u64,
+}
+
+pub struct PeerHandle {
+    pub commands: mpsc::Sender<PeerCommand>,
+    pub status: watch::Receiver<PeerStatus>,
+    pub summary: watch::Receiver<MediaSummary>,
+    /// The SDP answer for the WHIP 201.
+    pub answer: String,
+    pub local_ice: IceCreds,
+}
+
+/// Accepts a WHIP offer: validates it, builds the `Rtc`, registers with the mux and starts the task.
+pub fn accept_offer(
+    offer: &str,
+    cfg: PeerConfig,
+    bus: EventBus,
+    mux: Arc<MediaMux>,
+) -> Result<PeerHandle, PeerError> {
+    sdp::check_offer(offer)?;
+    let parsed =
+        SdpOffer::from_sdp_string(offer).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    let now = Instant::now();
+    let local_ice = IceCreds::new();
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_local_ice_credentials(local_ice.clone())
+        .set_stats_interval(Some(STATS_TICK))
+        .build(now);
+    let candidate = Candidate::host(cfg.advertised, "udp")
+        .map_err(|e| SdpError::Rejected(format!("host candidate: {e}")))?;
+    rtc.add_local_candidate(candidate);
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| SdpError::Rejected(e.to_string()))?
+        .to_sdp_string();
+
+    let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
+    let (commands_tx, commands) = mpsc::channel(16);
+    let (status_tx, status) = watch::channel(PeerStatus::Connecting);
+    let (summary_tx, summary) = watch::channel(MediaSummary::default());
+    mux.register(&cfg.session, &local_ice.ufrag, inbox_tx.clone());
+
+    let task = PeerTask {
+        events: bus.subscribe(),
+        bus,
+        rtc,
+        mux,
+        inbox,
+        inbox_tx,
+        commands,
+        status: status_tx,
+        summary: summary_tx,
+        offer: offer.to_string(),
+        local_ufrag: local_ice.ufrag.clone(),
+        started: now,
+        last_input: now,
+        connected_at: None,
+        disconnected_at: None,
+        last_media: None,
+        channel: None,
+        tracks: Vec::new(),
+        warning: NetworkWarningState::new(),
+        next_tick: now + STATS_TICK,
+        input_errors: 0,
+        ending: None,
+        cfg,
+    };
+    tokio::spawn(task.run());
+    Ok(PeerHandle {
+        commands: commands_tx,
+        status,
+        summary,
+        answer,
+        local_ice,
+    })
+}
+
+/// A received media track and its network monitor.
+struct Track {
+    mid: Mid,
+    kind: MediaKind,
+    codec: Option<Codec>,
+    ssrc: Option<u32>,
+    rtx: Option<u32>,
+    monitor: StreamMonitor,
+    frames: u64,
+    keyframes: u64,
+    keyframe_requests: u64,
+    last_keyframe_request: Option<Instant>,
+    nacks_seen: u64,
+    last_report: Option<StreamReport>,
+}
+
+struct PeerTask {
+    cfg: PeerConfig,
+    rtc: Rtc,
+    mux: Arc<MediaMux>,
+    bus: EventBus,
+    events: broadcast::Receiver<Arc<Event>>,
+    inbox: mpsc::Receiver<Datagram>,
+    /// Kept so an ICE restart can register the new ufrag with the same inbox.
+    inbox_tx: mpsc::Sender<Datagram>,
+    commands: mpsc::Receiver<PeerCommand>,
+    status: watch::Sender<PeerStatus>,
+    summary: watch::Sender<MediaSummary>,
+    offer: String,
+    local_ufrag: String,
+    started: Instant,
+    /// str0m needs monotonic input times; arrivals stamped by the mux can trail a timeout we fed.
+    last_input: Instant,
+    connected_at: Option<Instant>,
+    disconnected_at: Option<Instant>,
+    last_media: Option<Instant>,
+    channel: Option<str0m::channel::ChannelId>,
+    tracks: Vec<Track>,
+    warning: NetworkWarningState,
+    next_tick: Instant,
+    input_errors: u64,
+    ending: Option<EndReason>,
+}
+
+impl PeerTask {
+    async fn run(mut self) {
+        let reason = loop {
+            let deadline = match self.drain_output().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(session = %self.cfg.session, error = %e, "media stack error");
+                    break EndReason::InternalError;
+                }
+            };
+            if let Some(reason) = self.ending.take() {
+                break reason;
+            }
+            let wake = deadline.min(self.next_tick);
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => self.ending = Some(EndReason::InternalError),
+                },
+                Some(datagram) = self.inbox.recv() => {
+                    self.on_datagram(datagram);
+                    // Take whatever else is queued before polling output again.
+                    while let Ok(d) = self.inbox.try_recv() {
+                        self.on_datagram(d);
+                    }
+                }
+                event = self.events.recv(), if self.channel.is_some() => self.forward_event(event),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    self.feed(Input::Timeout(now.max(self.last_input)));
+                    if now >= self.next_tick {
+                        self.tick(now);
+                    }
+                }
+            }
+        };
+        self.finish(reason).await;
+    }
+
+    fn feed(&mut self, input: Input) {
+        let t = match &input {
+            Input::Timeout(t) | Input::Receive(t, _) => *t,
+        };
+        self.last_input = self.last_input.max(t);
+        if let Err(e) = self.rtc.handle_input(input) {
+            self.input_errors += 1;
+            tracing::debug!(session = %self.cfg.session, error = %e, "input rejected");
+        }
+    }
+
+    async fn drain_output(&mut self) -> Result<Instant, str0m::RtcError> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => self.mux.send_to(&t.contents, t.destination).await,
+                Output::Event(e) => self.on_rtc_event(e),
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let header = match classify(&d.contents) {
+            DatagramKind::Rtp => parse_rtp_header(&d.contents),
+            _ => None,
+        };
+        let Ok(contents) = (&d.contents[..]).try_into() else {
+            self.input_errors += 1;
+            return;
+        };
+        let at = d.arrival.max(self.last_input);
+        self.feed(Input::Receive(
+            at,
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: self.cfg.advertised,
+                contents,
+            },
+        ));
+        if let Some(h) = header {
+            // Looked up after str0m saw the packet, so a new stream's SSRC is already known to it.
+            match self.track_for_ssrc(h.ssrc) {
+                Some((i, false)) => {
+                    self.tracks[i].monitor.on_rtp(
+                        d.arrival,
+                        h.sequence,
+                        h.timestamp,
+                        h.payload_len,
+                    );
+                    self.last_media = Some(d.arrival);
+                }
+                Some((i, true)) => self.tracks[i].monitor.on_repair(d.arrival, h.payload_len),
+                None => {}
+            }
+        }
+    }
+
+    /// (track index, is_repair) for an SSRC str0m has mapped; unknown SSRCs are not counted.
+    fn track_for_ssrc(&mut self, ssrc: u32) -> Option<(usize, bool)> {
+        let find = |tracks: &[Track]| {
+            tracks.iter().enumerate().find_map(|(i, t)| {
+                if t.ssrc == Some(ssrc) {
+                    Some((i, false))
+                } else if t.rtx == Some(ssrc) {
+                    Some((i, true))
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some(hit) = find(&self.tracks) {
+            return Some(hit);
+        }
+        // Refresh the SSRC mapping from str0m (cheap: a handful of tracks).
+        let mut api = self.rtc.direct_api();
+        for t in &mut self.tracks {
+            if let Some(rx) = api.stream_rx_by_mid(t.mid, None) {
+                t.ssrc = Some(*rx.ssrc());
+                t.rtx = rx.rtx().map(|s| *s);
+            }
+        }
+        find(&self.tracks)
+    }
+
+    fn on_rtc_event(&mut self, e: RtcEvent) {
+        match e {
+            RtcEvent::Connected => {
+                let now = Instant::now();
+                self.disconnected_at = None;
+                if self.connected_at.is_none() {
+                    self.connected_at = Some(now);
+                    let connect_ms = now.duration_since(self.started).as_millis() as u64;
+                    self.status
+                        .send_replace(PeerStatus::Connected { connect_ms });
+                    self.summary
+                        .send_modify(|s| s.connect_ms = Some(connect_ms));
+                    self.bus
+                        .publish("connected", &json!({ "connect_ms": connect_ms }));
+                }
+            }
+            RtcEvent::IceConnectionStateChange(state) => self.on_ice_state(state),
+            RtcEvent::MediaAdded(m) => {
+                let (kind, clock_rate) = match m.kind {
+                    MediaKind::Audio => (StreamKind::Audio, 48_000),
+                    MediaKind::Video => (StreamKind::Video, 90_000),
+                };
+                self.tracks.push(Track {
+                    mid: m.mid,
+                    kind: m.kind,
+                    codec: None,
+                    ssrc: None,
+                    rtx: None,
+                    monitor: StreamMonitor::new(kind, clock_rate, Instant::now()),
+                    frames: 0,
+                    keyframes: 0,
+                    keyframe_requests: 0,
+                    last_keyframe_request: None,
+                    nacks_seen: 0,
+                    last_report: None,
+                });
+                self.bus.publish(
+                    "track",
+                    &json!({ "mid": m.mid.to_string(), "kind": kind_str(m.kind) }),
+                );
+            }
+            RtcEvent::MediaData(data) => self.on_media(data),
+            RtcEvent::MediaIngressStats(s) => {
+                if let Some(t) = self.tracks.iter_mut().find(|t| t.mid == s.mid) {
+                    if s.nacks > t.nacks_seen {
+                        t.monitor.on_nack_sent(s.nacks - t.nacks_seen);
+                        t.nacks_seen = s.nacks;
+                    }
+                    if let Some(rtt) = s.rtt {
+                        t.monitor.set_rtt(rtt);
+                    }
+                }
+            }
+            RtcEvent::ChannelOpen(id, label) if label == "vericall" => {
+                self.channel = Some(id);
+                tracing::debug!(session = %self.cfg.session, "events data channel open");
+            }
+            RtcEvent::ChannelClose(id) if self.channel == Some(id) => self.channel = None,
+            RtcEvent::Closed => self.ending = Some(EndReason::ClosedByPeer),
+            _ => {}
+        }
+    }
+
+    fn on_ice_state(&mut self, state: IceConnectionState) {
+        match state {
+            IceConnectionState::Disconnected
+                if self.connected_at.is_some() && self.disconnected_at.is_none() =>
+            {
+                self.disconnected_at = Some(Instant::now());
+                self.status.send_replace(PeerStatus::Reconnecting);
+                self.bus
+                    .publish("connection_state", &json!({ "state": "disconnected" }));
+            }
+            IceConnectionState::Connected | IceConnectionState::Completed
+                if self.disconnected_at.is_some() =>
+            {
+                self.disconnected_at = None;
+                {
+                    let connect_ms = self
+                        .connected_at
+                        .map(|c| c.duration_since(self.started).as_millis() as u64)
+                        .unwrap_or(0);
+                    self.status
+                        .send_replace(PeerStatus::Connected { connect_ms });
+                    self.bus
+                        .publish("connection_state", &json!({ "state": "connected" }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media(&mut self, data: MediaData) {
+        let now = Instant::now();
+        let is_keyframe = data.is_keyframe();
+        let Some(t) = self.tracks.iter_mut().find(|t| t.mid == data.mid) else {
+            return;
+        };
+        t.codec = Some(data.params.spec().codec);
+        t.frames += 1;
+        t.keyframes += u64::from(is_keyframe);
+        t.monitor.on_delivered(
+            data.network_time,
+            **data.seq_range.start(),
+            **data.seq_range.end(),
+        );
+        let needs_keyframe = t.kind == MediaKind::Video && !data.contiguous && !is_keyframe;
+        let may_request = t
+            .last_keyframe_request
+            .is_none_or(|at| now.duration_since(at) >= KEYFRAME_REQUEST_INTERVAL);
+        if needs_keyframe && may_request {
+            let mid = t.mid;
+            t.last_keyframe_request = Some(now);
+            t.keyframe_requests += 1;
+            t.monitor.on_pli_sent();
+            if let Some(mut w) = self.rtc.writer(mid) {
+                if let Err(e) = w.request_keyframe(None, KeyframeRequestKind::Pli) {
+                    tracing::debug!(error = %e, "keyframe request failed");
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: PeerCommand) {
+        match cmd {
+            PeerCommand::Patch {
+                remote,
+                candidates,
+                reply,
+            } => {
+                let current = sdp::ice_credentials(&self.offer);
+                let result = match remote {
+                    Some(r) if Some(&r) != current.as_ref() => self.ice_restart(&r).map(Some),
+                    _ => Ok(None),
+                };
+                if result.is_ok() {
+                    for c in candidates {
+                        self.rtc.add_remote_candidate(c);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            PeerCommand::Close(reason) => self.ending = Some(reason),
+        }
+    }
+
+    /// Restarts ICE by re-accepting the original offer with the client's new credentials, which
+    /// is how str0m learns of a remote-initiated restart; the answer carries our new credentials.
+    fn ice_restart(&mut self, remote: &IceCreds) -> Result<IceCreds, PeerError> {
+        let offer = sdp::with_ice_credentials(&self.offer, remote);
+        let parsed =
+            SdpOffer::from_sdp_string(&offer).map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| SdpError::Rejected(e.to_string()))?
+            .to_sdp_string();
+        let local = sdp::ice_credentials(&answer)
+            .ok_or_else(|| SdpError::Rejected("answer without ICE credentials".into()))?;
+        self.mux.unregister_ufrag(&self.local_ufrag);
+        self.mux
+            .register(&self.cfg.session, &local.ufrag, self.inbox_tx.clone());
+        self.local_ufrag = local.ufrag.clone();
+        self.offer = offer;
+        self.bus.publish("ice_restart", &json!({}));
+        Ok(local)
+    }
+
+    fn forward_event(&mut self, event: Result<Arc<Event>, broadcast::error::RecvError>) {
+        let Ok(event) = event else {
+            // Lagged: the page can re-read the timeline; closed cannot happen while we hold the bus.
+            return;
+        };
+        let Some(id) = self.channel else { return };
+        if let Some(mut ch) = self.rtc.channel(id) {
+            let text = event.to_json().to_string();
+            if !matches!(ch.write(false, text.as_bytes()), Ok(true)) {
+                tracing::debug!(session = %self.cfg.session, "data channel full; event skipped");
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.next_tick = now + STATS_TICK;
+        let mut reports = Vec::with_capacity(self.tracks.len());
+        for t in &mut self.tracks {
+            let r = t.monitor.tick(now);
+            reports.push(r.clone());
+            t.last_report = Some(r);
+        }
+        if self.connected_at.is_some() && !reports.is_empty() {
+            let s = score(&reports);
+            let streams: Vec<Value> = self
+                .tracks
+                .iter()
+                .zip(&reports)
+                .map(|(t, r)| stream_json(t, r))
+                .collect();
+            self.bus.publish(
+                "network",
+                &json!({
+                    "quality": s.quality.as_str(),
+                    "r_factor": round2(s.r_factor),
+                    "mos": round2(s.mos),
+                    "issues": s.issues.iter().map(|i| i.reason_code()).collect::<Vec<_>>(),
+                    "streams": streams,
+                }),
+            );
+            match self.warning.update(now, &s) {
+                Some(WarningChange::Raised(issue)) => {
+                    self.bus.publish(
+                        "network_warning",
+                        &json!({ "code": issue.reason_code(), "active": true, "quality": s.quality.as_str() }),
+                    );
+                    self.summary
+                        .send_modify(|m| m.warnings.push(issue.reason_code()));
+                }
+                Some(WarningChange::Cleared) => {
+                    self.bus
+                        .publish("network_warning", &json!({ "active": false }));
+                }
+                None => {}
+            }
+            let poor_ms = self.warning.poor_duration().as_millis() as u64;
+            let tracks: Vec<TrackSummary> = self.tracks.iter().map(track_summary).collect();
+            let input_errors = self.input_errors;
+            self.summary.send_modify(|m| {
+                m.quality = Some(s.quality.as_str());
+                m.mos = Some(round2(s.mos));
+                m.poor_network_ms = poor_ms;
+                m.tracks = tracks;
+                m.input_errors = input_errors;
+            });
+        }
+        self.check_timeouts(now);
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        let since_start = now.duration_since(self.started);
+        self.ending = match (self.connected_at, self.disconnected_at) {
+            (None, _) if since_start >= self.cfg.connect_timeout => Some(EndReason::IceFailed),
+            (Some(_), Some(lost)) if now.duration_since(lost) >= self.cfg.reconnect_grace => {
+                Some(EndReason::ConnectionLost)
+            }
+            (Some(c), _) if now.duration_since(c) >= self.cfg.max_duration => {
+                Some(EndReason::MaxDuration)
+            }
+            (Some(c), None) => {
+                let quiet_since = self.last_media.unwrap_or(c);
+                (now.duration_since(quiet_since) >= self.cfg.idle_timeout)
+                    .then_some(EndReason::IdleTimeout)
+            }
+            _ => None,
+        }
+        .or(self.ending);
+    }
+
+    async fn finish(mut self, reason: EndReason) {
+        self.rtc.disconnect();
+        // Flush what str0m still wants to send (DTLS close_notify, RTCP BYE).
+        while let Ok(Output::Transmit(t)) = self.rtc.poll_output() {
+            self.mux.send_to(&t.contents, t.destination).await;
+        }
+        self.mux.unregister_session(&self.cfg.session);
+        let tracks: Vec<TrackSummary> = self.tracks.iter().map(track_summary).collect();
+        self.summary.send_modify(|m| {
+            m.tracks = tracks;
+            m.input_errors = self.input_errors;
+        });
+        self.bus
+            .publish("call_ended", &json!({ "reason": reason.as_str() }));
+        tracing::info!(session = %self.cfg.session, reason = reason.as_str(), "call ended");
+        self.status.send_replace(PeerStatus::Ended(reason));
+    }
+}
+
+fn kind_str(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn stream_json(t: &Track, r: &StreamReport) -> Value {
+    json!({
+        "mid": t.mid.to_string(),
+        "kind": kind_str(t.kind),
+        "codec": t.codec.map(|c| c.to_string()),
+        "expected": r.expected,
+        "received": r.received,
+        "loss_before_repair": r.loss_before_repair,
+        "loss_after_repair": r.loss_after_repair,
+        "window_fraction_lost": r.window_fraction_lost,
+        "jitter_ms": round2(r.jitter_ms),
+        "reordered": r.reordered,
+        "duplicates": r.duplicates,
+        "bitrate_bps": r.bitrate_bps.round(),
+        "frame_rate": round2(r.frame_rate),
+        "freeze_count": r.freeze_count,
+        "total_freeze_ms": r.total_freeze_ms.round(),
+        "rtt_ms": r.rtt_ms,
+        "nacks_sent": r.nacks_sent,
+        "plis_sent": r.plis_sent,
+    })
+}
+
+fn track_summary(t: &Track) -> TrackSummary {
+    let r = t.monitor.totals();
+    TrackSummary {
+        mid: t.mid.to_string(),
+        kind: kind_str(t.kind),
+        codec: t.codec.map(|c| c.to_string()),
+        frames: t.frames,
+        keyframes: t.keyframes,
+        keyframe_requests: t.keyframe_requests,
+        expected_packets: r.expected,
+        received_packets: r.received,
+        loss_before_repair: r.loss_before_repair,
+        loss_after_repair: r.loss_after_repair,
+        repairs_received: r.repairs_received,
+        jitter_ms: round2(r.jitter_ms),
+        reordered: r.reordered,
+        duplicates: r.duplicates,
+        freeze_count: r.freeze_count,
+        total_freeze_ms: r.total_freeze_ms.round(),
+        nacks_sent: r.nacks_sent,
+        rtt_ms: r.rtt_ms,
+    }
+}

@@ -1,0 +1,163 @@
+//! Wiring: opens the store, binds the media port and the HTTP listener, starts background tasks.
+//! Used by `vericall serve` and by the integration tests (which bind port 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::events::unix_ms_now;
+use crate::media::mux::MediaMux;
+use crate::media::peer::EndReason;
+use crate::metrics::Metrics;
+use crate::session::tokens::{new_id, new_secret};
+use crate::session::SessionRegistry;
+use crate::store::{EventWriter, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Timeline events waiting to be written; beyond this, events are dropped (and logged) rather
+/// than stalling calls.
+const PERSIST_QUEUE: usize = 16 * 1024;
+
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub media_addr: SocketAddr,
+    pub base_url: String,
+    pub registry: Arc<SessionRegistry>,
+    /// The API key created because none existed (shown once, never stored in clear).
+    pub created_api_key: Option<String>,
+    shutdown: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    event_writer: EventWriter,
+}
+
+impl RunningServer {
+    /// Graceful shutdown: stop taking calls, end running ones, stop HTTP, flush the timeline.
+    pub async fn shutdown(self, grace: Duration) {
+        self.registry.stop_accepting();
+        self.registry
+            .end_all(EndReason::ServerShutdown, grace)
+            .await;
+        // Give supervisors a moment to record the ends they just observed.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.shutdown.send(true);
+        let _ = self.http_task.await;
+        for t in self.background {
+            t.abort();
+        }
+        // Sessions (and their event buses) can outlive the registry handle held here, so wait
+        // for the queue to drain rather than for the channel to close.
+        self.event_writer.flush().await;
+    }
+}
+
+/// Creates an API key when none is active, for a usable out-of-the-box install.
+async fn ensure_api_key(store: &Store) -> Result<Option<String>, StoreError> {
+    if store.count_active_api_keys().await? > 0 {
+        return Ok(None);
+    }
+    let (key, hash) = new_secret("vck_");
+    store
+        .insert_api_key(&new_id("key_"), "default", &hash.to_hex(), unix_ms_now())
+        .await?;
+    Ok(Some(key))
+}
+
+pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+    let store = Store::connect(&cfg.database_url).await?;
+    let orphans = store.end_orphaned_sessions(unix_ms_now()).await?;
+    if orphans > 0 {
+        tracing::warn!(
+            count = orphans,
+            "ended sessions left open by a previous run"
+        );
+    }
+    let created_api_key = ensure_api_key(&store).await?;
+
+    let mux = MediaMux::bind(cfg.media_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "media UDP port",
+            addr: cfg.media_addr,
+            source,
+        })?;
+    let media_addr = mux.local_addr();
+    let mux_task = tokio::spawn(mux.clone().run());
+
+    let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
+    let event_writer = EventWriter::spawn(store.clone(), persist_tx.clone(), persist_rx);
+    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx);
+
+    let sweeper = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                registry.sweep().await;
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "HTTP",
+            addr: cfg.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "HTTP",
+        addr: cfg.http_addr,
+        source,
+    })?;
+    let base_url = cfg.base_url(http_addr);
+    let state = AppState {
+        cfg: cfg.clone(),
+        registry: registry.clone(),
+        metrics: Arc::new(Metrics::default()),
+        base_url: base_url.clone().into(),
+    };
+    let app = api::router(state, static_dir);
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_addr, %media_addr, advertised = %cfg.advertised_ip(), "vericall listening");
+    Ok(RunningServer {
+        http_addr,
+        media_addr,
+        base_url,
+        registry,
+        created_api_key,
+        shutdown,
+        http_task,
+        background: vec![mux_task, sweeper],
+        event_writer,
+    })
+}

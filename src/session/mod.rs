@@ -1,0 +1,563 @@
+//! Sessions: creation, client tokens, the media slot of each session and its lifecycle.
+//!
+//! A session is created by the relying party's backend, then joined once by a client over WHIP.
+//! The registry owns the in-memory state; the store keeps the durable record (state, end reason,
+//! network summary, timeline). A small supervisor task per call mirrors the peer's status into
+//! the store, so the media task never waits on the database.
+
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use str0m::IceCreds;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::events::{unix_ms_now, Event, EventBus};
+use crate::media::mux::MediaMux;
+use crate::media::peer::{
+    self, EndReason, MediaSummary, PeerCommand, PeerConfig, PeerError, PeerStatus,
+};
+use crate::media::sdp::SdpError;
+use crate::store::{SessionRow, Store, StoreError};
+use tokens::{new_secret, new_session_id, SecretHash};
+
+/// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
+const KEEP_ENDED: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown session")]
+    NotFound,
+    #[error("missing or invalid token")]
+    Unauthorized,
+    #[error("token belongs to another session")]
+    Forbidden,
+    #[error("the session is already connected")]
+    AlreadyConnected,
+    #[error("the session has ended")]
+    Ended,
+    #[error("server at capacity")]
+    AtCapacity,
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    #[error("the call is no longer running")]
+    MediaGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PeerError> for SessionError {
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::Sdp(s) => SessionError::Sdp(s),
+            PeerError::Gone => SessionError::MediaGone,
+        }
+    }
+}
+
+/// Where a session's media stands.
+enum MediaSlot {
+    Waiting,
+    Active {
+        commands: mpsc::Sender<PeerCommand>,
+        status: watch::Receiver<PeerStatus>,
+        summary: watch::Receiver<MediaSummary>,
+        /// Bumped on every ICE restart; the WHIP ETag.
+        ice_generation: u64,
+    },
+    Ended {
+        reason: String,
+        summary: Option<MediaSummary>,
+        at: std::time::Instant,
+    },
+}
+
+pub struct Session {
+    pub id: Arc<str>,
+    pub api_key_id: String,
+    pub created_at_ms: i64,
+    /// The client token is accepted for a first WHIP offer until then.
+    pub expires_at_ms: i64,
+    pub bus: EventBus,
+    client_token: SecretHash,
+    /// Read-only token for the events stream. Kept in memory (never stored or logged) so the WHIP
+    /// answer can hand the events URL to a client that only knows its client token.
+    events_token: String,
+    media: Mutex<MediaSlot>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live view of a session for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    pub state: &'static str,
+    pub end_reason: Option<String>,
+    pub network: Option<MediaSummary>,
+}
+
+impl Session {
+    fn slot(&self) -> std::sync::MutexGuard<'_, MediaSlot> {
+        self.media.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn view(&self) -> SessionView {
+        match &*self.slot() {
+            MediaSlot::Waiting => SessionView {
+                state: "created",
+                end_reason: None,
+                network: None,
+            },
+            MediaSlot::Active {
+                status, summary, ..
+            } => SessionView {
+                state: match &*status.borrow() {
+                    PeerStatus::Connecting => "connecting",
+                    PeerStatus::Connected { .. } => "connected",
+                    PeerStatus::Reconnecting => "reconnecting",
+                    PeerStatus::Ended(_) => "ending",
+                },
+                end_reason: None,
+                network: Some(summary.borrow().clone()),
+            },
+            MediaSlot::Ended {
+                reason, summary, ..
+            } => SessionView {
+                state: "ended",
+                end_reason: Some(reason.clone()),
+                network: summary.clone(),
+            },
+        }
+    }
+
+    pub fn etag(&self) -> Option<String> {
+        match &*self.slot() {
+            MediaSlot::Active { ice_generation, .. } => {
+                Some(format!("\"{}-{}\"", &self.id[4..12], ice_generation))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(&*self.slot(), MediaSlot::Ended { .. })
+    }
+
+    pub fn check_events_token(&self, token: &str) -> bool {
+        SecretHash::of(token) == SecretHash::of(&self.events_token)
+    }
+
+    pub fn events_token(&self) -> &str {
+        &self.events_token
+    }
+}
+
+/// A new session as returned to the relying party (the secrets appear only here, once).
+pub struct NewSession {
+    pub session: Arc<Session>,
+    pub client_token: String,
+    pub events_token: String,
+}
+
+pub struct SessionRegistry {
+    cfg: Arc<Config>,
+    store: Store,
+    mux: Arc<MediaMux>,
+    persist: mpsc::Sender<Arc<Event>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Client-token hash -> session id, to tell "wrong session" (403) from "no such token" (401).
+    tokens: Mutex<HashMap<SecretHash, Arc<str>>>,
+    active: AtomicUsize,
+    accepting: std::sync::atomic::AtomicBool,
+}
+
+impl SessionRegistry {
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Store,
+        mux: Arc<MediaMux>,
+        persist: mpsc::Sender<Arc<Event>>,
+    ) -> Arc<Self> {
+        Arc::new(SessionRegistry {
+            cfg,
+            store,
+            mux,
+            persist,
+            sessions: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            accepting: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn sessions_in_memory(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Running network summaries of live calls (for metrics).
+    pub fn live_network(&self) -> Vec<MediaSummary> {
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        all.iter()
+            .filter_map(|s| match &*s.slot() {
+                MediaSlot::Active { summary, .. } => Some(summary.borrow().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn mux(&self) -> &Arc<MediaMux> {
+        &self.mux
+    }
+
+    pub async fn create(
+        &self,
+        api_key_id: &str,
+        subject: Option<String>,
+    ) -> Result<NewSession, SessionError> {
+        let id: Arc<str> = new_session_id().into();
+        let (client_token, client_hash) = new_secret("vct_");
+        let (events_token, _) = new_secret("vce_");
+        let now = unix_ms_now();
+        let expires = now + self.cfg.session_ttl().as_millis() as i64;
+        self.store
+            .insert_session(&SessionRow {
+                id: id.to_string(),
+                api_key_id: api_key_id.to_string(),
+                subject,
+                state: "created".into(),
+                created_at: now,
+                expires_at: expires,
+                connected_at: None,
+                ended_at: None,
+                end_reason: None,
+                network_summary: None,
+            })
+            .await?;
+        let session = Arc::new(Session {
+            id: id.clone(),
+            api_key_id: api_key_id.to_string(),
+            created_at_ms: now,
+            expires_at_ms: expires,
+            bus: EventBus::new(id.clone(), Some(self.persist.clone())),
+            client_token: client_hash,
+            events_token: events_token.clone(),
+            media: Mutex::new(MediaSlot::Waiting),
+        });
+        session
+            .bus
+            .publish("session_created", &json!({ "expires_at_ms": expires }));
+        lock(&self.sessions).insert(id.clone(), session.clone());
+        lock(&self.tokens).insert(client_hash, id);
+        Ok(NewSession {
+            session,
+            client_token,
+            events_token,
+        })
+    }
+
+    /// A session owned by the first active API key, for `serve --dev`.
+    pub async fn create_dev_session(&self) -> Result<NewSession, SessionError> {
+        let keys = self.store.list_api_keys().await?;
+        let key = keys
+            .iter()
+            .find(|k| k.revoked_at.is_none())
+            .ok_or(SessionError::Unauthorized)?;
+        self.create(&key.id, Some("dev".into())).await
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    /// Checks a client token against a session: 404 unknown session, 401 unknown token, 403 other session's.
+    pub fn authorize_client(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let session = self.get(id).ok_or(SessionError::NotFound)?;
+        let hash = SecretHash::of(token.ok_or(SessionError::Unauthorized)?);
+        if hash == session.client_token {
+            return Ok(session);
+        }
+        match lock(&self.tokens).get(&hash) {
+            Some(_) => Err(SessionError::Forbidden),
+            None => Err(SessionError::Unauthorized),
+        }
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
+
+    /// Stop accepting new calls (graceful shutdown).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Relaxed);
+    }
+
+    /// Starts the call for a WHIP offer; returns the SDP answer and the ETag.
+    pub fn start_call(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        offer: &str,
+    ) -> Result<(String, String), SessionError> {
+        {
+            let slot = session.slot();
+            match &*slot {
+                MediaSlot::Waiting => {}
+                MediaSlot::Active { .. } => return Err(SessionError::AlreadyConnected),
+                MediaSlot::Ended { .. } => return Err(SessionError::Ended),
+            }
+        }
+        if unix_ms_now() > session.expires_at_ms {
+            return Err(SessionError::Unauthorized);
+        }
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(SessionError::AtCapacity);
+        }
+        // Reserve a slot first so concurrent offers cannot overshoot the limit.
+        if self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cfg.max_sessions).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(SessionError::AtCapacity);
+        }
+        let peer_cfg = PeerConfig {
+            session: session.id.clone(),
+            advertised: SocketAddr::new(self.cfg.advertised_ip(), self.mux.local_addr().port()),
+            connect_timeout: Duration::from_secs(self.cfg.connect_timeout_secs),
+            idle_timeout: Duration::from_secs(self.cfg.idle_timeout_secs),
+            max_duration: Duration::from_secs(self.cfg.max_call_secs),
+            reconnect_grace: Duration::from_secs(self.cfg.reconnect_grace_secs),
+        };
+        let mut slot = session.slot();
+        if !matches!(&*slot, MediaSlot::Waiting) {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(SessionError::AlreadyConnected);
+        }
+        let handle =
+            match peer::accept_offer(offer, peer_cfg, session.bus.clone(), self.mux.clone()) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e.into());
+                }
+            };
+        *slot = MediaSlot::Active {
+            commands: handle.commands,
+            status: handle.status.clone(),
+            summary: handle.summary.clone(),
+            ice_generation: 1,
+        };
+        drop(slot);
+        session.bus.publish("connecting", &json!({}));
+        tokio::spawn(supervise(
+            self.clone(),
+            session.clone(),
+            handle.status,
+            handle.summary,
+        ));
+        let etag = session.etag().unwrap_or_default();
+        Ok((handle.answer, etag))
+    }
+
+    fn commands(&self, session: &Session) -> Result<mpsc::Sender<PeerCommand>, SessionError> {
+        match &*session.slot() {
+            MediaSlot::Active { commands, .. } => Ok(commands.clone()),
+            MediaSlot::Waiting => Err(SessionError::NotFound),
+            MediaSlot::Ended { .. } => Err(SessionError::Ended),
+        }
+    }
+
+    /// Applies a WHIP PATCH. Returns the server's new ICE credentials and ETag after an ICE
+    /// restart, or `None` for plain trickle ICE.
+    pub async fn patch(
+        &self,
+        session: &Session,
+        remote: Option<IceCreds>,
+        candidates: Vec<str0m::Candidate>,
+    ) -> Result<Option<(IceCreds, String)>, SessionError> {
+        let commands = self.commands(session)?;
+        let (reply, rx) = oneshot::channel();
+        commands
+            .send(PeerCommand::Patch {
+                remote,
+                candidates,
+                reply,
+            })
+            .await
+            .map_err(|_| SessionError::MediaGone)?;
+        let Some(creds) = rx.await.map_err(|_| SessionError::MediaGone)?? else {
+            return Ok(None);
+        };
+        if let MediaSlot::Active { ice_generation, .. } = &mut *session.slot() {
+            *ice_generation += 1;
+        }
+        Ok(Some((creds, session.etag().unwrap_or_default())))
+    }
+
+    /// Ends a session for `reason` (DELETE, shutdown). A session without a call ends at once.
+    pub async fn end(&self, session: &Arc<Session>, reason: EndReason) -> Result<(), SessionError> {
+        let commands = {
+            let mut slot = session.slot();
+            match &*slot {
+                MediaSlot::Active { commands, .. } => Some(commands.clone()),
+                MediaSlot::Waiting => {
+                    *slot = MediaSlot::Ended {
+                        reason: reason.as_str().to_string(),
+                        summary: None,
+                        at: std::time::Instant::now(),
+                    };
+                    None
+                }
+                MediaSlot::Ended { .. } => return Ok(()),
+            }
+        };
+        match commands {
+            Some(c) => {
+                // The supervisor records the end once the peer has stopped.
+                let _ = c.send(PeerCommand::Close(reason)).await;
+            }
+            None => self.record_end(session, reason.as_str(), None).await,
+        }
+        Ok(())
+    }
+
+    async fn record_end(&self, session: &Session, reason: &str, summary: Option<&MediaSummary>) {
+        let now = unix_ms_now();
+        if let Some(s) = summary {
+            if let Ok(text) = serde_json::to_string(s) {
+                if let Err(e) = self.store.set_network_summary(&session.id, &text).await {
+                    tracing::error!(session = %session.id, error = %e, "cannot store network summary");
+                }
+            }
+        }
+        match self.store.end_session(&session.id, now, reason).await {
+            Ok(true) => {
+                session
+                    .bus
+                    .publish("session_ended", &json!({ "reason": reason }));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(session = %session.id, error = %e, "cannot record session end")
+            }
+        }
+    }
+
+    /// Ends sessions whose token expired unused, and forgets ended ones after a while.
+    pub async fn sweep(&self) {
+        let now_ms = unix_ms_now();
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        let mut forget = Vec::new();
+        for s in all {
+            let expired = matches!(&*s.slot(), MediaSlot::Waiting) && now_ms > s.expires_at_ms;
+            if expired {
+                *s.slot() = MediaSlot::Ended {
+                    reason: "expired".into(),
+                    summary: None,
+                    at: std::time::Instant::now(),
+                };
+                self.record_end(&s, "expired", None).await;
+            }
+            if let MediaSlot::Ended { at, .. } = &*s.slot() {
+                if at.elapsed() >= KEEP_ENDED {
+                    forget.push(s.clone());
+                }
+            }
+        }
+        if !forget.is_empty() {
+            let mut sessions = lock(&self.sessions);
+            let mut tokens = lock(&self.tokens);
+            for s in forget {
+                sessions.remove(&s.id);
+                tokens.remove(&s.client_token);
+            }
+        }
+    }
+
+    /// Ends every running call (shutdown) and waits up to `grace` for them to finish.
+    pub async fn end_all(&self, reason: EndReason, grace: Duration) {
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in &all {
+            let _ = self.end(s, reason).await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Mirrors one call's status into the store and the session slot, until it ends.
+async fn supervise(
+    registry: Arc<SessionRegistry>,
+    session: Arc<Session>,
+    mut status: watch::Receiver<PeerStatus>,
+    summary: watch::Receiver<MediaSummary>,
+) {
+    let mut recorded_connect = false;
+    let reason = loop {
+        let current = status.borrow_and_update().clone();
+        match current {
+            PeerStatus::Connected { .. } if !recorded_connect => {
+                recorded_connect = true;
+                if let Err(e) = registry
+                    .store
+                    .set_session_connected(&session.id, unix_ms_now())
+                    .await
+                {
+                    tracing::error!(session = %session.id, error = %e, "cannot record connect");
+                }
+            }
+            PeerStatus::Reconnecting => {
+                let _ = registry
+                    .store
+                    .set_session_state(&session.id, "reconnecting")
+                    .await;
+            }
+            PeerStatus::Ended(reason) => break reason,
+            _ => {}
+        }
+        if status.changed().await.is_err() {
+            break EndReason::InternalError;
+        }
+    };
+    let final_summary = summary.borrow().clone();
+    *session.slot() = MediaSlot::Ended {
+        reason: reason.as_str().to_string(),
+        summary: Some(final_summary.clone()),
+        at: std::time::Instant::now(),
+    };
+    registry.active.fetch_sub(1, Ordering::AcqRel);
+    registry
+        .record_end(&session, reason.as_str(), Some(&final_summary))
+        .await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

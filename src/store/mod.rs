@@ -1,0 +1,475 @@
+//! Persistence through sqlx: a SQLite file by default, PostgreSQL when the URL says so.
+//!
+//! Queries are plain SQL that both engines accept (`$N` placeholders in ascending order,
+//! BIGINT timestamps in Unix milliseconds, JSON as TEXT), run through sqlx's `Any` driver.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use tokio::sync::mpsc;
+
+use crate::events::Event;
+
+/// Embedded migrations, applied in order and recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_foundation.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub api_key_id: String,
+    pub subject: Option<String>,
+    pub state: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub connected_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub network_summary: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its folder when needed) and applies migrations.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        if is_sqlite {
+            create_sqlite_folder(url)?;
+        }
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; a few connections let readers proceed.
+            .max_connections(if is_sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        if is_sqlite {
+            // WAL lets the API read while the event writer writes.
+            sqlx::raw_sql("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(crate::events::unix_ms_now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied migration");
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- API keys ----
+
+    pub async fn count_active_api_keys(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn insert_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        key_hash: &str,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(key_hash)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The active (not revoked) key with this hash.
+    pub async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRow>> {
+        let row = sqlx::query(
+            "SELECT id, name, created_at, revoked_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| api_key_from_row(&r)).transpose()
+    }
+
+    pub async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    /// Revokes a key; returns false when no active key has that id.
+    pub async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- sessions ----
+
+    pub async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id)
+        .bind(&s.api_key_id)
+        .bind(&s.subject)
+        .bind(&s.state)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_session_connected(&self, id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET state = 'connected', connected_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_session_state(&self, id: &str, state: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET state = $1 WHERE id = $2 AND ended_at IS NULL")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_network_summary(&self, id: &str, summary_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET network_summary = $1 WHERE id = $2")
+            .bind(summary_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the end of a session once; a second end (e.g. DELETE after a timeout) is ignored.
+    pub async fn end_session(&self, id: &str, at: i64, reason: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Sessions left open by a previous process cannot resume (their media state was in memory).
+    pub async fn end_orphaned_sessions(&self, at: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'server_restart' WHERE ended_at IS NULL",
+        )
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT id, api_key_id, subject, state, created_at, expires_at, connected_at, ended_at, end_reason, network_summary FROM sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(SessionRow {
+            id: r.try_get(0)?,
+            api_key_id: r.try_get(1)?,
+            subject: r.try_get(2)?,
+            state: r.try_get(3)?,
+            created_at: r.try_get(4)?,
+            expires_at: r.try_get(5)?,
+            connected_at: r.try_get(6)?,
+            ended_at: r.try_get(7)?,
+            end_reason: r.try_get(8)?,
+            network_summary: r.try_get(9)?,
+        }))
+    }
+
+    // ---- events ----
+
+    pub async fn insert_events(&self, events: &[Arc<Event>]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query("INSERT INTO events (session_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&*e.session_id)
+                .bind(e.seq as i64)
+                .bind(e.at_ms)
+                .bind(&e.kind)
+                .bind(e.to_json().to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The timeline after `after_seq`, oldest first.
+    pub async fn list_events(
+        &self,
+        session_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, kind, body FROM events WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(session_id)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    seq: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn api_key_from_row(r: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        created_at: r.try_get(2)?,
+        revoked_at: r.try_get(3)?,
+    })
+}
+
+fn create_sqlite_folder(url: &str) -> StoreResult<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes published events to the timeline in batches, off the media path.
+pub struct EventWriter {
+    queue: mpsc::Sender<Arc<Event>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventWriter {
+    /// `queue` is a sender of the same channel as `rx`, kept to observe when it has drained.
+    pub fn spawn(
+        store: Store,
+        queue: mpsc::Sender<Arc<Event>>,
+        mut rx: mpsc::Receiver<Arc<Event>>,
+    ) -> Self {
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = busy.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64);
+            loop {
+                if rx.recv_many(&mut batch, 64).await == 0 {
+                    return;
+                }
+                flag.store(true, std::sync::atomic::Ordering::Release);
+                if let Err(e) = store.insert_events(&batch).await {
+                    tracing::error!(error = %e, count = batch.len(), "failed to store events");
+                }
+                batch.clear();
+                flag.store(false, std::sync::atomic::Ordering::Release);
+            }
+        });
+        EventWriter { queue, busy, task }
+    }
+
+    /// Waits (up to 5 s) until every queued event is written, then stops the writer.
+    pub async fn flush(self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let idle = || {
+            self.queue.capacity() == self.queue.max_capacity()
+                && !self.busy.load(std::sync::atomic::Ordering::Acquire)
+        };
+        // Idle twice in a row: a batch just taken from the queue sets `busy` within microseconds.
+        let mut idle_checks = 0;
+        while idle_checks < 2 && tokio::time::Instant::now() < deadline {
+            idle_checks = if idle() { idle_checks + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventBus;
+
+    async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/v.db?mode=rwc", dir.path().display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn keys_sessions_and_events_round_trip_in_a_sqlite_file() {
+        let (store, dir) = temp_store().await;
+        assert!(dir.path().join("sub/v.db").exists());
+        store.insert_api_key("k1", "dev", "hash1", 1).await.unwrap();
+        assert_eq!(store.count_active_api_keys().await.unwrap(), 1);
+        assert_eq!(store.find_api_key("hash1").await.unwrap().unwrap().id, "k1");
+        assert!(store.find_api_key("other").await.unwrap().is_none());
+        assert!(store.revoke_api_key("k1", 2).await.unwrap());
+        assert!(store.find_api_key("hash1").await.unwrap().is_none());
+
+        let row = SessionRow {
+            id: "s1".into(),
+            api_key_id: "k1".into(),
+            subject: Some("user-7".into()),
+            state: "created".into(),
+            created_at: 10,
+            expires_at: 20,
+            connected_at: None,
+            ended_at: None,
+            end_reason: None,
+            network_summary: None,
+        };
+        store.insert_session(&row).await.unwrap();
+        store.set_session_connected("s1", 12).await.unwrap();
+        assert!(store.end_session("s1", 15, "deleted").await.unwrap());
+        assert!(!store.end_session("s1", 16, "idle_timeout").await.unwrap());
+        let got = store.get_session("s1").await.unwrap().unwrap();
+        assert_eq!(got.state, "ended");
+        assert_eq!(got.end_reason.as_deref(), Some("deleted"));
+        assert_eq!(got.connected_at, Some(12));
+
+        let bus = EventBus::new("s1".into(), None);
+        let e1 = bus.publish_value("a", serde_json::json!({"x": 1}));
+        let e2 = bus.publish_value("b", serde_json::Value::Null);
+        store.insert_events(&[e1, e2]).await.unwrap();
+        let evs = store.list_events("s1", 1).await.unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].kind, "b");
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_orphans_are_closed() {
+        let (store, dir) = temp_store().await;
+        let row = SessionRow {
+            id: "s2".into(),
+            api_key_id: "k".into(),
+            subject: None,
+            state: "connected".into(),
+            created_at: 1,
+            expires_at: 2,
+            connected_at: None,
+            ended_at: None,
+            end_reason: None,
+            network_summary: None,
+        };
+        store.insert_session(&row).await.unwrap();
+        drop(store);
+        let url = format!("sqlite://{}/sub/v.db?mode=rwc", dir.path().display());
+        let again = Store::connect(&url).await.unwrap();
+        assert_eq!(again.end_orphaned_sessions(5).await.unwrap(), 1);
+        let got = again.get_session("s2").await.unwrap().unwrap();
+        assert_eq!(got.end_reason.as_deref(), Some("server_restart"));
+    }
+}

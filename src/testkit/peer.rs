@@ -1,0 +1,324 @@
+//! A WHIP client built on str0m that streams like a browser would: it POSTs an offer, connects
+//! over UDP, sends pre-encoded video and Opus audio in real time, reads the `vericall` data channel
+//! and DELETEs the session at the end. Tests use it as the "Rust peer"; the load generator runs
+//! many of them. An optional relay address routes media through an impairment relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+use super::clip::{EncodedVideo, VideoCodec};
+use super::http::request;
+use super::TestkitError;
+
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub video: Option<Arc<EncodedVideo>>,
+    /// Opus packets (20 ms each), looped.
+    pub audio: Option<Arc<Vec<Arc<[u8]>>>>,
+    /// How long to stream after connecting.
+    pub duration: Duration,
+    pub data_channel: bool,
+    /// Send to this address (an impairment relay) instead of the server's candidate.
+    pub via: Option<SocketAddr>,
+    pub delete_at_end: bool,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            video: None,
+            audio: None,
+            duration: Duration::from_secs(3),
+            data_channel: true,
+            via: None,
+            delete_at_end: true,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerReport {
+    pub connect_time: Option<Duration>,
+    pub video_frames_sent: u64,
+    pub audio_packets_sent: u64,
+    pub keyframe_requests: u64,
+    /// Events received on the `vericall` data channel, in order.
+    pub events: Vec<serde_json::Value>,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub links: Vec<String>,
+    pub delete_status: Option<u16>,
+}
+
+/// Joins the call at `whip_url` with `token` and streams until `opts.duration` has passed.
+pub async fn run_peer(
+    whip_url: &str,
+    token: &str,
+    opts: PeerOptions,
+) -> Result<PeerReport, TestkitError> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let started = Instant::now();
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_opus(true, false)
+        .build(started);
+    rtc.add_local_candidate(
+        Candidate::host(local, "udp").map_err(|e| TestkitError::Rtc(e.to_string()))?,
+    );
+    let mut api = rtc.sdp_api();
+    let video_mid = opts
+        .video
+        .as_ref()
+        .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let audio_mid = opts
+        .audio
+        .as_ref()
+        .map(|_| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    if opts.data_channel {
+        api.add_channel("vericall".into());
+    }
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| TestkitError::Rtc("nothing to offer".into()))?;
+
+    let auth = format!("Bearer {token}");
+    let resp = request(
+        "POST",
+        whip_url,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        offer.to_sdp_string().as_bytes(),
+    )
+    .await?;
+    if resp.status != 201 {
+        return Err(TestkitError::Whip {
+            status: resp.status,
+            body: resp.text(),
+        });
+    }
+    let answer =
+        SdpAnswer::from_sdp_string(&resp.text()).map_err(|e| TestkitError::Rtc(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| TestkitError::Rtc(e.to_string()))?;
+    let server = server_candidate(&resp.text())
+        .ok_or_else(|| TestkitError::Rtc("answer has no candidate".into()))?;
+    let mut report = PeerReport {
+        location: resp.header("location").map(str::to_string),
+        etag: resp.header("etag").map(str::to_string),
+        links: resp.headers_named("link").map(str::to_string).collect(),
+        ..PeerReport::default()
+    };
+
+    let mut driver = Driver {
+        rtc,
+        socket,
+        local,
+        server,
+        via: opts.via,
+        report,
+        connected_at: None,
+        channel: None,
+    };
+    driver.stream(&opts, video_mid, audio_mid, started).await?;
+    report = driver.report;
+
+    if opts.delete_at_end {
+        let location = report
+            .location
+            .clone()
+            .unwrap_or_else(|| whip_url.to_string());
+        let resp = request("DELETE", &location, &[("Authorization", &auth)], b"").await?;
+        report.delete_status = Some(resp.status);
+    }
+    Ok(report)
+}
+
+/// The server's host candidate address from an SDP answer.
+fn server_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let c = Candidate::from_sdp_string(l.trim().strip_prefix("a=")?).ok()?;
+        Some(c.addr())
+    })
+}
+
+struct Driver {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    server: SocketAddr,
+    via: Option<SocketAddr>,
+    report: PeerReport,
+    connected_at: Option<Instant>,
+    channel: Option<str0m::channel::ChannelId>,
+}
+
+impl Driver {
+    async fn stream(
+        &mut self,
+        opts: &PeerOptions,
+        video_mid: Option<Mid>,
+        audio_mid: Option<Mid>,
+        started: Instant,
+    ) -> Result<(), TestkitError> {
+        let mut buf = vec![0u8; 2000];
+        let fps = opts.video.as_ref().map(|v| v.fps).unwrap_or(15).max(1);
+        let frame_interval = Duration::from_secs_f64(1.0 / fps as f64);
+        let mut next_frame = Instant::now();
+        let mut next_audio = Instant::now();
+        let mut frame_index: u64 = 0;
+        let mut audio_index: u64 = 0;
+        loop {
+            let timeout = self.drain().await?;
+            let now = Instant::now();
+            let end = match self.connected_at {
+                Some(c) => c + opts.duration,
+                None => started + opts.connect_timeout,
+            };
+            if now >= end {
+                if self.connected_at.is_none() {
+                    return Err(TestkitError::Rtc("did not connect in time".into()));
+                }
+                return Ok(());
+            }
+            if self.connected_at.is_some() {
+                if let (Some(mid), Some(video)) = (video_mid, &opts.video) {
+                    if now >= next_frame {
+                        let f = &video.frames[frame_index as usize % video.frames.len()];
+                        let codec = match video.codec {
+                            VideoCodec::Vp8 => Codec::Vp8,
+                            VideoCodec::Vp9 => Codec::Vp9,
+                        };
+                        let ts = frame_index * 90_000 / fps as u64;
+                        self.write(mid, codec, ts, f.data.clone())?;
+                        frame_index += 1;
+                        self.report.video_frames_sent += 1;
+                        next_frame += frame_interval;
+                    }
+                }
+                if let (Some(mid), Some(audio)) = (audio_mid, &opts.audio) {
+                    if now >= next_audio {
+                        let p = &audio[audio_index as usize % audio.len()];
+                        self.write(mid, Codec::Opus, audio_index * 960, p.clone())?;
+                        audio_index += 1;
+                        self.report.audio_packets_sent += 1;
+                        next_audio += Duration::from_millis(20);
+                    }
+                }
+                // Media written; poll again before sleeping.
+                let _ = self.drain().await?;
+            }
+            let mut wake = timeout.min(end);
+            if self.connected_at.is_some() {
+                if video_mid.is_some() {
+                    wake = wake.min(next_frame);
+                }
+                if audio_mid.is_some() {
+                    wake = wake.min(next_audio);
+                }
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+                Ok(Ok((n, from))) => {
+                    // Through a relay, datagrams come from the relay: present them as the server's.
+                    let source = if Some(from) == self.via {
+                        self.server
+                    } else {
+                        from
+                    };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents: (&buf[..n])
+                                .try_into()
+                                .map_err(|_| TestkitError::Rtc("bad datagram".into()))?,
+                        },
+                    );
+                    self.rtc
+                        .handle_input(input)
+                        .map_err(|e| TestkitError::Rtc(e.to_string()))?;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    self.rtc
+                        .handle_input(Input::Timeout(Instant::now()))
+                        .map_err(|e| TestkitError::Rtc(e.to_string()))?;
+                }
+            }
+            if self.connected_at.is_none() && self.rtc.is_connected() {
+                self.connected_at = Some(Instant::now());
+                self.report.connect_time = Some(started.elapsed());
+                next_frame = Instant::now();
+                next_audio = Instant::now();
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        mid: Mid,
+        codec: Codec,
+        ts: u64,
+        data: Arc<[u8]>,
+    ) -> Result<(), TestkitError> {
+        let writer = self
+            .rtc
+            .writer(mid)
+            .ok_or_else(|| TestkitError::Rtc("no writer".into()))?;
+        let params = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .ok_or_else(|| TestkitError::Rtc(format!("{codec} not negotiated")))?;
+        let (pt, clock) = (params.pt(), params.spec().clock_rate);
+        writer
+            .write(pt, Instant::now(), MediaTime::new(ts, clock), data)
+            .map_err(|e| TestkitError::Rtc(e.to_string()))
+    }
+
+    async fn drain(&mut self) -> Result<Instant, TestkitError> {
+        loop {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| TestkitError::Rtc(e.to_string()))?
+            {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => {
+                    let dest = match self.via {
+                        Some(via) if t.destination == self.server => via,
+                        _ => t.destination,
+                    };
+                    let _ = self.socket.send_to(&t.contents, dest).await;
+                }
+                Output::Event(e) => match e {
+                    Event::KeyframeRequest(_) => self.report.keyframe_requests += 1,
+                    Event::ChannelOpen(id, _) => self.channel = Some(id),
+                    Event::ChannelData(d) => {
+                        if let Ok(v) = serde_json::from_slice(&d.data) {
+                            self.report.events.push(v);
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}

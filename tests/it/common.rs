@@ -1,0 +1,173 @@
+//! Shared harness: an in-process server on ephemeral ports with its own SQLite file.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use vericall::config::Config;
+use vericall::server::{start, RunningServer};
+use vericall::testkit::clip::{encode_pattern, encode_tone, EncodedVideo, VideoCodec};
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub api_key: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub struct CreatedSession {
+    pub id: String,
+    pub token: String,
+    pub whip_url: String,
+    pub events_url: String,
+    pub page_url: String,
+}
+
+pub fn test_config() -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        media_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(mut cfg: Config) -> TestServer {
+        init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
+        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+        let server = start(cfg, static_dir).await.expect("server starts");
+        let api_key = server
+            .created_api_key
+            .clone()
+            .expect("a fresh database gets a key");
+        TestServer {
+            server,
+            api_key,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.base_url, path)
+    }
+
+    pub async fn create_session(&self) -> CreatedSession {
+        let resp = self
+            .http
+            .post(self.url("/v1/sessions"))
+            .bearer_auth(&self.api_key)
+            .json(&serde_json::json!({ "subject": "test-user" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let v: Value = resp.json().await.unwrap();
+        CreatedSession {
+            id: v["id"].as_str().unwrap().into(),
+            token: v["client_token"].as_str().unwrap().into(),
+            whip_url: v["whip_url"].as_str().unwrap().into(),
+            events_url: v["events_url"].as_str().unwrap().into(),
+            page_url: v["page_url"].as_str().unwrap().into(),
+        }
+    }
+
+    pub async fn session(&self, id: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{id}")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Polls the session until `pred` holds (or panics after `timeout`).
+    pub async fn wait_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.session(id).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting; last: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The persisted timeline once it contains an event of type `kind` (written asynchronously).
+    pub async fn timeline_until(&self, id: &str, kind: &str) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let events = self.timeline(id).await;
+            if events.iter().any(|e| e["type"] == kind) || tokio::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn timeline(&self, id: &str) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{id}/timeline")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["events"].as_array().unwrap().clone()
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,vericall=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// 640x480 VP8 at 15 fps, ~500 kbit/s, 4 s long (looped by the peers); encoded once per process.
+pub fn vp8_clip() -> Arc<EncodedVideo> {
+    static CLIP: OnceLock<Arc<EncodedVideo>> = OnceLock::new();
+    CLIP.get_or_init(|| Arc::new(encode_pattern(VideoCodec::Vp8, 640, 480, 15, 500, 60).unwrap()))
+        .clone()
+}
+
+pub fn tone() -> Arc<Vec<Arc<[u8]>>> {
+    static TONE: OnceLock<Arc<Vec<Arc<[u8]>>>> = OnceLock::new();
+    TONE.get_or_init(|| Arc::new(encode_tone(50, 0.3).unwrap()))
+        .clone()
+}
+
+/// Track summaries by kind from a session's `network` object.
+pub fn track<'a>(session: &'a Value, kind: &str) -> &'a Value {
+    session["network"]["tracks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["kind"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} track in {session:#}"))
+}

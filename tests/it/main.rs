@@ -1,0 +1,9 @@
+//! vericall's integration tests: one crate (one link) with a module per area.
+
+mod api;
+mod browser;
+mod call;
+mod common;
+mod network;
+mod relay;
+mod webrtc_peer;
