@@ -27,12 +27,40 @@ enum Command {
     /// Run the server.
     Serve(ServeArgs),
     /// Manage relying-party API keys.
+    /// Load generator: many WebRTC peers streaming pre-encoded VP8 into a running server.
+    Loadgen(LoadgenArgs),
     Keys {
         #[command(flatten)]
         db: DbArgs,
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Args)]
+struct LoadgenArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "VERICALL_API_KEY")]
+    api_key: String,
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 150)]
+    stagger_ms: u64,
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 480)]
+    height: u32,
+    #[arg(long, default_value_t = 15)]
+    fps: u32,
+    #[arg(long, default_value_t = 500)]
+    kbps: u32,
+    /// Also send Opus audio.
+    #[arg(long)]
+    audio: bool,
 }
 
 #[derive(Args)]
@@ -113,6 +141,23 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Keys { db, action } => keys(db, action).await,
+        Command::Loadgen(a) => {
+            let report = vericall::testkit::load::run_load(vericall::testkit::load::LoadOptions {
+                base_url: a.url.trim_end_matches('/').to_string(),
+                api_key: a.api_key,
+                peers: a.peers,
+                duration: Duration::from_secs(a.seconds),
+                stagger: Duration::from_millis(a.stagger_ms),
+                width: a.width,
+                height: a.height,
+                fps: a.fps,
+                bitrate_kbps: a.kbps,
+                audio: a.audio,
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }
 

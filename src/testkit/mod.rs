@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod http;
+pub mod load;
 pub mod peer;
 
 #[derive(Debug, thiserror::Error)]
