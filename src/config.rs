@@ -60,6 +60,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// After the connection drops, the client may ICE-restart within this window.
     pub reconnect_grace_secs: u64,
+    /// Frames analysed per second at most (decoding still sees every frame).
+    pub analysis_fps: f64,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     pub ice_servers: Vec<IceServer>,
@@ -84,6 +86,7 @@ impl Default for Config {
             idle_timeout_secs: 10,
             connect_timeout_secs: 20,
             reconnect_grace_secs: 15,
+            analysis_fps: 15.0,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             dev: false,
@@ -114,6 +117,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "database_url must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if !(self.analysis_fps > 0.0 && self.analysis_fps <= 60.0) {
+            return Err(ConfigError::Invalid(
+                "analysis_fps must be in (0, 60]".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

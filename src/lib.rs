@@ -6,11 +6,13 @@
 //! `api::whip` -> `session` -> `media::peer` -> `media::netstats` -> `events` -> `store`.
 //! ARCHITECTURE.md has the one-page map.
 
+pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod events;
 pub mod media;
 pub mod metrics;
+pub mod reasons;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -36,6 +36,9 @@ pub struct CreateSession {
     /// The relying party's opaque id of the person (for attempt limits and deletion).
     #[serde(default)]
     pub subject: Option<String>,
+    /// Require a microphone (default true).
+    #[serde(default)]
+    pub audio: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +62,10 @@ pub async fn create(
             "subject is limited to 256 bytes".into(),
         ));
     }
-    let created = state.registry.create(&key.id, req.subject).await?;
+    let policy = crate::session::SessionPolicy {
+        audio: req.audio.unwrap_or(true),
+    };
+    let created = state.registry.create(&key.id, req.subject, policy).await?;
     let id = created.session.id.to_string();
     let base = &state.base_url;
     tracing::info!(session = %id, api_key = %key.id, "session created");

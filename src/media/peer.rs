@@ -19,10 +19,12 @@ use str0m::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::decode::VideoCodec;
 use super::mux::{Datagram, MediaMux};
 use super::netstats::{
     score, NetworkWarningState, StreamKind, StreamMonitor, StreamReport, WarningChange,
 };
+use super::pipeline::{DecodeSummary, Pipeline, PipelineConfig, PipelineFeedback, PipelineInput};
 use super::sdp::{self, SdpError};
 use super::wire::{classify, parse_rtp_header, DatagramKind};
 use crate::events::{Event, EventBus};
@@ -108,6 +110,10 @@ pub struct PeerConfig {
     pub idle_timeout: Duration,
     pub max_duration: Duration,
     pub reconnect_grace: Duration,
+    /// Frames analysed per second at most.
+    pub analysis_fps: f64,
+    /// The session's policy wants a microphone (else no `MIC_MISSING`).
+    pub wants_audio: bool,
 }
 
 /// Per-track totals for the session summary.
@@ -144,6 +150,7 @@ pub struct MediaSummary {
     pub warnings: Vec<&'static str>,
     pub tracks: Vec<TrackSummary>,
     pub input_errors: u64,
+    pub decode: DecodeSummary,
 }
 
 pub struct PeerHandle {
@@ -185,6 +192,16 @@ pub fn accept_offer(
         .map_err(|e| SdpError::Rejected(e.to_string()))?
         .to_sdp_string();
 
+    let (feedback_tx, feedback) = mpsc::channel(8);
+    let pipeline = Pipeline::spawn(
+        PipelineConfig {
+            analysis_fps: cfg.analysis_fps,
+            wants_audio: cfg.wants_audio,
+        },
+        bus.clone(),
+        feedback_tx,
+    )
+    .map_err(|e| SdpError::Rejected(format!("cannot start the media thread: {e}")))?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
     let (commands_tx, commands) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(PeerStatus::Connecting);
@@ -214,6 +231,9 @@ pub fn accept_offer(
         next_tick: now + STATS_TICK,
         input_errors: 0,
         ending: None,
+        pipeline: Some(pipeline),
+        feedback,
+        video_gap: false,
         cfg,
     };
     tokio::spawn(task.run());
@@ -239,7 +259,6 @@ struct Track {
     keyframe_requests: u64,
     last_keyframe_request: Option<Instant>,
     nacks_seen: u64,
-    last_report: Option<StreamReport>,
 }
 
 struct PeerTask {
@@ -268,6 +287,11 @@ struct PeerTask {
     next_tick: Instant,
     input_errors: u64,
     ending: Option<EndReason>,
+    /// Decode and analysis thread; taken when the call ends.
+    pipeline: Option<Pipeline>,
+    feedback: mpsc::Receiver<PipelineFeedback>,
+    /// A video frame could not be queued: the next one starts a gap (decode from a keyframe).
+    video_gap: bool,
 }
 
 impl PeerTask {
@@ -297,6 +321,7 @@ impl PeerTask {
                     }
                 }
                 event = self.events.recv(), if self.channel.is_some() => self.forward_event(event),
+                Some(PipelineFeedback::NeedKeyframe) = self.feedback.recv() => self.request_keyframe(),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
                     self.feed(Input::Timeout(now.max(self.last_input)));
@@ -408,6 +433,10 @@ impl PeerTask {
                         .send_modify(|s| s.connect_ms = Some(connect_ms));
                     self.bus
                         .publish("connected", &json!({ "connect_ms": connect_ms }));
+                    let has_audio = sdp::offers_audio(&self.offer);
+                    if let Some(p) = &self.pipeline {
+                        p.submit(PipelineInput::Connected { at: now, has_audio });
+                    }
                 }
             }
             RtcEvent::IceConnectionStateChange(state) => self.on_ice_state(state),
@@ -428,7 +457,6 @@ impl PeerTask {
                     keyframe_requests: 0,
                     last_keyframe_request: None,
                     nacks_seen: 0,
-                    last_report: None,
                 });
                 self.bus.publish(
                     "track",
@@ -487,12 +515,12 @@ impl PeerTask {
     }
 
     fn on_media(&mut self, data: MediaData) {
-        let now = Instant::now();
         let is_keyframe = data.is_keyframe();
         let Some(t) = self.tracks.iter_mut().find(|t| t.mid == data.mid) else {
             return;
         };
-        t.codec = Some(data.params.spec().codec);
+        let codec = data.params.spec().codec;
+        t.codec = Some(codec);
         t.frames += 1;
         t.keyframes += u64::from(is_keyframe);
         t.monitor.on_delivered(
@@ -500,19 +528,55 @@ impl PeerTask {
             **data.seq_range.start(),
             **data.seq_range.end(),
         );
-        let needs_keyframe = t.kind == MediaKind::Video && !data.contiguous && !is_keyframe;
-        let may_request = t
-            .last_keyframe_request
-            .is_none_or(|at| now.duration_since(at) >= KEYFRAME_REQUEST_INTERVAL);
-        if needs_keyframe && may_request {
-            let mid = t.mid;
-            t.last_keyframe_request = Some(now);
-            t.keyframe_requests += 1;
-            t.monitor.on_pli_sent();
-            if let Some(mut w) = self.rtc.writer(mid) {
-                if let Err(e) = w.request_keyframe(None, KeyframeRequestKind::Pli) {
-                    tracing::debug!(error = %e, "keyframe request failed");
-                }
+        let Some(pipeline) = &self.pipeline else {
+            return;
+        };
+        let input = match (t.kind, codec) {
+            (MediaKind::Audio, Codec::Opus) => PipelineInput::Audio {
+                data: data.data.clone(),
+                arrival: data.network_time,
+            },
+            (MediaKind::Video, Codec::Vp8 | Codec::Vp9 | Codec::H264) => PipelineInput::Video {
+                data: data.data.clone(),
+                codec: match codec {
+                    Codec::Vp8 => VideoCodec::Vp8,
+                    Codec::Vp9 => VideoCodec::Vp9,
+                    _ => VideoCodec::H264,
+                },
+                keyframe: is_keyframe,
+                discontinuity: !data.contiguous || self.video_gap,
+                arrival: data.network_time,
+            },
+            _ => return,
+        };
+        let is_video = t.kind == MediaKind::Video;
+        let queued = pipeline.submit(input);
+        if is_video {
+            self.video_gap = !queued;
+            if !queued {
+                self.request_keyframe();
+            }
+        }
+    }
+
+    /// Asks the sender for a keyframe (PLI), at most once per `KEYFRAME_REQUEST_INTERVAL`.
+    fn request_keyframe(&mut self) {
+        let now = Instant::now();
+        let Some(t) = self.tracks.iter_mut().find(|t| t.kind == MediaKind::Video) else {
+            return;
+        };
+        if t.last_keyframe_request
+            .is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let mid = t.mid;
+        t.last_keyframe_request = Some(now);
+        t.keyframe_requests += 1;
+        t.monitor.on_pli_sent();
+        if let Some(mut w) = self.rtc.writer(mid) {
+            if let Err(e) = w.request_keyframe(None, KeyframeRequestKind::Pli) {
+                tracing::debug!(error = %e, "keyframe request failed");
             }
         }
     }
@@ -581,9 +645,7 @@ impl PeerTask {
         self.next_tick = now + STATS_TICK;
         let mut reports = Vec::with_capacity(self.tracks.len());
         for t in &mut self.tracks {
-            let r = t.monitor.tick(now);
-            reports.push(r.clone());
-            t.last_report = Some(r);
+            reports.push(t.monitor.tick(now));
         }
         if self.connected_at.is_some() && !reports.is_empty() {
             let s = score(&reports);
@@ -621,7 +683,9 @@ impl PeerTask {
             let poor_ms = self.warning.poor_duration().as_millis() as u64;
             let tracks: Vec<TrackSummary> = self.tracks.iter().map(track_summary).collect();
             let input_errors = self.input_errors;
+            let decode = self.decode_summary();
             self.summary.send_modify(|m| {
+                m.decode = decode;
                 m.quality = Some(s.quality.as_str());
                 m.mos = Some(round2(s.mos));
                 m.poor_network_ms = poor_ms;
@@ -652,7 +716,21 @@ impl PeerTask {
         .or(self.ending);
     }
 
+    fn decode_summary(&self) -> DecodeSummary {
+        self.pipeline
+            .as_ref()
+            .map(|p| p.stats.snapshot())
+            .unwrap_or_default()
+    }
+
     async fn finish(mut self, reason: EndReason) {
+        // The media thread drains its queue and stops; joining it is blocking work.
+        if let Some(p) = self.pipeline.take() {
+            let stats = p.stats.clone();
+            let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+            let decode = stats.snapshot();
+            self.summary.send_modify(|m| m.decode = decode);
+        }
         self.rtc.disconnect();
         // Flush what str0m still wants to send (DTLS close_notify, RTCP BYE).
         while let Ok(Output::Transmit(t)) = self.rtc.poll_output() {

@@ -53,6 +53,26 @@ pub fn check_offer(offer: &str) -> Result<(), SdpError> {
     Ok(())
 }
 
+/// Whether an offer sends audio: an `m=audio` section with a non-zero port that is not recvonly
+/// or inactive. (str0m announces tracks only once media can flow, after the connection is up.)
+pub fn offers_audio(offer: &str) -> bool {
+    let mut in_audio = false;
+    let mut found = false;
+    for line in offer.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                return true;
+            }
+            in_audio = m.starts_with("audio ") && !m.starts_with("audio 0 ");
+            found |= in_audio;
+        } else if in_audio && (line == "a=recvonly" || line == "a=inactive") {
+            in_audio = false;
+            found = false;
+        }
+    }
+    found && in_audio
+}
+
 /// Session-level or first media-level ICE credentials of an SDP.
 pub fn ice_credentials(sdp: &str) -> Option<IceCreds> {
     let mut ufrag = None;
@@ -152,6 +172,25 @@ mod tests {
         assert!(matches!(check_offer("hello"), Err(SdpError::Malformed(_))));
         let h264 = OFFER.replace("VP8/90000", "h264/90000");
         assert_eq!(check_offer(&h264), Ok(()));
+    }
+
+    #[test]
+    fn detects_whether_the_offer_sends_audio() {
+        assert!(offers_audio(OFFER));
+        let video_only = format!(
+            "v=0\r\n{}",
+            OFFER
+                .split("m=audio")
+                .nth(1)
+                .map(|r| format!("m=x{r}"))
+                .unwrap()
+        );
+        assert!(!offers_audio(&video_only));
+        let recvonly = OFFER.replace(
+            "a=rtpmap:111 opus/48000/2",
+            "a=rtpmap:111 opus/48000/2\r\na=recvonly",
+        );
+        assert!(!offers_audio(&recvonly));
     }
 
     #[test]

@@ -78,8 +78,22 @@ enum MediaSlot {
     },
 }
 
+/// What the relying party asked of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionPolicy {
+    /// A microphone is required (`MIC_MISSING` when the call has no audio).
+    pub audio: bool,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy { audio: true }
+    }
+}
+
 pub struct Session {
     pub id: Arc<str>,
+    pub policy: SessionPolicy,
     pub api_key_id: String,
     pub created_at_ms: i64,
     /// The client token is accepted for a first WHIP offer until then.
@@ -233,6 +247,7 @@ impl SessionRegistry {
         &self,
         api_key_id: &str,
         subject: Option<String>,
+        policy: SessionPolicy,
     ) -> Result<NewSession, SessionError> {
         let id: Arc<str> = new_session_id().into();
         let (client_token, client_hash) = new_secret("vct_");
@@ -255,6 +270,7 @@ impl SessionRegistry {
             .await?;
         let session = Arc::new(Session {
             id: id.clone(),
+            policy,
             api_key_id: api_key_id.to_string(),
             created_at_ms: now,
             expires_at_ms: expires,
@@ -282,7 +298,8 @@ impl SessionRegistry {
             .iter()
             .find(|k| k.revoked_at.is_none())
             .ok_or(SessionError::Unauthorized)?;
-        self.create(&key.id, Some("dev".into())).await
+        self.create(&key.id, Some("dev".into()), SessionPolicy::default())
+            .await
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
@@ -352,6 +369,8 @@ impl SessionRegistry {
             idle_timeout: Duration::from_secs(self.cfg.idle_timeout_secs),
             max_duration: Duration::from_secs(self.cfg.max_call_secs),
             reconnect_grace: Duration::from_secs(self.cfg.reconnect_grace_secs),
+            analysis_fps: self.cfg.analysis_fps,
+            wants_audio: session.policy.audio,
         };
         let mut slot = session.slot();
         if !matches!(&*slot, MediaSlot::Waiting) {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::clip::{encode_pattern, encode_tone, VideoCodec};
 use super::http::request;
-use super::peer::{run_peer, PeerOptions};
+use super::peer::{run_peer, PeerOptions, VideoSource};
 use super::TestkitError;
 
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
     for _ in 0..opts.peers {
         let (id, whip, token) = create_session(&opts).await?;
         let peer_opts = PeerOptions {
-            video: Some(video.clone()),
+            video: Some(VideoSource::Encoded(video.clone())),
             audio: audio.clone(),
             duration: opts.duration,
             connect_timeout: Duration::from_secs(20),

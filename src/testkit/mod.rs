@@ -4,6 +4,7 @@
 //! peer speaking WHIP over HTTP, real UDP. Nothing here is used by the server itself.
 
 pub mod clip;
+pub mod fixtures;
 pub mod http;
 pub mod load;
 pub mod peer;

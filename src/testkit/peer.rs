@@ -17,10 +17,37 @@ use tokio::net::UdpSocket;
 use super::clip::{EncodedVideo, VideoCodec};
 use super::http::request;
 use super::TestkitError;
+use crate::media::decode::{DecodedFrame, H264Encoder, VideoCodec as LiveCodec, VpxEncoder};
+
+/// Raw frames encoded live by the peer, so it can answer keyframe requests (PLI) like a browser.
+#[derive(Debug, Clone)]
+pub struct LiveVideo {
+    pub codec: LiveCodec,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Looped.
+    pub frames: Vec<DecodedFrame>,
+}
+
+#[derive(Debug, Clone)]
+pub enum VideoSource {
+    /// Pre-encoded frames replayed in a loop (cheap; keyframe requests are ignored).
+    Encoded(Arc<EncodedVideo>),
+    Live(Arc<LiveVideo>),
+}
+
+impl VideoSource {
+    fn fps(&self) -> u32 {
+        match self {
+            VideoSource::Encoded(v) => v.fps,
+            VideoSource::Live(v) => v.fps,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
-    pub video: Option<Arc<EncodedVideo>>,
+    pub video: Option<VideoSource>,
     /// Opus packets (20 ms each), looped.
     pub audio: Option<Arc<Vec<Arc<[u8]>>>>,
     /// How long to stream after connecting.
@@ -30,6 +57,9 @@ pub struct PeerOptions {
     pub via: Option<SocketAddr>,
     pub delete_at_end: bool,
     pub connect_timeout: Duration,
+    /// Stop sending video after this many frames (0: a video track that never sends, like a
+    /// camera that failed after negotiation).
+    pub max_video_frames: Option<u64>,
 }
 
 impl Default for PeerOptions {
@@ -42,6 +72,7 @@ impl Default for PeerOptions {
             via: None,
             delete_at_end: true,
             connect_timeout: Duration::from_secs(10),
+            max_video_frames: None,
         }
     }
 }
@@ -73,6 +104,7 @@ pub async fn run_peer(
         .clear_codecs()
         .enable_vp8(true)
         .enable_vp9(true)
+        .enable_h264(true)
         .enable_opus(true, false)
         .build(started);
     rtc.add_local_candidate(
@@ -134,6 +166,8 @@ pub async fn run_peer(
         report,
         connected_at: None,
         channel: None,
+        encoder: None,
+        force_keyframe: false,
     };
     driver.stream(&opts, video_mid, audio_mid, started).await?;
     report = driver.report;
@@ -166,6 +200,13 @@ struct Driver {
     report: PeerReport,
     connected_at: Option<Instant>,
     channel: Option<str0m::channel::ChannelId>,
+    encoder: Option<LiveEncoder>,
+    force_keyframe: bool,
+}
+
+enum LiveEncoder {
+    Vpx(VpxEncoder),
+    H264(Box<H264Encoder>),
 }
 
 impl Driver {
@@ -177,7 +218,7 @@ impl Driver {
         started: Instant,
     ) -> Result<(), TestkitError> {
         let mut buf = vec![0u8; 2000];
-        let fps = opts.video.as_ref().map(|v| v.fps).unwrap_or(15).max(1);
+        let fps = opts.video.as_ref().map(|v| v.fps()).unwrap_or(15).max(1);
         let frame_interval = Duration::from_secs_f64(1.0 / fps as f64);
         let mut next_frame = Instant::now();
         let mut next_audio = Instant::now();
@@ -198,14 +239,10 @@ impl Driver {
             }
             if self.connected_at.is_some() {
                 if let (Some(mid), Some(video)) = (video_mid, &opts.video) {
-                    if now >= next_frame {
-                        let f = &video.frames[frame_index as usize % video.frames.len()];
-                        let codec = match video.codec {
-                            VideoCodec::Vp8 => Codec::Vp8,
-                            VideoCodec::Vp9 => Codec::Vp9,
-                        };
+                    let limit_reached = opts.max_video_frames.is_some_and(|m| frame_index >= m);
+                    if now >= next_frame && !limit_reached {
                         let ts = frame_index * 90_000 / fps as u64;
-                        self.write(mid, codec, ts, f.data.clone())?;
+                        self.send_video_frame(mid, video, frame_index, ts)?;
                         frame_index += 1;
                         self.report.video_frames_sent += 1;
                         next_frame += frame_interval;
@@ -225,7 +262,8 @@ impl Driver {
             }
             let mut wake = timeout.min(end);
             if self.connected_at.is_some() {
-                if video_mid.is_some() {
+                let more_video = opts.max_video_frames.is_none_or(|m| frame_index < m);
+                if video_mid.is_some() && more_video {
                     wake = wake.min(next_frame);
                 }
                 if audio_mid.is_some() {
@@ -272,6 +310,67 @@ impl Driver {
         }
     }
 
+    fn send_video_frame(
+        &mut self,
+        mid: Mid,
+        video: &VideoSource,
+        index: u64,
+        ts: u64,
+    ) -> Result<(), TestkitError> {
+        match video {
+            VideoSource::Encoded(v) => {
+                let f = &v.frames[index as usize % v.frames.len()];
+                let codec = match v.codec {
+                    VideoCodec::Vp8 => Codec::Vp8,
+                    VideoCodec::Vp9 => Codec::Vp9,
+                };
+                self.write(mid, codec, ts, f.data.clone())
+            }
+            VideoSource::Live(v) => {
+                let raw = &v.frames[index as usize % v.frames.len()];
+                if self.encoder.is_none() {
+                    let (w, h) = (raw.width as u32, raw.height as u32);
+                    let enc = match v.codec {
+                        LiveCodec::H264 => LiveEncoder::H264(Box::new(
+                            H264Encoder::new(w, h, v.fps, v.bitrate_kbps)
+                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
+                        )),
+                        c => LiveEncoder::Vpx(
+                            VpxEncoder::new(c, w, h, v.fps, v.bitrate_kbps)
+                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
+                        ),
+                    };
+                    self.encoder = Some(enc);
+                }
+                let force = std::mem::take(&mut self.force_keyframe);
+                let (codec, frames) = match self.encoder.as_mut().expect("created above") {
+                    LiveEncoder::Vpx(e) => {
+                        let codec = if v.codec == LiveCodec::Vp9 {
+                            Codec::Vp9
+                        } else {
+                            Codec::Vp8
+                        };
+                        (
+                            codec,
+                            e.encode(raw, index as i64, force)
+                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
+                        )
+                    }
+                    LiveEncoder::H264(e) => (
+                        Codec::H264,
+                        vec![e
+                            .encode(raw, force)
+                            .map_err(|e| TestkitError::Encode(e.to_string()))?],
+                    ),
+                };
+                for (data, _key) in frames {
+                    self.write(mid, codec, ts, data.into())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn write(
         &mut self,
         mid: Mid,
@@ -309,7 +408,10 @@ impl Driver {
                     let _ = self.socket.send_to(&t.contents, dest).await;
                 }
                 Output::Event(e) => match e {
-                    Event::KeyframeRequest(_) => self.report.keyframe_requests += 1,
+                    Event::KeyframeRequest(_) => {
+                        self.report.keyframe_requests += 1;
+                        self.force_keyframe = true;
+                    }
                     Event::ChannelOpen(id, _) => self.channel = Some(id),
                     Event::ChannelData(d) => {
                         if let Ok(v) = serde_json::from_slice(&d.data) {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use vericall::config::Config;
 use vericall::server::{start, RunningServer};
 use vericall::testkit::clip::{encode_pattern, encode_tone, EncodedVideo, VideoCodec};
+use vericall::testkit::peer::VideoSource;
 
 pub struct TestServer {
     pub server: RunningServer,
@@ -152,10 +153,14 @@ fn init_logs() {
 }
 
 /// 640x480 VP8 at 15 fps, ~500 kbit/s, 4 s long (looped by the peers); encoded once per process.
-pub fn vp8_clip() -> Arc<EncodedVideo> {
+pub fn vp8_clip() -> VideoSource {
     static CLIP: OnceLock<Arc<EncodedVideo>> = OnceLock::new();
-    CLIP.get_or_init(|| Arc::new(encode_pattern(VideoCodec::Vp8, 640, 480, 15, 500, 60).unwrap()))
-        .clone()
+    VideoSource::Encoded(
+        CLIP.get_or_init(|| {
+            Arc::new(encode_pattern(VideoCodec::Vp8, 640, 480, 15, 500, 60).unwrap())
+        })
+        .clone(),
+    )
 }
 
 pub fn tone() -> Arc<Vec<Arc<[u8]>>> {

@@ -1,0 +1,5 @@
+//! Analysis of decoded media: capture quality, camera and microphone health. Everything here is
+//! sans-IO: fed with frames, PCM levels and timestamps, it returns what changed.
+
+pub mod device;
+pub mod quality;

@@ -1,0 +1,496 @@
+//! Per-call decode and analysis, off the async reactor.
+//!
+//! The peer task hands encoded frames to a dedicated thread through a bounded queue (a full queue
+//! drops the frame and asks for a keyframe: memory stays bounded whatever the sender does). The
+//! thread decodes every frame (decoding must not skip, or the picture breaks), but analyses only
+//! the newest one, at most `analysis_fps` times a second: when it falls behind, frames still queued
+//! are decoded and skipped, never analysed late. Findings go out as session events.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::decode::{
+    is_opus_dtx, level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder,
+};
+use crate::analysis::device::{CameraHealth, FrameFacts, HealthChange, MicHealth};
+use crate::analysis::quality::{
+    luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer, QualityMetrics, Thresholds,
+    I420,
+};
+use crate::events::{unix_ms_now, EventBus};
+use crate::reasons::ReasonCode;
+
+/// Encoded frames waiting for the decoder (about 2 s of video at 30 fps plus audio).
+pub const QUEUE_CAPACITY: usize = 160;
+const TICK: Duration = Duration::from_millis(100);
+const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Frames analysed per second at most (default 15).
+    pub analysis_fps: f64,
+    /// The session's policy wants a microphone.
+    pub wants_audio: bool,
+}
+
+#[derive(Debug)]
+pub enum PipelineInput {
+    Video {
+        data: Arc<[u8]>,
+        codec: VideoCodec,
+        keyframe: bool,
+        /// Something was lost before this frame: decode only from the next keyframe.
+        discontinuity: bool,
+        arrival: Instant,
+    },
+    Audio {
+        data: Arc<[u8]>,
+        arrival: Instant,
+    },
+    Connected {
+        at: Instant,
+        has_audio: bool,
+    },
+}
+
+/// What the pipeline asks of the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineFeedback {
+    NeedKeyframe,
+}
+
+/// Counters shared with the peer for the call summary.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub frames_decoded: AtomicU64,
+    pub frames_analyzed: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub queue_drops: AtomicU64,
+    pub audio_decoded: AtomicU64,
+    pub width: AtomicU64,
+    pub height: AtomicU64,
+}
+
+/// A snapshot of [`PipelineStats`] for the call summary.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct DecodeSummary {
+    pub frames_decoded: u64,
+    pub frames_analyzed: u64,
+    pub frames_skipped: u64,
+    pub decode_errors: u64,
+    pub queue_drops: u64,
+    pub audio_decoded: u64,
+    pub width: u64,
+    pub height: u64,
+}
+
+impl PipelineStats {
+    pub fn snapshot(&self) -> DecodeSummary {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DecodeSummary {
+            frames_decoded: get(&self.frames_decoded),
+            frames_analyzed: get(&self.frames_analyzed),
+            frames_skipped: get(&self.frames_skipped),
+            decode_errors: get(&self.decode_errors),
+            queue_drops: get(&self.queue_drops),
+            audio_decoded: get(&self.audio_decoded),
+            width: get(&self.width),
+            height: get(&self.height),
+        }
+    }
+}
+
+pub struct Pipeline {
+    tx: Option<SyncSender<PipelineInput>>,
+    pending_video: Arc<AtomicUsize>,
+    pub stats: Arc<PipelineStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub fn spawn(
+        cfg: PipelineConfig,
+        bus: EventBus,
+        feedback: tokio::sync::mpsc::Sender<PipelineFeedback>,
+    ) -> std::io::Result<Pipeline> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let pending_video = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(PipelineStats::default());
+        let worker = Worker::new(cfg, bus, feedback, pending_video.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("vericall-media".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(Pipeline {
+            tx: Some(tx),
+            pending_video,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues input without waiting; returns false (and counts a drop) when the queue is full.
+    pub fn submit(&self, input: PipelineInput) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let is_video = matches!(input, PipelineInput::Video { .. });
+        if is_video {
+            self.pending_video.fetch_add(1, Ordering::AcqRel);
+        }
+        match tx.try_send(input) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                if is_video {
+                    self.pending_video.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after it drains what is queued.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    cfg: PipelineConfig,
+    bus: EventBus,
+    feedback: tokio::sync::mpsc::Sender<PipelineFeedback>,
+    pending_video: Arc<AtomicUsize>,
+    stats: Arc<PipelineStats>,
+    decoder: Option<VideoDecoder>,
+    audio: Option<AudioDecoder>,
+    frame: DecodedFrame,
+    pcm: Vec<f32>,
+    wait_keyframe: bool,
+    quality: QualityAnalyzer,
+    guidance: GuidanceTracker,
+    camera: CameraHealth,
+    mic: MicHealth,
+    /// When the next frame is due for analysis (the sampling grid).
+    next_analysis: Option<Instant>,
+    last_metrics: Option<QualityMetrics>,
+    level_sum: f64,
+    level_samples: usize,
+    next_level: Instant,
+    next_quality: Instant,
+    next_tick: Instant,
+    analyzed_in_window: u64,
+}
+
+impl Worker {
+    fn new(
+        cfg: PipelineConfig,
+        bus: EventBus,
+        feedback: tokio::sync::mpsc::Sender<PipelineFeedback>,
+        pending_video: Arc<AtomicUsize>,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        let now = Instant::now();
+        Worker {
+            mic: MicHealth::new(cfg.wants_audio),
+            cfg,
+            bus,
+            feedback,
+            pending_video,
+            stats,
+            decoder: None,
+            audio: None,
+            frame: DecodedFrame::default(),
+            pcm: Vec::with_capacity(960 * 6),
+            wait_keyframe: true,
+            quality: QualityAnalyzer::default(),
+            guidance: GuidanceTracker::new(Thresholds::default()),
+            camera: CameraHealth::default(),
+            next_analysis: None,
+            last_metrics: None,
+            level_sum: 0.0,
+            level_samples: 0,
+            next_level: now + AUDIO_LEVEL_INTERVAL,
+            next_quality: now + QUALITY_INTERVAL,
+            next_tick: now + TICK,
+            analyzed_in_window: 0,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<PipelineInput>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.next_tick = now + TICK;
+                let changes = self.camera.tick(now);
+                self.publish_health(now, now, changes, "camera");
+                let changes = self.mic.tick(now);
+                self.publish_health(now, now, changes, "microphone");
+            }
+            if now >= self.next_level {
+                self.next_level = now + AUDIO_LEVEL_INTERVAL;
+                if self.level_samples > 0 {
+                    let rms = (self.level_sum / self.level_samples as f64).sqrt();
+                    let dbfs = if rms > 0.0 {
+                        (20.0 * rms.log10()).max(-120.0)
+                    } else {
+                        -120.0
+                    };
+                    self.bus.publish(
+                        "audio_level",
+                        &json!({ "dbfs": (dbfs * 10.0).round() / 10.0 }),
+                    );
+                    self.level_sum = 0.0;
+                    self.level_samples = 0;
+                }
+            }
+            if now >= self.next_quality {
+                self.next_quality = now + QUALITY_INTERVAL;
+                self.publish_quality();
+            }
+        }
+    }
+
+    fn handle(&mut self, input: PipelineInput) {
+        match input {
+            PipelineInput::Video {
+                data,
+                codec,
+                keyframe,
+                discontinuity,
+                arrival,
+            } => {
+                self.pending_video.fetch_sub(1, Ordering::AcqRel);
+                self.on_video(&data, codec, keyframe, discontinuity, arrival);
+            }
+            PipelineInput::Audio { data, arrival } => self.on_audio(&data, arrival),
+            PipelineInput::Connected { at, has_audio } => {
+                self.camera.on_connected(at);
+                let changes = self.mic.on_connected(at, has_audio);
+                self.publish_health(at, at, changes, "microphone");
+            }
+        }
+    }
+
+    fn on_video(
+        &mut self,
+        data: &[u8],
+        codec: VideoCodec,
+        keyframe: bool,
+        discontinuity: bool,
+        arrival: Instant,
+    ) {
+        self.camera.on_packet(arrival);
+        if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
+            match VideoDecoder::new(codec) {
+                Ok(d) => self.decoder = Some(d),
+                Err(e) => {
+                    tracing::warn!(session = %self.bus.session_id(), error = %e, "cannot create a video decoder");
+                    return;
+                }
+            }
+            self.wait_keyframe = true;
+        }
+        if discontinuity {
+            self.wait_keyframe = true;
+        }
+        if self.wait_keyframe && !keyframe {
+            let _ = self.feedback.try_send(PipelineFeedback::NeedKeyframe);
+            return;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        match decoder.decode(data, keyframe, &mut self.frame) {
+            Ok(Some(())) => {
+                self.wait_keyframe = false;
+                self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .width
+                    .store(self.frame.width as u64, Ordering::Relaxed);
+                self.stats
+                    .height
+                    .store(self.frame.height as u64, Ordering::Relaxed);
+                self.maybe_analyze(arrival);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                self.wait_keyframe = true;
+                tracing::debug!(session = %self.bus.session_id(), error = %e, "decode error; asking for a keyframe");
+                let _ = self.feedback.try_send(PipelineFeedback::NeedKeyframe);
+            }
+        }
+    }
+
+    /// Analyses the frame just decoded if it is the newest one and the sampling schedule allows.
+    ///
+    /// The schedule is a grid at `analysis_fps` that tolerates a third of an interval of arrival
+    /// jitter, so a 15 fps camera is analysed frame by frame and a faster one is sampled evenly.
+    fn maybe_analyze(&mut self, captured: Instant) {
+        let interval = Duration::from_secs_f64(1.0 / self.cfg.analysis_fps.max(0.1));
+        let tolerance = interval / 3;
+        let due = self.next_analysis.is_none_or(|d| captured + tolerance >= d);
+        if !due || self.pending_video.load(Ordering::Acquire) > 0 {
+            self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let base = match self.next_analysis {
+            Some(d) => d.max(captured.checked_sub(tolerance).unwrap_or(captured)),
+            None => captured,
+        };
+        self.next_analysis = Some(base + interval);
+        self.stats.frames_analyzed.fetch_add(1, Ordering::Relaxed);
+        self.analyzed_in_window += 1;
+        let f = &self.frame;
+        let image = I420 {
+            width: f.width,
+            height: f.height,
+            y: &f.y,
+            u: &f.u,
+            v: &f.v,
+            y_stride: f.width,
+            uv_stride: f.width.div_ceil(2),
+        };
+        let metrics = self.quality.analyze(&image, None);
+        let signature = luma_signature(&image);
+        let changes = self.camera.on_frame(
+            captured,
+            FrameFacts {
+                width: f.width,
+                height: f.height,
+                black: metrics.black,
+                signature: &signature,
+            },
+        );
+        self.last_metrics = Some(metrics);
+        let now = Instant::now();
+        self.publish_health(now, captured, changes, "camera");
+        // A black camera is a device fault; lighting hints would only confuse.
+        if !metrics.black {
+            for change in self.guidance.update(captured, &metrics) {
+                let (code, active) = match change {
+                    GuidanceChange::Raised(i) => (i.code(), true),
+                    GuidanceChange::Cleared(i) => (i.code(), false),
+                };
+                if let Some(code) = ReasonCode::from_code(code) {
+                    self.publish_guidance(code, active, "capture", captured);
+                }
+            }
+        }
+    }
+
+    fn on_audio(&mut self, packet: &[u8], arrival: Instant) {
+        if self.audio.is_none() {
+            match AudioDecoder::new() {
+                Ok(d) => self.audio = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create an audio decoder");
+                    return;
+                }
+            }
+        }
+        let Some(dec) = self.audio.as_mut() else {
+            return;
+        };
+        let dtx = is_opus_dtx(packet);
+        let level = match dec.decode(packet, &mut self.pcm) {
+            Ok(_) => level_dbfs(&self.pcm),
+            Err(_) => return,
+        };
+        self.stats.audio_decoded.fetch_add(1, Ordering::Relaxed);
+        self.level_sum += self
+            .pcm
+            .iter()
+            .map(|s| (*s as f64) * (*s as f64))
+            .sum::<f64>();
+        self.level_samples += self.pcm.len();
+        let changes = self.mic.on_audio(arrival, level, dtx);
+        self.publish_health(Instant::now(), arrival, changes, "microphone");
+    }
+
+    fn publish_health(
+        &self,
+        _now: Instant,
+        captured: Instant,
+        changes: Vec<HealthChange>,
+        source: &str,
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in &changes {
+            let (code, active) = match change {
+                HealthChange::Raised(c) => (*c, true),
+                HealthChange::Cleared(c) => (*c, false),
+            };
+            self.publish_guidance(code, active, source, captured);
+        }
+        self.bus.publish(
+            "device",
+            &json!({ "camera": self.camera.state(), "microphone": self.mic.state() }),
+        );
+    }
+
+    fn publish_guidance(&self, code: ReasonCode, active: bool, source: &str, captured: Instant) {
+        let latency_ms = captured.elapsed().as_secs_f64() * 1000.0;
+        self.bus.publish(
+            "guidance",
+            &json!({
+                "code": code.as_str(),
+                "active": active,
+                "hint_key": code.hint_key(),
+                "source": source,
+                "latency_ms": (latency_ms * 10.0).round() / 10.0,
+            }),
+        );
+        tracing::debug!(session = %self.bus.session_id(), code = code.as_str(), active, at_ms = unix_ms_now(), "guidance");
+    }
+
+    fn publish_quality(&mut self) {
+        let Some(m) = self.last_metrics else { return };
+        let s = &self.stats;
+        self.bus.publish(
+            "quality",
+            &json!({
+                "mean_luma": round1(m.mean_luma),
+                "dynamic_range": round1(m.dynamic_range),
+                "underexposed": round3(m.underexposed),
+                "overexposed": round3(m.overexposed),
+                "glare": round3(m.glare),
+                "sharpness": round1(m.sharpness),
+                "color_cast": round1(m.color_cast),
+                "width": s.width.load(Ordering::Relaxed),
+                "height": s.height.load(Ordering::Relaxed),
+                "analyzed_fps": self.analyzed_in_window,
+                "frames_decoded": s.frames_decoded.load(Ordering::Relaxed),
+                "frames_skipped": s.frames_skipped.load(Ordering::Relaxed),
+                "decode_errors": s.decode_errors.load(Ordering::Relaxed),
+                "active": self.guidance.active().iter().map(|i| i.code()).collect::<Vec<_>>(),
+            }),
+        );
+        self.analyzed_in_window = 0;
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

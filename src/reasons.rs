@@ -1,0 +1,273 @@
+//! Stable reason codes: the single source of truth for every code the server emits in guidance,
+//! device and network events (and, later, verdicts). Each code carries whether a retry can help,
+//! a hint in English and Simplified Chinese that tells a person what to do, and what evidence an
+//! operator gets with it. `docs/REASONS.md` is generated from this table and a test keeps the two
+//! identical (regenerate with `UPDATE_REASONS=1 cargo test --lib reasons`).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReasonCode {
+    NetworkLossHigh,
+    NetworkJitterHigh,
+    NetworkFrozen,
+    NetworkRttHigh,
+    CameraNoVideo,
+    CameraBlack,
+    CameraFrozen,
+    CameraLowResolution,
+    CameraLowFramerate,
+    MicMissing,
+    MicSilent,
+    LightingTooDark,
+    LightingTooBright,
+    Glare,
+    Blur,
+    ColorCast,
+}
+
+/// Everything documented about one code.
+#[derive(Debug, Clone, Copy)]
+pub struct ReasonInfo {
+    pub code: &'static str,
+    pub meaning: &'static str,
+    pub retryable: bool,
+    pub hint_en: &'static str,
+    pub hint_zh: &'static str,
+    pub evidence: &'static str,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 16] = [
+        ReasonCode::NetworkLossHigh,
+        ReasonCode::NetworkJitterHigh,
+        ReasonCode::NetworkFrozen,
+        ReasonCode::NetworkRttHigh,
+        ReasonCode::CameraNoVideo,
+        ReasonCode::CameraBlack,
+        ReasonCode::CameraFrozen,
+        ReasonCode::CameraLowResolution,
+        ReasonCode::CameraLowFramerate,
+        ReasonCode::MicMissing,
+        ReasonCode::MicSilent,
+        ReasonCode::LightingTooDark,
+        ReasonCode::LightingTooBright,
+        ReasonCode::Glare,
+        ReasonCode::Blur,
+        ReasonCode::ColorCast,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        self.info().code
+    }
+
+    /// The key the page uses to look up its localized hint.
+    pub fn hint_key(self) -> String {
+        format!("hint.{}", self.as_str())
+    }
+
+    pub fn from_code(code: &str) -> Option<ReasonCode> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    pub fn info(self) -> ReasonInfo {
+        use ReasonCode::*;
+        let (code, meaning, retryable, hint_en, hint_zh, evidence) = match self {
+            NetworkLossHigh => (
+                "NETWORK_LOSS_HIGH",
+                "More than 5% of media packets were lost in a 1 s window for at least 2 s.",
+                true,
+                "Your connection is dropping data. Move closer to your Wi-Fi router or switch to a stronger network.",
+                "您的网络正在丢失数据。请靠近 Wi-Fi 路由器，或切换到信号更好的网络。",
+                "Per-second loss before and after repair, NACK counts, connection score.",
+            ),
+            NetworkJitterHigh => (
+                "NETWORK_JITTER_HIGH",
+                "Interarrival jitter above 50 ms for at least 2 s.",
+                true,
+                "Your network is unstable. Close other apps that use the internet, or switch to Wi-Fi.",
+                "您的网络不稳定。请关闭其他占用网络的应用，或切换到 Wi-Fi。",
+                "Jitter (RFC 3550) per stream, connection score.",
+            ),
+            NetworkFrozen => (
+                "NETWORK_FROZEN",
+                "The received video froze (an inter-frame gap of at least max(3x the mean frame time, mean + 150 ms)) while the network was poor.",
+                true,
+                "Your video keeps freezing. Switch to a faster network and try again.",
+                "您的视频画面频繁卡住。请切换到更快的网络后重试。",
+                "Freeze count and total freeze time, frame rate.",
+            ),
+            NetworkRttHigh => (
+                "NETWORK_RTT_HIGH",
+                "Round-trip time above 400 ms for at least 2 s.",
+                true,
+                "Your connection is very slow. Switch to a faster network.",
+                "您的网络延迟很高。请切换到更快的网络。",
+                "Round-trip time from RTCP.",
+            ),
+            CameraNoVideo => (
+                "CAMERA_NO_VIDEO",
+                "No decodable video frame within 3 s of connecting.",
+                true,
+                "We can't see any video. Check that no other app is using your camera, then try again.",
+                "我们没有收到视频画面。请确认没有其他应用正在使用摄像头，然后重试。",
+                "Time since connect, video packets received, decoder state.",
+            ),
+            CameraBlack => (
+                "CAMERA_BLACK",
+                "The camera sends near-black frames (mean luma < 24, range < 12) for at least 1 s.",
+                true,
+                "Your camera shows only black. Remove any cover from the lens, or choose another camera.",
+                "摄像头画面全黑。请移开镜头遮挡物，或选择其他摄像头。",
+                "Mean luma and dynamic range of the analysed frames.",
+            ),
+            CameraFrozen => (
+                "CAMERA_FROZEN",
+                "Decoded frames are unchanged for more than 2 s while packets still arrive.",
+                true,
+                "Your camera picture is stuck. Close and reopen the camera, or restart the app.",
+                "摄像头画面卡住不动。请关闭并重新打开摄像头，或重启应用。",
+                "Frame-difference signature distance, packets received meanwhile.",
+            ),
+            CameraLowResolution => (
+                "CAMERA_LOW_RESOLUTION",
+                "Decoded video is smaller than 480x360 for at least 2 s.",
+                true,
+                "Your video quality is too low. Use your phone's front camera or a better webcam.",
+                "视频清晰度太低。请使用手机前置摄像头或更好的摄像头。",
+                "Decoded width and height.",
+            ),
+            CameraLowFramerate => (
+                "CAMERA_LOW_FRAMERATE",
+                "Fewer than 8 decoded frames per second over 2 s while the network is fine.",
+                true,
+                "Your camera is too slow. Close other apps and add more light, then try again.",
+                "摄像头帧率过低。请关闭其他应用并增加光线后重试。",
+                "Decoded frames per second.",
+            ),
+            MicMissing => (
+                "MIC_MISSING",
+                "The session wants audio but the call has no audio track.",
+                true,
+                "We can't hear you: no microphone was shared. Allow microphone access and try again.",
+                "我们没有收到声音：未共享麦克风。请允许使用麦克风后重试。",
+                "The negotiated media of the call.",
+            ),
+            MicSilent => (
+                "MIC_SILENT",
+                "Audio level below -60 dBFS (or only DTX/comfort noise) for at least 3 s.",
+                true,
+                "We can't hear you. Check that your microphone is not muted.",
+                "我们听不到您的声音。请检查麦克风是否被静音。",
+                "Audio level in dBFS over time, DTX packet share.",
+            ),
+            LightingTooDark => (
+                "LIGHTING_TOO_DARK",
+                "Mean luma below 50 for at least 1 s.",
+                true,
+                "It's too dark. Turn on a light or face a window.",
+                "光线太暗。请打开灯或面向窗户。",
+                "Mean luma, under-exposed fraction.",
+            ),
+            LightingTooBright => (
+                "LIGHTING_TOO_BRIGHT",
+                "More than 25% of the picture over-exposed (or mean luma above 215) for at least 1 s.",
+                true,
+                "It's too bright. Move away from direct light.",
+                "光线太强。请避开直射光。",
+                "Over-exposed fraction, mean luma.",
+            ),
+            Glare => (
+                "GLARE",
+                "Clipped highlight blobs cover more than 1% of the picture for at least 1 s.",
+                true,
+                "There is glare on the picture. Tilt the camera or move away from the light source.",
+                "画面有反光。请调整摄像头角度或远离光源。",
+                "Glare area fraction and blob count.",
+            ),
+            Blur => (
+                "BLUR",
+                "The picture is out of focus (low Laplacian variance) for at least 1 s.",
+                true,
+                "The picture is blurry. Hold the camera still and wipe the lens.",
+                "画面模糊。请保持摄像头稳定并擦拭镜头。",
+                "Sharpness (variance of the Laplacian at 320 px width).",
+            ),
+            ColorCast => (
+                "COLOR_CAST",
+                "A strong colour cast (mean chroma offset above 25) for at least 1 s.",
+                true,
+                "The colours look wrong. Use white light instead of coloured light.",
+                "画面偏色。请使用白光照明，避免彩色灯光。",
+                "Mean chroma offset.",
+            ),
+        };
+        ReasonInfo {
+            code,
+            meaning,
+            retryable,
+            hint_en,
+            hint_zh,
+            evidence,
+        }
+    }
+}
+
+/// docs/REASONS.md, rendered from the table above.
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# Reason codes\n\nGenerated from `src/reasons.rs` (`UPDATE_REASONS=1 cargo test --lib reasons` rewrites this file; a test fails when they differ).\nEvery guidance, device, network and verdict reason the server emits is one of these stable codes. Scores are never shown to the person being verified; hints are.\n\n| code | meaning | retryable | hint (en) | hint (zh-CN) | evidence for the operator |\n|---|---|---|---|---|---|\n",
+    );
+    for c in ReasonCode::ALL {
+        let i = c.info();
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            i.code,
+            i.meaning,
+            if i.retryable { "yes" } else { "no" },
+            i.hint_en,
+            i.hint_zh,
+            i.evidence
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ReasonCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate {}", c.as_str());
+            assert_eq!(ReasonCode::from_code(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            let i = c.info();
+            assert!(!i.hint_en.is_empty() && !i.hint_zh.is_empty());
+            assert!(
+                i.hint_zh
+                    .chars()
+                    .any(|ch| ('\u{4e00}'..='\u{9fff}').contains(&ch)),
+                "{} zh hint is not Chinese",
+                i.code
+            );
+        }
+    }
+
+    #[test]
+    fn docs_reasons_md_matches_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/REASONS.md");
+        let rendered = render_markdown();
+        if std::env::var_os("UPDATE_REASONS").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/REASONS.md is stale: run UPDATE_REASONS=1 cargo test --lib reasons"
+        );
+    }
+}
