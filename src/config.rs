@@ -62,6 +62,10 @@ pub struct Config {
     pub reconnect_grace_secs: u64,
     /// Frames analysed per second at most (decoding still sees every frame).
     pub analysis_fps: f64,
+    /// Run face tracking (needs the models from `scripts/setup`).
+    pub face_analysis: bool,
+    /// Where `scripts/setup` put the ONNX models.
+    pub models_dir: String,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     pub ice_servers: Vec<IceServer>,
@@ -87,6 +91,8 @@ impl Default for Config {
             connect_timeout_secs: 20,
             reconnect_grace_secs: 15,
             analysis_fps: 15.0,
+            face_analysis: true,
+            models_dir: "models".into(),
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             dev: false,

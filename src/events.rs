@@ -95,6 +95,23 @@ impl EventBus {
         self.publish_value(kind, data)
     }
 
+    /// Publishes to live subscribers only (high-rate events such as per-frame face observations,
+    /// which the timeline summarises instead of storing one by one).
+    pub fn publish_live<T: Serialize>(&self, kind: &str, data: &T) {
+        if self.inner.live.receiver_count() == 0 {
+            return;
+        }
+        let event = Arc::new(Event {
+            session_id: self.inner.session_id.clone(),
+            // Live-only events share the next sequence number: they are not part of the timeline.
+            seq: self.inner.next_seq.load(Ordering::Relaxed),
+            at_ms: unix_ms_now(),
+            kind: kind.to_string(),
+            data: serde_json::to_value(data).unwrap_or(Value::Null),
+        });
+        let _ = self.inner.live.send(event);
+    }
+
     pub fn publish_value(&self, kind: &str, data: Value) -> Arc<Event> {
         let event = Arc::new(Event {
             session_id: self.inner.session_id.clone(),

@@ -25,6 +25,13 @@ pub enum ReasonCode {
     Glare,
     Blur,
     ColorCast,
+    FaceNotFound,
+    FaceTooFar,
+    FaceTooClose,
+    FaceNotCentered,
+    MultipleFaces,
+    FaceOccluded,
+    LightingBacklit,
 }
 
 /// Everything documented about one code.
@@ -39,7 +46,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 16] = [
+    pub const ALL: [ReasonCode; 23] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -56,6 +63,13 @@ impl ReasonCode {
         ReasonCode::Glare,
         ReasonCode::Blur,
         ReasonCode::ColorCast,
+        ReasonCode::FaceNotFound,
+        ReasonCode::FaceTooFar,
+        ReasonCode::FaceTooClose,
+        ReasonCode::FaceNotCentered,
+        ReasonCode::MultipleFaces,
+        ReasonCode::FaceOccluded,
+        ReasonCode::LightingBacklit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -201,6 +215,62 @@ impl ReasonCode {
                 "The colours look wrong. Use white light instead of coloured light.",
                 "画面偏色。请使用白光照明，避免彩色灯光。",
                 "Mean chroma offset.",
+            ),
+            FaceNotFound => (
+                "FACE_NOT_FOUND",
+                "No face in the picture for at least 1 s.",
+                true,
+                "We can't see your face. Look straight at the camera and keep your face inside the oval.",
+                "未检测到您的脸。请正对摄像头，并将脸保持在椭圆框内。",
+                "Face count per analysed frame, detector scores.",
+            ),
+            FaceTooFar => (
+                "FACE_TOO_FAR",
+                "The face is narrower than 22% of the picture for at least 1 s.",
+                true,
+                "Move closer to the camera.",
+                "请靠近摄像头。",
+                "Face box width as a share of the frame width.",
+            ),
+            FaceTooClose => (
+                "FACE_TOO_CLOSE",
+                "The face is wider than 75% of the picture for at least 1 s.",
+                true,
+                "Move a little further from the camera.",
+                "请离摄像头稍远一些。",
+                "Face box width as a share of the frame width.",
+            ),
+            FaceNotCentered => (
+                "FACE_NOT_CENTERED",
+                "The face centre is more than 25% of the picture away from its centre for at least 1 s.",
+                true,
+                "Move your face to the middle of the picture.",
+                "请将脸移到画面中央。",
+                "Face centre offset from the frame centre.",
+            ),
+            MultipleFaces => (
+                "MULTIPLE_FACES",
+                "More than one face in the picture for at least 1 s.",
+                true,
+                "Make sure only you are in the picture.",
+                "请确保画面中只有您一个人。",
+                "Face count per analysed frame.",
+            ),
+            FaceOccluded => (
+                "FACE_OCCLUDED",
+                "A face is detected but the face mesh rejects it (covered face) for at least 1 s.",
+                true,
+                "Part of your face is covered. Remove masks, hands, hats or sunglasses.",
+                "您的脸部被遮挡。请摘下口罩、帽子或墨镜，并移开手。",
+                "Detector score and mesh presence.",
+            ),
+            LightingBacklit => (
+                "LIGHTING_BACKLIT",
+                "The surroundings are more than 1.8x brighter than the face for at least 1 s.",
+                true,
+                "There is strong light behind you. Turn so the light is in front of you.",
+                "您身后的光线太强。请转身，让光线照在您的脸上。",
+                "Face luma and surround luma (ratio).",
             ),
         };
         ReasonInfo {

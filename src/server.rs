@@ -24,6 +24,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Models(#[from] crate::analysis::face::ModelError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -93,6 +95,17 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         );
     }
     let created_api_key = ensure_api_key(&store).await?;
+    let face_models = if cfg.face_analysis {
+        let dir = std::path::PathBuf::from(&cfg.models_dir);
+        let models =
+            tokio::task::spawn_blocking(move || crate::analysis::face::FaceModels::load(&dir))
+                .await
+                .map_err(|e| crate::analysis::face::ModelError::Run(e.to_string()))??;
+        Some(models)
+    } else {
+        tracing::warn!("face analysis is off (face_analysis = false)");
+        None
+    };
 
     let mux = MediaMux::bind(cfg.media_addr)
         .await
@@ -106,7 +119,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
 
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
     let event_writer = EventWriter::spawn(store.clone(), persist_tx.clone(), persist_rx);
-    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx);
+    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx, face_models);
 
     let sweeper = {
         let registry = registry.clone();

@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub use super::hold::HealthChange;
+use super::hold::Held;
 use super::quality::signature_distance;
 use crate::reasons::ReasonCode;
 
@@ -29,54 +31,6 @@ pub const SILENCE_DBFS: f64 = -60.0;
 pub const SILENCE_HOLD: Duration = Duration::from_secs(3);
 /// A fault clears after the device has been fine for this long (no flicker).
 pub const CLEAR_HOLD: Duration = Duration::from_millis(1000);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthChange {
-    Raised(ReasonCode),
-    Cleared(ReasonCode),
-}
-
-/// One condition with a hold time to raise and to clear.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    code: ReasonCode,
-    active: bool,
-    since: Option<Instant>,
-    fine_since: Option<Instant>,
-}
-
-impl Held {
-    fn new(code: ReasonCode) -> Self {
-        Held {
-            code,
-            active: false,
-            since: None,
-            fine_since: None,
-        }
-    }
-
-    /// `bad` is the condition now; `start` is when it started (for conditions timed elsewhere).
-    fn update(&mut self, at: Instant, bad: bool, hold: Duration, out: &mut Vec<HealthChange>) {
-        if bad {
-            self.fine_since = None;
-            let since = *self.since.get_or_insert(at);
-            if !self.active && at.duration_since(since) >= hold {
-                self.active = true;
-                out.push(HealthChange::Raised(self.code));
-            }
-        } else {
-            self.since = None;
-            if self.active {
-                let fine = *self.fine_since.get_or_insert(at);
-                if at.duration_since(fine) >= CLEAR_HOLD {
-                    self.active = false;
-                    self.fine_since = None;
-                    out.push(HealthChange::Cleared(self.code));
-                }
-            }
-        }
-    }
-}
 
 /// Facts about one decoded video frame.
 #[derive(Debug, Clone, Copy)]
@@ -109,11 +63,11 @@ impl Default for CameraHealth {
             first_frame: None,
             last_packet: None,
             last_signature: None,
-            no_video: Held::new(ReasonCode::CameraNoVideo),
-            black: Held::new(ReasonCode::CameraBlack),
-            frozen: Held::new(ReasonCode::CameraFrozen),
-            low_resolution: Held::new(ReasonCode::CameraLowResolution),
-            low_framerate: Held::new(ReasonCode::CameraLowFramerate),
+            no_video: Held::new(CLEAR_HOLD, ReasonCode::CameraNoVideo),
+            black: Held::new(CLEAR_HOLD, ReasonCode::CameraBlack),
+            frozen: Held::new(CLEAR_HOLD, ReasonCode::CameraFrozen),
+            low_resolution: Held::new(CLEAR_HOLD, ReasonCode::CameraLowResolution),
+            low_framerate: Held::new(CLEAR_HOLD, ReasonCode::CameraLowFramerate),
             recent_frames: VecDeque::with_capacity(128),
         }
     }
@@ -180,7 +134,7 @@ impl CameraHealth {
         }
         // Judge the frame rate only once a full window of decoding has passed.
         if let Some(first) = self.first_frame {
-            if at.duration_since(first) >= FRAMERATE_WINDOW && !self.black.active {
+            if at.duration_since(first) >= FRAMERATE_WINDOW && !self.black.active() {
                 let fps = self.recent_frames.len() as f64 / FRAMERATE_WINDOW.as_secs_f64();
                 self.low_framerate
                     .update(at, fps < MIN_FPS, Duration::ZERO, &mut out);
@@ -198,8 +152,8 @@ impl CameraHealth {
             &self.low_framerate,
         ]
         .iter()
-        .filter(|h| h.active)
-        .map(|h| h.code)
+        .filter(|h| h.active())
+        .map(|h| h.code())
         .collect()
     }
 
@@ -226,8 +180,8 @@ impl MicHealth {
             has_track: false,
             connected_at: None,
             last_audio: None,
-            missing: Held::new(ReasonCode::MicMissing),
-            silent: Held::new(ReasonCode::MicSilent),
+            missing: Held::new(CLEAR_HOLD, ReasonCode::MicMissing),
+            silent: Held::new(CLEAR_HOLD, ReasonCode::MicSilent),
         }
     }
 
@@ -260,8 +214,8 @@ impl MicHealth {
             let quiet_since = self.last_audio.unwrap_or(connected);
             if at.duration_since(quiet_since) >= Duration::from_millis(500) {
                 // Treat the gap as silence that started when audio stopped.
-                if self.silent.since.is_none() {
-                    self.silent.since = Some(quiet_since);
+                if self.silent.since().is_none() {
+                    self.silent.start_at(quiet_since);
                 }
                 self.silent.update(at, true, SILENCE_HOLD, &mut out);
             }
@@ -272,8 +226,8 @@ impl MicHealth {
     pub fn active(&self) -> Vec<ReasonCode> {
         [&self.missing, &self.silent]
             .iter()
-            .filter(|h| h.active)
-            .map(|h| h.code)
+            .filter(|h| h.active())
+            .map(|h| h.code())
             .collect()
     }
 

@@ -114,6 +114,8 @@ pub struct PeerConfig {
     pub analysis_fps: f64,
     /// The session's policy wants a microphone (else no `MIC_MISSING`).
     pub wants_audio: bool,
+    /// Face models when face analysis is on.
+    pub face_models: Option<std::sync::Arc<crate::analysis::face::FaceModels>>,
 }
 
 /// Per-track totals for the session summary.
@@ -197,6 +199,7 @@ pub fn accept_offer(
         PipelineConfig {
             analysis_fps: cfg.analysis_fps,
             wants_audio: cfg.wants_audio,
+            face_models: cfg.face_models.clone(),
         },
         bus.clone(),
         feedback_tx,

@@ -18,6 +18,8 @@ use super::decode::{
     is_opus_dtx, level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder,
 };
 use crate::analysis::device::{CameraHealth, FrameFacts, HealthChange, MicHealth};
+use crate::analysis::face::guidance::FaceGuidance;
+use crate::analysis::face::{FaceModels, FaceTracker};
 use crate::analysis::quality::{
     luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer, QualityMetrics, Thresholds,
     I420,
@@ -37,6 +39,8 @@ pub struct PipelineConfig {
     pub analysis_fps: f64,
     /// The session's policy wants a microphone.
     pub wants_audio: bool,
+    /// Face tracking runs when the models are loaded.
+    pub face_models: Option<Arc<FaceModels>>,
 }
 
 #[derive(Debug)]
@@ -74,6 +78,10 @@ pub struct PipelineStats {
     pub decode_errors: AtomicU64,
     pub queue_drops: AtomicU64,
     pub audio_decoded: AtomicU64,
+    /// Analysed frames on which the face tracker produced an observation (with or without a face).
+    pub face_observations: AtomicU64,
+    pub faces_found: AtomicU64,
+    pub face_errors: AtomicU64,
     pub width: AtomicU64,
     pub height: AtomicU64,
 }
@@ -87,6 +95,9 @@ pub struct DecodeSummary {
     pub decode_errors: u64,
     pub queue_drops: u64,
     pub audio_decoded: u64,
+    pub face_observations: u64,
+    pub faces_found: u64,
+    pub face_errors: u64,
     pub width: u64,
     pub height: u64,
 }
@@ -101,6 +112,9 @@ impl PipelineStats {
             decode_errors: get(&self.decode_errors),
             queue_drops: get(&self.queue_drops),
             audio_decoded: get(&self.audio_decoded),
+            face_observations: get(&self.face_observations),
+            faces_found: get(&self.faces_found),
+            face_errors: get(&self.face_errors),
             width: get(&self.width),
             height: get(&self.height),
         }
@@ -180,6 +194,8 @@ struct Worker {
     guidance: GuidanceTracker,
     camera: CameraHealth,
     mic: MicHealth,
+    face: Option<FaceTracker>,
+    face_guidance: FaceGuidance,
     /// When the next frame is due for analysis (the sampling grid).
     next_analysis: Option<Instant>,
     last_metrics: Option<QualityMetrics>,
@@ -200,7 +216,11 @@ impl Worker {
         stats: Arc<PipelineStats>,
     ) -> Self {
         let now = Instant::now();
+        let hint =
+            bus.session_id().len() + bus.session_id().bytes().map(usize::from).sum::<usize>();
         Worker {
+            face: cfg.face_models.clone().map(|m| FaceTracker::new(m, hint)),
+            face_guidance: FaceGuidance::default(),
             mic: MicHealth::new(cfg.wants_audio),
             cfg,
             bus,
@@ -237,9 +257,9 @@ impl Worker {
             if now >= self.next_tick {
                 self.next_tick = now + TICK;
                 let changes = self.camera.tick(now);
-                self.publish_health(now, now, changes, "camera");
+                self.publish_health(now, changes, "camera");
                 let changes = self.mic.tick(now);
-                self.publish_health(now, now, changes, "microphone");
+                self.publish_health(now, changes, "microphone");
             }
             if now >= self.next_level {
                 self.next_level = now + AUDIO_LEVEL_INTERVAL;
@@ -281,7 +301,7 @@ impl Worker {
             PipelineInput::Connected { at, has_audio } => {
                 self.camera.on_connected(at);
                 let changes = self.mic.on_connected(at, has_audio);
-                self.publish_health(at, at, changes, "microphone");
+                self.publish_health(at, changes, "microphone");
             }
         }
     }
@@ -378,8 +398,27 @@ impl Worker {
             },
         );
         self.last_metrics = Some(metrics);
-        let now = Instant::now();
-        self.publish_health(now, captured, changes, "camera");
+        self.publish_health(captured, changes, "camera");
+        if let Some(tracker) = self.face.as_mut() {
+            match tracker.observe(&image, captured) {
+                Ok(observation) => {
+                    self.stats.face_observations.fetch_add(1, Ordering::Relaxed);
+                    if observation.face.is_some() {
+                        self.stats.faces_found.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.bus.publish_live("face", &observation);
+                    // Without a working camera picture the face hints would only repeat it.
+                    if !metrics.black {
+                        let changes = self.face_guidance.update(&observation);
+                        self.publish_health(captured, changes, "face");
+                    }
+                }
+                Err(e) => {
+                    self.stats.face_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(session = %self.bus.session_id(), error = %e, "face analysis failed");
+                }
+            }
+        }
         // A black camera is a device fault; lighting hints would only confuse.
         if !metrics.black {
             for change in self.guidance.update(captured, &metrics) {
@@ -420,16 +459,10 @@ impl Worker {
             .sum::<f64>();
         self.level_samples += self.pcm.len();
         let changes = self.mic.on_audio(arrival, level, dtx);
-        self.publish_health(Instant::now(), arrival, changes, "microphone");
+        self.publish_health(arrival, changes, "microphone");
     }
 
-    fn publish_health(
-        &self,
-        _now: Instant,
-        captured: Instant,
-        changes: Vec<HealthChange>,
-        source: &str,
-    ) {
+    fn publish_health(&self, captured: Instant, changes: Vec<HealthChange>, source: &str) {
         if changes.is_empty() {
             return;
         }
@@ -440,10 +473,12 @@ impl Worker {
             };
             self.publish_guidance(code, active, source, captured);
         }
-        self.bus.publish(
-            "device",
-            &json!({ "camera": self.camera.state(), "microphone": self.mic.state() }),
-        );
+        if source != "face" {
+            self.bus.publish(
+                "device",
+                &json!({ "camera": self.camera.state(), "microphone": self.mic.state() }),
+            );
+        }
     }
 
     fn publish_guidance(&self, code: ReasonCode, active: bool, source: &str, captured: Instant) {

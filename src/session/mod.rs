@@ -195,6 +195,7 @@ pub struct SessionRegistry {
     tokens: Mutex<HashMap<SecretHash, Arc<str>>>,
     active: AtomicUsize,
     accepting: std::sync::atomic::AtomicBool,
+    face_models: Option<Arc<crate::analysis::face::FaceModels>>,
 }
 
 impl SessionRegistry {
@@ -203,6 +204,7 @@ impl SessionRegistry {
         store: Store,
         mux: Arc<MediaMux>,
         persist: mpsc::Sender<Arc<Event>>,
+        face_models: Option<Arc<crate::analysis::face::FaceModels>>,
     ) -> Arc<Self> {
         Arc::new(SessionRegistry {
             cfg,
@@ -213,6 +215,7 @@ impl SessionRegistry {
             tokens: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             accepting: std::sync::atomic::AtomicBool::new(true),
+            face_models,
         })
     }
 
@@ -371,6 +374,7 @@ impl SessionRegistry {
             reconnect_grace: Duration::from_secs(self.cfg.reconnect_grace_secs),
             analysis_fps: self.cfg.analysis_fps,
             wants_audio: session.policy.audio,
+            face_models: self.face_models.clone(),
         };
         let mut slot = session.slot();
         if !matches!(&*slot, MediaSlot::Waiting) {

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod http;
 pub mod load;
 pub mod peer;
+pub mod render;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

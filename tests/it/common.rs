@@ -28,6 +28,9 @@ pub fn test_config() -> Config {
     Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         media_addr: "127.0.0.1:0".parse().unwrap(),
+        // Most tests are about transport and capture; the face tests turn this on.
+        face_analysis: false,
+        models_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/models").into(),
         ..Config::default()
     }
 }

@@ -4,6 +4,7 @@ mod api;
 mod browser;
 mod call;
 mod common;
+mod face;
 mod media;
 mod network;
 mod relay;
