@@ -149,15 +149,15 @@ fn row(label: String, samples: &[f64], extra: String) -> Row {
     }
 }
 
-fn print_table(title: &str, first: &str, extra: Option<&str>, rows: &[Row]) {
+fn print_table(title: &str, first: &str, unit: &str, extra: Option<&str>, rows: &[Row]) {
     println!("\n### {title}\n");
     match extra {
         Some(e) => {
-            println!("| {first} | median ms | p95 ms | frames | {e} |");
+            println!("| {first} | median ms | p95 ms | {unit} | {e} |");
             println!("|---|---:|---:|---:|---:|");
         }
         None => {
-            println!("| {first} | median ms | p95 ms | frames |");
+            println!("| {first} | median ms | p95 ms | {unit} |");
             println!("|---|---:|---:|---:|");
         }
     }
@@ -211,6 +211,7 @@ fn main() {
     print_table(
         "Video decode, ms per frame",
         "codec, size",
+        "frames",
         Some("stream kbit/s @30 fps"),
         &decode_rows,
     );
@@ -257,7 +258,13 @@ fn main() {
             String::new(),
         ));
     }
-    print_table("Quality metrics, ms per frame", "step", None, &quality_rows);
+    print_table(
+        "Quality metrics, ms per frame",
+        "step",
+        "frames",
+        None,
+        &quality_rows,
+    );
 
     // 3. Whole per-analysed-frame media cost at 640x480, as media::pipeline does it.
     eprintln!("timing the per-frame pipeline ...");
@@ -301,6 +308,7 @@ fn main() {
                         width: out.width,
                         height: out.height,
                         black: m.black,
+                        dark: m.mean_luma < 50.0,
                         signature: &sig,
                     },
                 );
@@ -329,6 +337,7 @@ fn main() {
     print_table(
         "Whole per-analysed-frame media cost, 640x480",
         "path",
+        "frames",
         Some("ratio to bare decode (medians)"),
         &pipe_rows,
     );
@@ -359,6 +368,7 @@ fn main() {
     print_table(
         "Opus decode, ms per 20 ms packet",
         "input",
+        "packets",
         Some("mean packet bytes"),
         &opus_rows,
     );

@@ -66,6 +66,8 @@ pub struct Config {
     pub face_analysis: bool,
     /// Where `scripts/setup` put the ONNX models.
     pub models_dir: String,
+    /// Liveness steps per call (0: no challenges and no verdict from the call).
+    pub challenge_steps: usize,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     pub ice_servers: Vec<IceServer>,
@@ -93,6 +95,7 @@ impl Default for Config {
             analysis_fps: 15.0,
             face_analysis: true,
             models_dir: "models".into(),
+            challenge_steps: crate::liveness::DEFAULT_STEPS,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             dev: false,

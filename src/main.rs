@@ -112,6 +112,12 @@ struct ServeArgs {
     dev: bool,
     #[arg(long, env = "VERICALL_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Folder with the ONNX models written by scripts/setup.
+    #[arg(long, env = "VERICALL_MODELS_DIR")]
+    models_dir: Option<String>,
+    /// Run without face tracking (no models needed).
+    #[arg(long, env = "VERICALL_NO_FACE_ANALYSIS")]
+    no_face_analysis: bool,
 }
 
 fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
@@ -169,6 +175,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.public_url = args.public_url.or(cfg.public_url);
     cfg.max_sessions = args.max_sessions.unwrap_or(cfg.max_sessions);
     cfg.dev |= args.dev;
+    cfg.models_dir = args.models_dir.unwrap_or(cfg.models_dir);
+    cfg.face_analysis &= !args.no_face_analysis;
     if let Some(f) = args.log_format {
         cfg.log_format = f;
     }

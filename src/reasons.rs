@@ -32,6 +32,13 @@ pub enum ReasonCode {
     MultipleFaces,
     FaceOccluded,
     LightingBacklit,
+    ChallengeTimeout,
+    ChallengeFailed,
+    SpoofSuspected,
+    FaceMismatch,
+    NetworkUnstable,
+    TooManyAttempts,
+    SessionIncomplete,
 }
 
 /// Everything documented about one code.
@@ -46,7 +53,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 23] = [
+    pub const ALL: [ReasonCode; 30] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -70,6 +77,13 @@ impl ReasonCode {
         ReasonCode::MultipleFaces,
         ReasonCode::FaceOccluded,
         ReasonCode::LightingBacklit,
+        ReasonCode::ChallengeTimeout,
+        ReasonCode::ChallengeFailed,
+        ReasonCode::SpoofSuspected,
+        ReasonCode::FaceMismatch,
+        ReasonCode::NetworkUnstable,
+        ReasonCode::TooManyAttempts,
+        ReasonCode::SessionIncomplete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -271,6 +285,62 @@ impl ReasonCode {
                 "There is strong light behind you. Turn so the light is in front of you.",
                 "您身后的光线太强。请转身，让光线照在您的脸上。",
                 "Face luma and surround luma (ratio).",
+            ),
+            ChallengeTimeout => (
+                "CHALLENGE_TIMEOUT",
+                "A liveness step (turn, nod, blink, open mouth, move closer) was not completed in its time.",
+                true,
+                "Follow the on-screen instruction when it appears, then return to looking straight at the camera.",
+                "请在提示出现时按照指示完成动作，然后重新正视摄像头。",
+                "The step's action, peak value reached, threshold, elapsed and paused time.",
+            ),
+            ChallengeFailed => (
+                "CHALLENGE_FAILED",
+                "Not enough liveness steps were completed.",
+                true,
+                "Try again in a quiet, well-lit place and follow each instruction on screen.",
+                "请在安静、光线充足的地方重试，并按照屏幕上的每个指示操作。",
+                "Per-step results with their evidence.",
+            ),
+            SpoofSuspected => (
+                "SPOOF_SUSPECTED",
+                "The face moved like a flat picture (photo or screen) rather than a real head.",
+                false,
+                "We could not confirm a live person. Use your own face in front of the camera, not a photo or a screen.",
+                "我们无法确认是真人。请本人面对摄像头，不要使用照片或屏幕。",
+                "Planarity scores (homography vs affine residual), kind (photo or screen), frames judged.",
+            ),
+            FaceMismatch => (
+                "FACE_MISMATCH",
+                "The face does not match the reference (ID) photo.",
+                false,
+                "The face in the video does not match your ID photo. The account holder must verify in person.",
+                "视频中的人脸与您的证件照片不一致。请由账户本人进行验证。",
+                "Similarity, threshold, the frames compared.",
+            ),
+            NetworkUnstable => (
+                "NETWORK_UNSTABLE",
+                "The network was too poor to judge the checks fairly.",
+                true,
+                "Your connection was unstable, so we could not finish. Switch to Wi-Fi or a stronger signal and try again.",
+                "网络不稳定，验证未能完成。请切换到 Wi-Fi 或信号更好的网络后重试。",
+                "Time spent with poor quality, loss, jitter and freezes during the steps.",
+            ),
+            TooManyAttempts => (
+                "TOO_MANY_ATTEMPTS",
+                "This person failed too many verifications recently.",
+                true,
+                "Too many attempts. Please wait an hour before trying again.",
+                "尝试次数过多。请一小时后再试。",
+                "Failed attempts of the subject in the window.",
+            ),
+            SessionIncomplete => (
+                "SESSION_INCOMPLETE",
+                "The call ended before the checks were finished.",
+                true,
+                "The verification was interrupted. Please start again and stay on the page until it finishes.",
+                "验证被中断。请重新开始，并在完成前保持在此页面。",
+                "How the call ended and which steps were done.",
             ),
         };
         ReasonInfo {

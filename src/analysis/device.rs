@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 pub use super::hold::HealthChange;
 use super::hold::Held;
-use super::quality::signature_distance;
 use crate::reasons::ReasonCode;
 
 /// A decoded frame this long without a first frame after connecting means no usable camera.
@@ -16,9 +15,10 @@ pub const NO_VIDEO_AFTER: Duration = Duration::from_secs(3);
 pub const BLACK_HOLD: Duration = Duration::from_secs(1);
 /// Unchanged frames (while packets arrive) must persist longer than this.
 pub const FROZEN_HOLD: Duration = Duration::from_secs(2);
-/// Two frames whose 16x16 luma signatures differ by less than this (mean absolute difference,
-/// 0..255) count as the same picture. Encoder noise on a repeated picture stays far below it.
-pub const FROZEN_SIGNATURE_DISTANCE: f64 = 0.35;
+/// Two frames whose 16x16 luma signatures differ by less than this in every block (max absolute
+/// difference of block means, 0..255) count as the same picture. Encoder noise on a repeated
+/// picture moves block means by well under one level; any real motion moves some block more.
+pub const FROZEN_BLOCK_DIFFERENCE: u8 = 2;
 /// Below this size the face is too small to verify.
 pub const MIN_WIDTH: usize = 480;
 pub const MIN_HEIGHT: usize = 360;
@@ -38,6 +38,8 @@ pub struct FrameFacts<'a> {
     pub width: usize,
     pub height: usize,
     pub black: bool,
+    /// Too dark to tell a frozen camera from a still person (small changes vanish).
+    pub dark: bool,
     pub signature: &'a [u8; 256],
 }
 
@@ -94,8 +96,9 @@ impl CameraHealth {
         self.black.update(at, f.black, BLACK_HOLD, &mut out);
         // A black camera is one fault, not also a frozen one.
         let same = !f.black
+            && !f.dark
             && self.last_signature.is_some_and(|prev| {
-                signature_distance(&prev, f.signature) < FROZEN_SIGNATURE_DISTANCE
+                max_block_difference(&prev, f.signature) < FROZEN_BLOCK_DIFFERENCE
             });
         let packets_flowing = self
             .last_packet
@@ -161,6 +164,14 @@ impl CameraHealth {
     pub fn state(&self) -> &'static str {
         self.active().first().map(|c| c.as_str()).unwrap_or("ok")
     }
+}
+
+fn max_block_difference(a: &[u8; 256], b: &[u8; 256]) -> u8 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }
 
 #[derive(Debug)]
@@ -263,6 +274,7 @@ mod tests {
             width: 640,
             height: 480,
             black: false,
+            dark: false,
             signature: &s,
         };
         assert!(cam.on_frame(t0 + Duration::from_secs(4), f).is_empty());
@@ -289,6 +301,7 @@ mod tests {
                     width: 640,
                     height: 480,
                     black: true,
+                    dark: false,
                     signature: &s,
                 },
             ) {
@@ -318,6 +331,7 @@ mod tests {
                     width: 640,
                     height: 480,
                     black: false,
+                    dark: false,
                     signature: &s,
                 },
             ) {
@@ -339,6 +353,7 @@ mod tests {
                     width: 640,
                     height: 480,
                     black: false,
+                    dark: false,
                     signature: &s,
                 },
             ) {
@@ -361,6 +376,7 @@ mod tests {
                     width: 640,
                     height: 480,
                     black: false,
+                    dark: false,
                     signature: &s,
                 },
             );
@@ -384,6 +400,7 @@ mod tests {
                     width: 320,
                     height: 240,
                     black: false,
+                    dark: false,
                     signature: &s,
                 },
             ));

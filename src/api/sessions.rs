@@ -98,7 +98,7 @@ pub async fn get_one(
         .filter(|r| r.api_key_id == key.id)
         .ok_or(ApiError::NotFound)?;
     let live = state.registry.get(&id).map(|s| s.view());
-    let network = match &live {
+    let mut network = match &live {
         Some(v) if v.network.is_some() => serde_json::to_value(&v.network).unwrap_or(Value::Null),
         _ => row
             .network_summary
@@ -106,6 +106,11 @@ pub async fn get_one(
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null),
     };
+    // The verdict travels in the call summary; the relying party sees it at the top level.
+    let verdict = network
+        .as_object_mut()
+        .and_then(|m| m.remove("verdict"))
+        .unwrap_or(Value::Null);
     // The live view leads the store by a moment (the end is recorded asynchronously).
     let (state_name, end_reason) = match &live {
         Some(v) if row.ended_at.is_none() => (v.state.to_string(), v.end_reason.clone()),
@@ -120,6 +125,7 @@ pub async fn get_one(
         "connected_at": row.connected_at,
         "ended_at": row.ended_at,
         "end_reason": end_reason,
+        "verdict": verdict,
         "network": network,
     })))
 }

@@ -63,6 +63,8 @@ pub enum EndReason {
     ServerShutdown,
     /// An internal error in the media stack (logged).
     InternalError,
+    /// The checks finished and a verdict was reached.
+    Completed,
 }
 
 impl EndReason {
@@ -76,6 +78,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::InternalError => "internal_error",
+            EndReason::Completed => "completed",
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct PeerConfig {
     pub wants_audio: bool,
     /// Face models when face analysis is on.
     pub face_models: Option<std::sync::Arc<crate::analysis::face::FaceModels>>,
+    /// The liveness plan for this call (none: no challenges, no verdict from the call).
+    pub liveness: Option<crate::liveness::plan::ChallengePlan>,
 }
 
 /// Per-track totals for the session summary.
@@ -153,6 +158,8 @@ pub struct MediaSummary {
     pub tracks: Vec<TrackSummary>,
     pub input_errors: u64,
     pub decode: DecodeSummary,
+    /// The verdict, once reached (with scores and evidence: for the relying party only).
+    pub verdict: Option<crate::verdict::Verdict>,
 }
 
 pub struct PeerHandle {
@@ -200,6 +207,7 @@ pub fn accept_offer(
             analysis_fps: cfg.analysis_fps,
             wants_audio: cfg.wants_audio,
             face_models: cfg.face_models.clone(),
+            liveness: cfg.liveness.clone(),
         },
         bus.clone(),
         feedback_tx,
@@ -237,6 +245,7 @@ pub fn accept_offer(
         pipeline: Some(pipeline),
         feedback,
         video_gap: false,
+        end_after_verdict: None,
         cfg,
     };
     tokio::spawn(task.run());
@@ -295,7 +304,12 @@ struct PeerTask {
     feedback: mpsc::Receiver<PipelineFeedback>,
     /// A video frame could not be queued: the next one starts a gap (decode from a keyframe).
     video_gap: bool,
+    /// After a verdict the call ends shortly (so the verdict event reaches the page first).
+    end_after_verdict: Option<Instant>,
 }
+
+/// Time between the verdict and the end of the call.
+const VERDICT_GRACE: Duration = Duration::from_millis(1500);
 
 impl PeerTask {
     async fn run(mut self) {
@@ -324,7 +338,12 @@ impl PeerTask {
                     }
                 }
                 event = self.events.recv(), if self.channel.is_some() => self.forward_event(event),
-                Some(PipelineFeedback::NeedKeyframe) = self.feedback.recv() => self.request_keyframe(),
+                Some(feedback) = self.feedback.recv() => match feedback {
+                    PipelineFeedback::NeedKeyframe => self.request_keyframe(),
+                    PipelineFeedback::VerdictReady => {
+                        self.end_after_verdict.get_or_insert(Instant::now() + VERDICT_GRACE);
+                    }
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
                     self.feed(Input::Timeout(now.max(self.last_input)));
@@ -652,6 +671,11 @@ impl PeerTask {
         }
         if self.connected_at.is_some() && !reports.is_empty() {
             let s = score(&reports);
+            if let Some(p) = &self.pipeline {
+                let poor =
+                    s.quality == super::netstats::Quality::Poor || self.warning.active().is_some();
+                p.submit(PipelineInput::Network { poor });
+            }
             let streams: Vec<Value> = self
                 .tracks
                 .iter()
@@ -700,6 +724,9 @@ impl PeerTask {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
+        if self.end_after_verdict.is_some_and(|t| now >= t) {
+            self.ending.get_or_insert(EndReason::Completed);
+        }
         let since_start = now.duration_since(self.started);
         self.ending = match (self.connected_at, self.disconnected_at) {
             (None, _) if since_start >= self.cfg.connect_timeout => Some(EndReason::IceFailed),
@@ -729,10 +756,18 @@ impl PeerTask {
     async fn finish(mut self, reason: EndReason) {
         // The media thread drains its queue and stops; joining it is blocking work.
         if let Some(p) = self.pipeline.take() {
+            p.submit(PipelineInput::Ending {
+                reason: reason.as_str(),
+            });
             let stats = p.stats.clone();
+            let verdict = p.verdict.clone();
             let _ = tokio::task::spawn_blocking(move || drop(p)).await;
             let decode = stats.snapshot();
-            self.summary.send_modify(|m| m.decode = decode);
+            let verdict = verdict.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.summary.send_modify(|m| {
+                m.decode = decode;
+                m.verdict = verdict;
+            });
         }
         self.rtc.disconnect();
         // Flush what str0m still wants to send (DTLS close_notify, RTCP BYE).

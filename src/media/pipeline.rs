@@ -25,13 +25,20 @@ use crate::analysis::quality::{
     I420,
 };
 use crate::events::{unix_ms_now, EventBus};
+use crate::liveness::judge::JudgeEvent;
+use crate::liveness::plan::ChallengePlan;
+use crate::liveness::LivenessSession;
 use crate::reasons::ReasonCode;
+use crate::verdict::{decide, Verdict, VerdictInputs};
 
 /// Encoded frames waiting for the decoder (about 2 s of video at 30 fps plus audio).
 pub const QUEUE_CAPACITY: usize = 160;
 const TICK: Duration = Duration::from_millis(100);
 const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
 const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
+/// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
+/// ends with a verdict that names the blocking cause, rather than waiting for the call to time out.
+pub const MAX_BLOCKED: Duration = Duration::from_secs(12);
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -41,6 +48,8 @@ pub struct PipelineConfig {
     pub wants_audio: bool,
     /// Face tracking runs when the models are loaded.
     pub face_models: Option<Arc<FaceModels>>,
+    /// The session's liveness plan (needs face tracking).
+    pub liveness: Option<ChallengePlan>,
 }
 
 #[derive(Debug)]
@@ -61,12 +70,22 @@ pub enum PipelineInput {
         at: Instant,
         has_audio: bool,
     },
+    /// The network's state, once a second from the peer's monitor.
+    Network {
+        poor: bool,
+    },
+    /// The call is ending: decide a verdict now if none was reached.
+    Ending {
+        reason: &'static str,
+    },
 }
 
 /// What the pipeline asks of the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipelineFeedback {
     NeedKeyframe,
+    /// A verdict was reached (see `Pipeline::verdict`).
+    VerdictReady,
 }
 
 /// Counters shared with the peer for the call summary.
@@ -125,6 +144,8 @@ pub struct Pipeline {
     tx: Option<SyncSender<PipelineInput>>,
     pending_video: Arc<AtomicUsize>,
     pub stats: Arc<PipelineStats>,
+    /// The session's verdict once reached.
+    pub verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -137,7 +158,9 @@ impl Pipeline {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let pending_video = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(PipelineStats::default());
-        let worker = Worker::new(cfg, bus, feedback, pending_video.clone(), stats.clone());
+        let verdict = Arc::new(std::sync::Mutex::new(None));
+        let mut worker = Worker::new(cfg, bus, feedback, pending_video.clone(), stats.clone());
+        worker.verdict = verdict.clone();
         let thread = std::thread::Builder::new()
             .name("vericall-media".into())
             .spawn(move || worker.run(rx))?;
@@ -145,6 +168,7 @@ impl Pipeline {
             tx: Some(tx),
             pending_video,
             stats,
+            verdict,
             thread: Some(thread),
         })
     }
@@ -196,6 +220,14 @@ struct Worker {
     mic: MicHealth,
     face: Option<FaceTracker>,
     face_guidance: FaceGuidance,
+    liveness: Option<LivenessSession>,
+    network_poor: bool,
+    /// Poor-network time while liveness steps were running.
+    network_poor_ms: u64,
+    last_network_tick: Option<Instant>,
+    /// Since when the plan has been blocked without interruption.
+    blocked_since: Option<Instant>,
+    verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     /// When the next frame is due for analysis (the sampling grid).
     next_analysis: Option<Instant>,
     last_metrics: Option<QualityMetrics>,
@@ -221,6 +253,16 @@ impl Worker {
         Worker {
             face: cfg.face_models.clone().map(|m| FaceTracker::new(m, hint)),
             face_guidance: FaceGuidance::default(),
+            liveness: cfg
+                .liveness
+                .clone()
+                .filter(|_| cfg.face_models.is_some())
+                .map(LivenessSession::new),
+            network_poor: false,
+            network_poor_ms: 0,
+            last_network_tick: None,
+            blocked_since: None,
+            verdict: Arc::new(std::sync::Mutex::new(None)),
             mic: MicHealth::new(cfg.wants_audio),
             cfg,
             bus,
@@ -260,6 +302,7 @@ impl Worker {
                 self.publish_health(now, changes, "camera");
                 let changes = self.mic.tick(now);
                 self.publish_health(now, changes, "microphone");
+                self.tick_liveness(now);
             }
             if now >= self.next_level {
                 self.next_level = now + AUDIO_LEVEL_INTERVAL;
@@ -303,7 +346,146 @@ impl Worker {
                 let changes = self.mic.on_connected(at, has_audio);
                 self.publish_health(at, changes, "microphone");
             }
+            PipelineInput::Network { poor } => {
+                let now = Instant::now();
+                let running = self.liveness.as_ref().is_some_and(|l| !l.is_finished());
+                if let (true, true, Some(last)) =
+                    (self.network_poor, running, self.last_network_tick)
+                {
+                    self.network_poor_ms += now.duration_since(last).as_millis() as u64;
+                }
+                self.network_poor = poor;
+                self.last_network_tick = Some(now);
+            }
+            PipelineInput::Ending { reason } => self.conclude(Some(reason)),
         }
+    }
+
+    /// What keeps a challenge step from being judged right now, most fundamental first.
+    fn blocking(&self) -> Option<ReasonCode> {
+        let camera = self.camera.active();
+        let faces = self.face_guidance.active();
+        let capture = self.guidance.active();
+        camera
+            .into_iter()
+            .find(|c| {
+                matches!(
+                    c,
+                    ReasonCode::CameraBlack | ReasonCode::CameraFrozen | ReasonCode::CameraNoVideo
+                )
+            })
+            .or(self.network_poor.then_some(ReasonCode::NetworkUnstable))
+            .or(faces.into_iter().find(|c| {
+                matches!(
+                    c,
+                    ReasonCode::FaceNotFound | ReasonCode::FaceOccluded | ReasonCode::MultipleFaces
+                )
+            }))
+            .or(capture
+                .iter()
+                .find(|i| i.code() == "LIGHTING_TOO_DARK")
+                .and(Some(ReasonCode::LightingTooDark)))
+    }
+
+    fn tick_liveness(&mut self, now: Instant) {
+        let blocking = self.blocking();
+        let Some(l) = self.liveness.as_mut() else {
+            return;
+        };
+        if l.is_finished() {
+            return;
+        }
+        let events = l.on_tick(now, blocking);
+        self.publish_judge(events);
+        self.blocked_since = match blocking {
+            Some(_) => Some(self.blocked_since.unwrap_or(now)),
+            None => None,
+        };
+        if self
+            .blocked_since
+            .is_some_and(|t| now.duration_since(t) >= MAX_BLOCKED)
+        {
+            self.conclude(Some("blocked"));
+        }
+    }
+
+    fn publish_judge(&mut self, events: Vec<JudgeEvent>) {
+        let mut finished = false;
+        for e in events {
+            match e {
+                JudgeEvent::Started { step, remaining } => {
+                    self.bus.publish(
+                        "challenge",
+                        &json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64 }),
+                    );
+                }
+                JudgeEvent::Paused { step_id, because } => {
+                    self.bus.publish(
+                        "challenge_paused",
+                        &json!({ "id": step_id, "because": because, "hint_key": because.hint_key() }),
+                    );
+                }
+                JudgeEvent::Resumed { step_id, remaining } => {
+                    self.bus.publish(
+                        "challenge_resumed",
+                        &json!({ "id": step_id, "deadline_ms": remaining.as_millis() as u64 }),
+                    );
+                }
+                JudgeEvent::Passed { step_id, evidence } => {
+                    self.bus.publish(
+                        "challenge_passed",
+                        &json!({ "id": step_id, "evidence": evidence }),
+                    );
+                }
+                JudgeEvent::Failed {
+                    step_id,
+                    reason,
+                    evidence,
+                } => {
+                    self.bus.publish(
+                        "challenge_failed",
+                        &json!({ "id": step_id, "reason": reason, "hint_key": reason.hint_key(), "evidence": evidence }),
+                    );
+                }
+                JudgeEvent::Finished { .. } => finished = true,
+            }
+        }
+        if finished {
+            self.conclude(None);
+        }
+    }
+
+    /// Decides the verdict once (when the plan finishes, or when the call ends first).
+    fn conclude(&mut self, ended_early: Option<&'static str>) {
+        let mut slot = self.verdict.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() || (self.liveness.is_none() && ended_early.is_none()) {
+            return;
+        }
+        let mut faults = self.camera.active();
+        faults.extend(self.mic.active());
+        faults.extend(self.face_guidance.active());
+        faults.extend(
+            self.guidance
+                .active()
+                .iter()
+                .filter_map(|i| ReasonCode::from_code(i.code())),
+        );
+        let verdict = decide(&VerdictInputs {
+            liveness: self.liveness.as_ref().map(|l| l.outcome()),
+            face_match: None,
+            network_poor_ms: self.network_poor_ms,
+            persistent_faults: faults,
+            ended_early: self
+                .liveness
+                .as_ref()
+                .filter(|l| l.is_finished())
+                .map_or(ended_early, |_| None),
+        });
+        self.bus.publish("verdict", &verdict.for_client());
+        tracing::info!(session = %self.bus.session_id(), status = verdict.status.as_str(), "verdict");
+        *slot = Some(verdict);
+        drop(slot);
+        let _ = self.feedback.try_send(PipelineFeedback::VerdictReady);
     }
 
     fn on_video(
@@ -394,6 +576,7 @@ impl Worker {
                 width: f.width,
                 height: f.height,
                 black: metrics.black,
+                dark: metrics.mean_luma < 50.0,
                 signature: &signature,
             },
         );
@@ -407,6 +590,12 @@ impl Worker {
                         self.stats.faces_found.fetch_add(1, Ordering::Relaxed);
                     }
                     self.bus.publish_live("face", &observation);
+                    if let Some(l) = self.liveness.as_mut() {
+                        if !l.is_finished() {
+                            let events = l.on_observation(&observation);
+                            self.publish_judge(events);
+                        }
+                    }
                     // Without a working camera picture the face hints would only repeat it.
                     if !metrics.black {
                         let changes = self.face_guidance.update(&observation);

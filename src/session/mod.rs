@@ -73,7 +73,7 @@ enum MediaSlot {
     },
     Ended {
         reason: String,
-        summary: Option<MediaSummary>,
+        summary: Option<Box<MediaSummary>>,
         at: std::time::Instant,
     },
 }
@@ -151,7 +151,7 @@ impl Session {
             } => SessionView {
                 state: "ended",
                 end_reason: Some(reason.clone()),
-                network: summary.clone(),
+                network: summary.as_deref().cloned(),
             },
         }
     }
@@ -375,6 +375,9 @@ impl SessionRegistry {
             analysis_fps: self.cfg.analysis_fps,
             wants_audio: session.policy.audio,
             face_models: self.face_models.clone(),
+            liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
+                crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
+            }),
         };
         let mut slot = session.slot();
         if !matches!(&*slot, MediaSlot::Waiting) {
@@ -572,7 +575,7 @@ async fn supervise(
     let final_summary = summary.borrow().clone();
     *session.slot() = MediaSlot::Ended {
         reason: reason.as_str().to_string(),
-        summary: Some(final_summary.clone()),
+        summary: Some(Box::new(final_summary.clone())),
         at: std::time::Instant::now(),
     };
     registry.active.fetch_sub(1, Ordering::AcqRel);

@@ -29,11 +29,30 @@ pub struct LiveVideo {
     pub frames: Vec<DecodedFrame>,
 }
 
+/// Produces a frame from its index and the events the peer has received so far.
+pub type FrameFn = dyn Fn(u64, &[serde_json::Value]) -> DecodedFrame + Send + Sync;
+
+/// Frames made on demand from what the peer has seen (e.g. a person reacting to a challenge),
+/// encoded live.
+pub struct ReactiveVideo {
+    pub codec: LiveCodec,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub frame: Box<FrameFn>,
+}
+
+impl std::fmt::Debug for ReactiveVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReactiveVideo({:?}, {} fps)", self.codec, self.fps)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum VideoSource {
     /// Pre-encoded frames replayed in a loop (cheap; keyframe requests are ignored).
     Encoded(Arc<EncodedVideo>),
     Live(Arc<LiveVideo>),
+    Reactive(Arc<ReactiveVideo>),
 }
 
 impl VideoSource {
@@ -41,6 +60,7 @@ impl VideoSource {
         match self {
             VideoSource::Encoded(v) => v.fps,
             VideoSource::Live(v) => v.fps,
+            VideoSource::Reactive(v) => v.fps,
         }
     }
 }
@@ -60,6 +80,8 @@ pub struct PeerOptions {
     /// Stop sending video after this many frames (0: a video track that never sends, like a
     /// camera that failed after negotiation).
     pub max_video_frames: Option<u64>,
+    /// Stop streaming (and skip DELETE) once a `verdict` event arrives on the data channel.
+    pub stop_on_verdict: bool,
 }
 
 impl Default for PeerOptions {
@@ -73,6 +95,7 @@ impl Default for PeerOptions {
             delete_at_end: true,
             connect_timeout: Duration::from_secs(10),
             max_video_frames: None,
+            stop_on_verdict: true,
         }
     }
 }
@@ -89,6 +112,8 @@ pub struct PeerReport {
     pub etag: Option<String>,
     pub links: Vec<String>,
     pub delete_status: Option<u16>,
+    /// The server sent a verdict (and so ended the call itself).
+    pub verdict_seen: bool,
 }
 
 /// Joins the call at `whip_url` with `token` and streams until `opts.duration` has passed.
@@ -172,7 +197,7 @@ pub async fn run_peer(
     driver.stream(&opts, video_mid, audio_mid, started).await?;
     report = driver.report;
 
-    if opts.delete_at_end {
+    if opts.delete_at_end && !report.verdict_seen {
         let location = report
             .location
             .clone()
@@ -231,6 +256,12 @@ impl Driver {
                 Some(c) => c + opts.duration,
                 None => started + opts.connect_timeout,
             };
+            let verdict_seen =
+                opts.stop_on_verdict && self.report.events.iter().any(|e| e["type"] == "verdict");
+            if verdict_seen {
+                self.report.verdict_seen = true;
+                return Ok(());
+            }
             if now >= end {
                 if self.connected_at.is_none() {
                     return Err(TestkitError::Rtc("did not connect in time".into()));
@@ -328,47 +359,58 @@ impl Driver {
             }
             VideoSource::Live(v) => {
                 let raw = &v.frames[index as usize % v.frames.len()];
-                if self.encoder.is_none() {
-                    let (w, h) = (raw.width as u32, raw.height as u32);
-                    let enc = match v.codec {
-                        LiveCodec::H264 => LiveEncoder::H264(Box::new(
-                            H264Encoder::new(w, h, v.fps, v.bitrate_kbps)
-                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
-                        )),
-                        c => LiveEncoder::Vpx(
-                            VpxEncoder::new(c, w, h, v.fps, v.bitrate_kbps)
-                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
-                        ),
-                    };
-                    self.encoder = Some(enc);
-                }
-                let force = std::mem::take(&mut self.force_keyframe);
-                let (codec, frames) = match self.encoder.as_mut().expect("created above") {
-                    LiveEncoder::Vpx(e) => {
-                        let codec = if v.codec == LiveCodec::Vp9 {
-                            Codec::Vp9
-                        } else {
-                            Codec::Vp8
-                        };
-                        (
-                            codec,
-                            e.encode(raw, index as i64, force)
-                                .map_err(|e| TestkitError::Encode(e.to_string()))?,
-                        )
-                    }
-                    LiveEncoder::H264(e) => (
-                        Codec::H264,
-                        vec![e
-                            .encode(raw, force)
-                            .map_err(|e| TestkitError::Encode(e.to_string()))?],
-                    ),
-                };
-                for (data, _key) in frames {
-                    self.write(mid, codec, ts, data.into())?;
-                }
-                Ok(())
+                self.encode_and_send(mid, v.codec, v.fps, v.bitrate_kbps, raw, index, ts)
+            }
+            VideoSource::Reactive(v) => {
+                let raw = (v.frame)(index, &self.report.events);
+                self.encode_and_send(mid, v.codec, v.fps, v.bitrate_kbps, &raw, index, ts)
             }
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_and_send(
+        &mut self,
+        mid: Mid,
+        codec: LiveCodec,
+        fps: u32,
+        bitrate_kbps: u32,
+        raw: &DecodedFrame,
+        index: u64,
+        ts: u64,
+    ) -> Result<(), TestkitError> {
+        let encode_error =
+            |e: crate::media::decode::DecodeError| TestkitError::Encode(e.to_string());
+        if self.encoder.is_none() {
+            let (w, h) = (raw.width as u32, raw.height as u32);
+            self.encoder = Some(match codec {
+                LiveCodec::H264 => LiveEncoder::H264(Box::new(
+                    H264Encoder::new(w, h, fps, bitrate_kbps).map_err(encode_error)?,
+                )),
+                c => LiveEncoder::Vpx(
+                    VpxEncoder::new(c, w, h, fps, bitrate_kbps).map_err(encode_error)?,
+                ),
+            });
+        }
+        let force = std::mem::take(&mut self.force_keyframe);
+        let (rtp_codec, frames) = match self.encoder.as_mut().expect("created above") {
+            LiveEncoder::Vpx(e) => (
+                if codec == LiveCodec::Vp9 {
+                    Codec::Vp9
+                } else {
+                    Codec::Vp8
+                },
+                e.encode(raw, index as i64, force).map_err(encode_error)?,
+            ),
+            LiveEncoder::H264(e) => (
+                Codec::H264,
+                vec![e.encode(raw, force).map_err(encode_error)?],
+            ),
+        };
+        for (data, _key) in frames {
+            self.write(mid, rtp_codec, ts, data.into())?;
+        }
+        Ok(())
     }
 
     fn write(

@@ -5,6 +5,8 @@ mod browser;
 mod call;
 mod common;
 mod face;
+mod liveness;
+mod matching;
 mod media;
 mod network;
 mod relay;

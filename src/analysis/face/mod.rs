@@ -6,6 +6,7 @@
 //! taking the crop from the previous frame's mesh, which is cheaper and steadier.
 
 pub mod detector;
+pub mod embed;
 pub mod guidance;
 pub mod mesh;
 pub mod models;

@@ -123,6 +123,9 @@ pub struct FaceModels {
     pub mesh: ModelPool,
     /// Eye contour model for blinks (optional: the mesh's own eye points are the fallback).
     pub iris: Option<ModelPool>,
+    /// Face embedding model for matching against a reference photo (optional: without it,
+    /// `embed::embed_face` reports the model missing).
+    pub embedder: Option<ModelPool>,
 }
 
 impl FaceModels {
@@ -137,11 +140,17 @@ impl FaceModels {
             .map(|n| n.get())
             .unwrap_or(2);
         let iris_path = dir.join("iris_landmark.onnx");
+        let embedder_path = dir.join("mobilefacenet.onnx");
         Ok(Arc::new(FaceModels {
             detector: ModelPool::load(env, &dir.join("blazeface_128.onnx"), instances)?,
             mesh: ModelPool::load(env, &dir.join("face_landmark.onnx"), instances)?,
             iris: if iris_path.exists() {
                 Some(ModelPool::load(env, &iris_path, instances)?)
+            } else {
+                None
+            },
+            embedder: if embedder_path.exists() {
+                Some(ModelPool::load(env, &embedder_path, instances)?)
             } else {
                 None
             },

@@ -1,0 +1,165 @@
+//! Liveness: a random challenge plan judged from face observations, spoof evidence from the
+//! geometry of the face across those motions, and (with `verdict`) the decision.
+//!
+//! `LivenessSession` is sans-IO: the media pipeline feeds it each face observation and a tick
+//! with the current blocking condition (no face, dark, frozen camera, poor network), and
+//! publishes what it returns.
+
+pub mod judge;
+pub mod plan;
+pub mod spoof;
+
+use std::time::Instant;
+
+use rand::Rng;
+
+use self::judge::{ChallengeJudge, FaceSample, JudgeEvent, StepEvidence, Thresholds};
+use self::plan::{Action, ChallengePlan, ChallengeStep};
+use self::spoof::{flat_motion, planarity, FlatMotion, MeshFrame, PlanarityScore};
+use crate::analysis::face::FaceObservation;
+use crate::reasons::ReasonCode;
+
+/// Steps in a default plan.
+pub const DEFAULT_STEPS: usize = 3;
+/// Face frames kept for the spoof check (the most recent; about 20 s at 15 fps).
+const MAX_SPOOF_FRAMES: usize = 300;
+
+/// A random plan with at least one head turn or nod, which the spoof check needs.
+pub fn random_plan<R: Rng>(rng: &mut R, steps: usize) -> ChallengePlan {
+    let mut plan = ChallengePlan::random(rng, steps);
+    let moves = [
+        Action::TurnLeft,
+        Action::TurnRight,
+        Action::LookUp,
+        Action::LookDown,
+    ];
+    if !plan.steps.iter().any(|s| moves.contains(&s.action)) {
+        let unused: Vec<Action> = moves
+            .into_iter()
+            .filter(|a| !plan.steps.iter().any(|s| s.action == *a))
+            .collect();
+        let i = rng.gen_range(0..plan.steps.len().max(1));
+        if let Some(step) = plan.steps.get_mut(i) {
+            step.action = unused[rng.gen_range(0..unused.len())];
+        }
+    }
+    plan
+}
+
+/// The outcome of the liveness part of a session, for the verdict.
+#[derive(Debug, Clone)]
+pub struct LivenessOutcome {
+    pub steps: Vec<(ChallengeStep, Option<bool>, Option<StepEvidence>)>,
+    pub finished: bool,
+    pub spoof: Option<PlanarityScore>,
+    pub flat: FlatMotion,
+}
+
+pub struct LivenessSession {
+    judge: ChallengeJudge,
+    spoof_frames: Vec<MeshFrame>,
+    finished: bool,
+}
+
+impl LivenessSession {
+    pub fn new(plan: ChallengePlan) -> Self {
+        LivenessSession {
+            judge: ChallengeJudge::new(plan, Thresholds::default()),
+            spoof_frames: Vec::new(),
+            finished: false,
+        }
+    }
+
+    pub fn on_observation(&mut self, o: &FaceObservation) -> Vec<JudgeEvent> {
+        let sample = match &o.face {
+            Some(f) => {
+                if self.spoof_frames.len() >= MAX_SPOOF_FRAMES {
+                    self.spoof_frames.remove(0);
+                }
+                self.spoof_frames.push(MeshFrame {
+                    points: f.landmarks.iter().map(|p| [p[0], p[1]]).collect(),
+                    yaw: f.yaw,
+                    pitch: f.pitch,
+                });
+                FaceSample {
+                    at: o.captured,
+                    face: true,
+                    yaw: f.yaw,
+                    pitch: f.pitch,
+                    ear: (f.ear_left + f.ear_right) / 2.0,
+                    mouth_open: f.mouth_open,
+                    inter_eye_px: f.inter_eye_px,
+                }
+            }
+            None => FaceSample {
+                at: o.captured,
+                face: false,
+                yaw: 0.0,
+                pitch: 0.0,
+                ear: 0.0,
+                mouth_open: 0.0,
+                inter_eye_px: 0.0,
+            },
+        };
+        let events = self.judge.on_sample(&sample);
+        self.track(events)
+    }
+
+    pub fn on_tick(&mut self, at: Instant, blocking: Option<ReasonCode>) -> Vec<JudgeEvent> {
+        let events = self.judge.on_tick(at, blocking);
+        self.track(events)
+    }
+
+    fn track(&mut self, events: Vec<JudgeEvent>) -> Vec<JudgeEvent> {
+        if events
+            .iter()
+            .any(|e| matches!(e, JudgeEvent::Finished { .. }))
+        {
+            self.finished = true;
+        }
+        events
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn outcome(&self) -> LivenessOutcome {
+        let evidence = self.judge.evidence();
+        LivenessOutcome {
+            steps: self
+                .judge
+                .results()
+                .into_iter()
+                .enumerate()
+                .map(|(i, (step, result))| (step, result, evidence.get(i).cloned().flatten()))
+                .collect(),
+            finished: self.finished,
+            spoof: planarity(&self.spoof_frames),
+            flat: flat_motion(&self.spoof_frames),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn random_plans_always_include_a_head_motion() {
+        for seed in 0..200 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let plan = random_plan(&mut rng, 3);
+            assert_eq!(plan.steps.len(), 3);
+            assert!(plan.steps.iter().any(|s| matches!(
+                s.action,
+                Action::TurnLeft | Action::TurnRight | Action::LookUp | Action::LookDown
+            )));
+            let mut actions: Vec<_> = plan.steps.iter().map(|s| s.action).collect();
+            actions.sort_by_key(|a| a.as_str());
+            actions.dedup();
+            assert_eq!(actions.len(), 3, "distinct actions");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The verdict: `passed`, `failed`, `needs_review`, `expired` or `cancelled`, with reasons that are
+//! stable codes (see `reasons`). Decided from the liveness outcome, the spoof score, the ID-photo
+//! match and the call's device and network history. Network-aware: failed steps while the
+//! network was poor are the network's fault (`NETWORK_UNSTABLE`, retryable), not the person's.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::liveness::spoof::{
+    looks_planar, FlatMotion, PlanarityScore, FLAT_MOTION_MIN_FRAMES, PLANAR_RESIDUAL_MAX,
+};
+use crate::liveness::LivenessOutcome;
+use crate::reasons::ReasonCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictStatus {
+    Passed,
+    Failed,
+    NeedsReview,
+    Expired,
+    Cancelled,
+}
+
+impl VerdictStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictStatus::Passed => "passed",
+            VerdictStatus::Failed => "failed",
+            VerdictStatus::NeedsReview => "needs_review",
+            VerdictStatus::Expired => "expired",
+            VerdictStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictReason {
+    pub code: ReasonCode,
+    pub retryable: bool,
+    pub hint_key: String,
+    pub hint_en: &'static str,
+    pub hint_zh: &'static str,
+    /// For the operator only (metrics, timestamps, frame references).
+    pub evidence: Value,
+}
+
+impl VerdictReason {
+    pub fn new(code: ReasonCode, evidence: Value) -> Self {
+        let info = code.info();
+        VerdictReason {
+            code,
+            retryable: info.retryable,
+            hint_key: code.hint_key(),
+            hint_en: info.hint_en,
+            hint_zh: info.hint_zh,
+            evidence,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub status: VerdictStatus,
+    pub reasons: Vec<VerdictReason>,
+    /// Scores for the relying party (never shown to the person).
+    pub scores: Value,
+}
+
+impl Verdict {
+    /// What the person's page may see: the status and each reason's code, retryability and hint.
+    pub fn for_client(&self) -> Value {
+        json!({
+            "status": self.status,
+            "reasons": self.reasons.iter().map(|r| json!({
+                "code": r.code,
+                "retryable": r.retryable,
+                "hint_key": r.hint_key,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A reference-photo comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MatchResult {
+    pub similarity: f32,
+    pub threshold: f32,
+    pub frames: usize,
+}
+
+/// Everything the decision looks at.
+#[derive(Debug, Clone)]
+pub struct VerdictInputs {
+    pub liveness: Option<LivenessOutcome>,
+    pub face_match: Option<MatchResult>,
+    /// Milliseconds with poor network quality while steps ran.
+    pub network_poor_ms: u64,
+    /// Camera/microphone/capture faults active when the decision is made (persistent ones).
+    pub persistent_faults: Vec<ReasonCode>,
+    /// The call ended before the plan finished (how it ended).
+    pub ended_early: Option<&'static str>,
+}
+
+/// Poor network for at least this long during the steps makes failures the network's fault.
+pub const NETWORK_BLAME_MS: u64 = 2_000;
+/// Spoof residual below this multiple of the planar threshold (but not planar) goes to review.
+pub const SPOOF_REVIEW_MARGIN: f64 = 1.3;
+
+pub fn decide(v: &VerdictInputs) -> Verdict {
+    let mut reasons = Vec::new();
+    let mut scores = serde_json::Map::new();
+    let spoof = v.liveness.as_ref().and_then(|l| l.spoof.clone());
+    if let Some(s) = &spoof {
+        scores.insert("planarity".into(), spoof_json(s));
+    }
+    if let Some(m) = &v.face_match {
+        scores.insert("face_match".into(), json!(m));
+    }
+    if let Some(l) = &v.liveness {
+        scores.insert("flat_motion".into(), flat_json(&l.flat));
+    }
+    let scores = Value::Object(scores);
+    let verdict = |status, reasons| Verdict {
+        status,
+        reasons,
+        scores: scores.clone(),
+    };
+    let network_poor = v.network_poor_ms >= NETWORK_BLAME_MS;
+    let device_fault = v.persistent_faults.iter().copied().find(|c| {
+        matches!(
+            c,
+            ReasonCode::CameraBlack
+                | ReasonCode::CameraFrozen
+                | ReasonCode::CameraNoVideo
+                | ReasonCode::MicMissing
+                | ReasonCode::MicSilent
+        )
+    });
+    // The cause a person can fix first: light before framing before presence. Blur, glare and
+    // colour cast stay live hints only: they degrade a capture but do not stop the steps.
+    let capture_fault = [
+        ReasonCode::LightingTooDark,
+        ReasonCode::LightingTooBright,
+        ReasonCode::LightingBacklit,
+        ReasonCode::FaceOccluded,
+        ReasonCode::MultipleFaces,
+        ReasonCode::FaceNotFound,
+    ]
+    .into_iter()
+    .find(|c| v.persistent_faults.contains(c));
+    let fault_reason = |code: ReasonCode| VerdictReason::new(code, json!({ "persistent": true }));
+
+    // A flat face is decisive whatever else happened.
+    let flat = v
+        .liveness
+        .as_ref()
+        .map(|l| &l.flat)
+        .filter(|f| f.frames >= FLAT_MOTION_MIN_FRAMES);
+    if spoof.as_ref().is_some_and(looks_planar) || flat.is_some() {
+        reasons.push(VerdictReason::new(
+            ReasonCode::SpoofSuspected,
+            json!({ "kind": "photo", "planarity": spoof.as_ref().map(spoof_json), "flat_motion": flat.map(flat_json) }),
+        ));
+        return verdict(VerdictStatus::Failed, reasons);
+    }
+    if let Some(m) = v.face_match.filter(|m| m.similarity < m.threshold) {
+        reasons.push(VerdictReason::new(ReasonCode::FaceMismatch, json!(m)));
+        return verdict(VerdictStatus::Failed, reasons);
+    }
+    let Some(liveness) = v.liveness.as_ref().filter(|l| l.finished) else {
+        // The call ended before the checks were done: a broken device first, then the network
+        // (which makes everything else unreliable), then the room.
+        if let Some(code) = device_fault {
+            reasons.push(fault_reason(code));
+        } else if network_poor {
+            reasons.push(VerdictReason::new(
+                ReasonCode::NetworkUnstable,
+                json!({ "poor_ms": v.network_poor_ms }),
+            ));
+        } else if let Some(code) = capture_fault {
+            reasons.push(fault_reason(code));
+        }
+        reasons.push(VerdictReason::new(
+            ReasonCode::SessionIncomplete,
+            json!({ "ended": v.ended_early }),
+        ));
+        let status = match v.ended_early {
+            Some("deleted") | Some("closed_by_peer") => VerdictStatus::Cancelled,
+            Some("expired") => VerdictStatus::Expired,
+            _ => VerdictStatus::Failed,
+        };
+        return verdict(status, reasons);
+    };
+    let failed: Vec<_> = liveness
+        .steps
+        .iter()
+        .filter(|(_, r, _)| *r == Some(false))
+        .collect();
+    if !failed.is_empty() {
+        if network_poor {
+            reasons.push(VerdictReason::new(
+                ReasonCode::NetworkUnstable,
+                json!({ "poor_ms": v.network_poor_ms }),
+            ));
+        } else if let Some(code) = device_fault.or(capture_fault) {
+            reasons.push(fault_reason(code));
+        } else {
+            reasons.push(VerdictReason::new(
+                ReasonCode::ChallengeFailed,
+                json!({ "failed": failed.len(), "steps": liveness.steps.len() }),
+            ));
+            for (step, _, evidence) in &failed {
+                reasons.push(VerdictReason::new(
+                    ReasonCode::ChallengeTimeout,
+                    json!({ "step": step, "evidence": evidence }),
+                ));
+            }
+        }
+        return verdict(VerdictStatus::Failed, reasons);
+    }
+    // Steps passed, but a device the session requires is still failing (e.g. no microphone).
+    if let Some(code) = device_fault {
+        reasons.push(fault_reason(code));
+        return verdict(VerdictStatus::Failed, reasons);
+    }
+    match &spoof {
+        None => {
+            // No head motion to judge the geometry by: a person should look at it.
+            reasons.push(VerdictReason::new(
+                ReasonCode::SpoofSuspected,
+                json!({ "kind": "unknown", "note": "not enough head motion to judge" }),
+            ));
+            verdict(VerdictStatus::NeedsReview, reasons)
+        }
+        Some(s) if s.homography_residual < PLANAR_RESIDUAL_MAX * SPOOF_REVIEW_MARGIN => {
+            reasons.push(VerdictReason::new(
+                ReasonCode::SpoofSuspected,
+                json!({ "kind": "borderline", "planarity": spoof_json(s) }),
+            ));
+            verdict(VerdictStatus::NeedsReview, reasons)
+        }
+        Some(_) => verdict(VerdictStatus::Passed, reasons),
+    }
+}
+
+fn flat_json(f: &FlatMotion) -> Value {
+    json!({ "frames": f.frames, "max_ratio_change": f.max_ratio_change, "min_frames": FLAT_MOTION_MIN_FRAMES })
+}
+
+fn spoof_json(s: &PlanarityScore) -> Value {
+    json!({
+        "homography_residual": s.homography_residual,
+        "affine_residual": s.affine_residual,
+        "frames": s.frames,
+        "max_yaw": s.max_yaw,
+        "max_pitch": s.max_pitch,
+        "planar_max": PLANAR_RESIDUAL_MAX,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::liveness::plan::{Action, ChallengePlan};
+    use std::time::Duration;
+
+    fn outcome(results: &[Option<bool>], residual: Option<f64>) -> LivenessOutcome {
+        let plan = ChallengePlan::from_actions(
+            &[Action::TurnLeft, Action::Blink, Action::LookUp][..results.len()],
+            Duration::from_secs(6),
+        );
+        LivenessOutcome {
+            steps: plan
+                .steps
+                .into_iter()
+                .zip(results)
+                .map(|(s, r)| (s, *r, None))
+                .collect(),
+            finished: results.iter().all(|r| r.is_some()),
+            spoof: residual.map(|r| PlanarityScore {
+                homography_residual: r,
+                affine_residual: r,
+                frames: 10,
+                max_yaw: 20.0,
+                max_pitch: 0.0,
+            }),
+            flat: FlatMotion {
+                frames: 0,
+                max_ratio_change: 0.0,
+            },
+        }
+    }
+
+    fn inputs(l: LivenessOutcome) -> VerdictInputs {
+        VerdictInputs {
+            liveness: Some(l),
+            face_match: None,
+            network_poor_ms: 0,
+            persistent_faults: vec![],
+            ended_early: None,
+        }
+    }
+
+    fn codes(v: &Verdict) -> Vec<ReasonCode> {
+        v.reasons.iter().map(|r| r.code).collect()
+    }
+
+    #[test]
+    fn all_steps_and_a_3d_face_pass() {
+        let v = decide(&inputs(outcome(&[Some(true); 3], Some(0.06))));
+        assert_eq!(v.status, VerdictStatus::Passed);
+        assert!(v.reasons.is_empty());
+        assert!(
+            v.for_client().get("scores").is_none(),
+            "scores never reach the client"
+        );
+    }
+
+    #[test]
+    fn a_flat_face_fails_as_spoof_even_when_steps_pass() {
+        let v = decide(&inputs(outcome(&[Some(true); 3], Some(0.01))));
+        assert_eq!(
+            (v.status, codes(&v)),
+            (VerdictStatus::Failed, vec![ReasonCode::SpoofSuspected])
+        );
+        assert!(!v.reasons[0].retryable);
+    }
+
+    #[test]
+    fn failed_steps_blame_the_network_when_it_was_poor() {
+        let mut i = inputs(outcome(&[Some(true), Some(false), Some(false)], Some(0.06)));
+        i.network_poor_ms = 5_000;
+        let v = decide(&i);
+        assert_eq!(codes(&v), vec![ReasonCode::NetworkUnstable]);
+        assert!(v.reasons[0].retryable);
+        i.network_poor_ms = 0;
+        let v = decide(&i);
+        assert_eq!(
+            codes(&v),
+            vec![
+                ReasonCode::ChallengeFailed,
+                ReasonCode::ChallengeTimeout,
+                ReasonCode::ChallengeTimeout
+            ]
+        );
+        i.persistent_faults = vec![ReasonCode::LightingTooDark];
+        assert_eq!(codes(&decide(&i)), vec![ReasonCode::LightingTooDark]);
+    }
+
+    #[test]
+    fn mismatch_and_incomplete_calls() {
+        let mut i = inputs(outcome(&[Some(true); 3], Some(0.06)));
+        i.face_match = Some(MatchResult {
+            similarity: 0.2,
+            threshold: 0.5,
+            frames: 3,
+        });
+        assert_eq!(codes(&decide(&i)), vec![ReasonCode::FaceMismatch]);
+        let mut i = inputs(outcome(&[Some(true), None, None], None));
+        i.ended_early = Some("deleted");
+        let v = decide(&i);
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::Cancelled,
+                vec![ReasonCode::SessionIncomplete]
+            )
+        );
+        i.ended_early = Some("max_duration");
+        i.persistent_faults = vec![ReasonCode::CameraBlack];
+        let v = decide(&i);
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::Failed,
+                vec![ReasonCode::CameraBlack, ReasonCode::SessionIncomplete]
+            )
+        );
+    }
+
+    #[test]
+    fn missing_or_borderline_geometry_goes_to_review() {
+        assert_eq!(
+            decide(&inputs(outcome(&[Some(true); 3], None))).status,
+            VerdictStatus::NeedsReview
+        );
+        assert_eq!(
+            decide(&inputs(outcome(
+                &[Some(true); 3],
+                Some(PLANAR_RESIDUAL_MAX * 1.1)
+            )))
+            .status,
+            VerdictStatus::NeedsReview
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! Liveness end to end: rendered people and photos react (or fail to) to the server's random
+//! challenges over real WebRTC, and the verdict says why.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use vericall::media::decode::{DecodedFrame, VideoCodec};
+use vericall::testkit::card::render_card;
+use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
+use vericall::testkit::render::{FaceEdit, RgbImage};
+
+use crate::common::{test_config, tone, TestServer};
+use crate::face::{stage, Planes};
+use crate::relay::{ImpairmentConfig, Relay};
+
+const FPS: u32 = 15;
+
+fn frame_of(img: &RgbImage) -> DecodedFrame {
+    let p = Planes::from_rgb(img.width, img.height, &img.data);
+    DecodedFrame {
+        width: p.width,
+        height: p.height,
+        y: p.y,
+        u: p.u,
+        v: p.v,
+    }
+}
+
+/// The challenge the peer is currently asked to do, and how many frames ago it first saw it.
+fn current_challenge(
+    events: &[Value],
+    seen: &Mutex<HashMap<u64, u64>>,
+    index: u64,
+) -> Option<(String, f32)> {
+    let mut open: Option<&Value> = None;
+    for e in events {
+        match e["type"].as_str() {
+            Some("challenge") => open = Some(e),
+            Some("challenge_passed") | Some("challenge_failed")
+                if open.is_some_and(|o| o["id"] == e["id"]) =>
+            {
+                open = None
+            }
+            _ => {}
+        }
+    }
+    let c = open?;
+    let id = c["id"].as_u64()?;
+    let first = *seen.lock().unwrap().entry(id).or_insert(index);
+    Some((
+        c["action"].as_str()?.to_string(),
+        (index - first) as f32 / FPS as f32,
+    ))
+}
+
+/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back.
+fn progress(t: f32) -> f32 {
+    match t {
+        t if t < 0.3 => 0.0,
+        t if t < 0.8 => (t - 0.3) / 0.5,
+        t if t < 1.4 => 1.0,
+        t if t < 1.9 => 1.0 - (t - 1.4) / 0.5,
+        _ => 0.0,
+    }
+}
+
+/// A person never holds perfectly still: a slight sway and bob.
+fn idle(index: u64) -> FaceEdit {
+    let t = index as f32 / FPS as f32;
+    FaceEdit {
+        offset: ((t * 1.3).sin() * 3.0, (t * 0.9).cos() * 2.0),
+        ..FaceEdit::posed((t * 0.8).sin() * 1.5, (t * 0.6).cos() * 1.0, 0.0)
+    }
+}
+
+/// A person doing what is asked (on top of their idle motion).
+fn perform(action: &str, t: f32, index: u64) -> FaceEdit {
+    let p = progress(t);
+    let base = idle(index);
+    let posed = |yaw: f32, pitch: f32| FaceEdit {
+        pose: vericall::testkit::render::HeadPose {
+            yaw: base.pose.yaw + yaw,
+            pitch: base.pose.pitch + pitch,
+            roll: 0.0,
+        },
+        ..base
+    };
+    match action {
+        "turn_left" => posed(25.0 * p, 0.0),
+        "turn_right" => posed(-25.0 * p, 0.0),
+        "look_up" => posed(0.0, 22.0 * p),
+        "look_down" => posed(0.0, -22.0 * p),
+        "blink" => FaceEdit {
+            eyes_closed: if (0.5..0.9).contains(&t) { 1.0 } else { 0.0 },
+            ..base
+        },
+        "open_mouth" => FaceEdit {
+            mouth_open: p,
+            ..base
+        },
+        // Moving closer stays closer.
+        "move_closer" => FaceEdit {
+            scale: 1.0 + 0.45 * ((t - 0.3) / 0.5).clamp(0.0, 1.0),
+            ..base
+        },
+        _ => base,
+    }
+}
+
+/// A rendered person who follows the challenges; every edit is recorded by frame index.
+fn live_person(recording: Arc<Mutex<Vec<FaceEdit>>>) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 900,
+        frame: Box::new(move |index, events| {
+            let edit = match current_challenge(events, &seen, index) {
+                Some((action, t)) => perform(&action, t, index),
+                None => idle(index),
+            };
+            recording.lock().unwrap().push(edit);
+            frame_of(&stage().renderer.render(&edit).0)
+        }),
+    }))
+}
+
+/// A recording of a person, replayed frame by frame whatever the server asks.
+fn replay(recording: Vec<FaceEdit>) -> VideoSource {
+    VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 900,
+        frame: Box::new(move |index, _| {
+            // A replay attack loops the recorded clip.
+            let edit = recording[index as usize % recording.len().max(1)];
+            frame_of(&stage().renderer.render(&edit).0)
+        }),
+    }))
+}
+
+/// A printed photo of the person held up to the camera, tilted for turns and nods and slid about.
+fn photo_attack() -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    let photo = stage().renderer.render(&FaceEdit::default()).0;
+    let background = RgbImage::new(640, 480, [120, 118, 110]);
+    VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 900,
+        frame: Box::new(move |index, events| {
+            let (mut yaw, mut pitch) = (0.0, 0.0);
+            if let Some((action, t)) = current_challenge(events, &seen, index) {
+                let p = progress(t);
+                match action.as_str() {
+                    "turn_left" => yaw = 40.0 * p,
+                    "turn_right" => yaw = -40.0 * p,
+                    "look_up" => pitch = 35.0 * p,
+                    "look_down" => pitch = -35.0 * p,
+                    _ => {}
+                }
+            }
+            let slide = (index as f32 * 0.15).sin() * 25.0;
+            frame_of(&render_card(
+                &photo,
+                &background,
+                (320.0 + slide, 240.0),
+                0.95,
+                yaw,
+                pitch,
+                slide * 0.1,
+                800.0,
+            ))
+        }),
+    }))
+}
+
+async fn verify(
+    ts: &TestServer,
+    video: VideoSource,
+    via: Option<std::net::SocketAddr>,
+    limit: Duration,
+) -> (PeerReport, Value, Vec<Value>) {
+    let s = ts.create_session().await;
+    let report = run_peer(
+        &s.whip_url,
+        &s.token,
+        PeerOptions {
+            video: Some(video),
+            audio: Some(tone()),
+            duration: limit,
+            via,
+            ..PeerOptions::default()
+        },
+    )
+    .await
+    .expect("peer streams");
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
+        .await;
+    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    (report, v, timeline)
+}
+
+fn verdict(v: &Value) -> (&str, Vec<&str>) {
+    let verdict = &v["verdict"];
+    let codes = verdict["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["code"].as_str()).collect())
+        .unwrap_or_default();
+    (verdict["status"].as_str().unwrap_or("none"), codes)
+}
+
+async fn server() -> TestServer {
+    TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..test_config()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_person_passes_and_their_recording_fails_another_plan() {
+    let ts = server().await;
+    let recording = Arc::new(Mutex::new(Vec::new()));
+    let (report, v, timeline) = verify(
+        &ts,
+        live_person(recording.clone()),
+        None,
+        Duration::from_secs(40),
+    )
+    .await;
+    let kinds: Vec<&str> = timeline.iter().filter_map(|e| e["type"].as_str()).collect();
+    println!(
+        "live: {:?}; steps {:?}",
+        verdict(&v),
+        timeline
+            .iter()
+            .filter(|e| e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("challenge")))
+            .map(|e| format!("{} {}", e["type"], e["action"]))
+            .collect::<Vec<_>>()
+    );
+    println!("scores for the relying party: {}", v["verdict"]["scores"]);
+    assert!(report.verdict_seen, "the page got the verdict");
+    assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "challenge_passed").count(),
+        3
+    );
+    let client_verdict = report
+        .events
+        .iter()
+        .find(|e| e["type"] == "verdict")
+        .unwrap();
+    assert!(
+        client_verdict.get("scores").is_none(),
+        "scores never reach the page: {client_verdict}"
+    );
+    assert_eq!(v["end_reason"], "completed");
+
+    // The same person's recording, replayed against a new session with its own random plan.
+    let edits = recording.lock().unwrap().clone();
+    let (_, v, _) = verify(&ts, replay(edits), None, Duration::from_secs(60)).await;
+    let (status, codes) = verdict(&v);
+    println!("replay: {status} {codes:?}");
+    assert_eq!(status, "failed");
+    assert!(
+        codes.iter().all(|c| c.starts_with("CHALLENGE_")),
+        "{codes:?}"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_tilted_and_slid_is_a_spoof() {
+    let ts = server().await;
+    let (report, v, timeline) = verify(&ts, photo_attack(), None, Duration::from_secs(60)).await;
+    println!(
+        "photo: {:?}; scores {}",
+        verdict(&v),
+        v["verdict"]["scores"]
+    );
+    println!(
+        "photo timeline: {:?}",
+        timeline
+            .iter()
+            .filter(|e| e["type"] != "network"
+                && e["type"] != "quality"
+                && e["type"] != "audio_level")
+            .map(|e| format!("{}:{}{}", e["type"], e["action"], e["code"]))
+            .collect::<Vec<_>>()
+    );
+    let _ = report;
+    assert_eq!(
+        verdict(&v),
+        ("failed", vec!["SPOOF_SUSPECTED"]),
+        "{:#}",
+        v["verdict"]
+    );
+    assert_eq!(v["verdict"]["reasons"][0]["evidence"]["kind"], "photo");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_camera_fails_with_camera_black() {
+    let ts = server().await;
+    let black =
+        vericall::testkit::fixtures::render(vericall::testkit::fixtures::Scene::Black, 640, 480, 0);
+    let video = VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 300,
+        frame: Box::new(move |_, _| black.clone()),
+    }));
+    let (_, v, _) = verify(&ts, video, None, Duration::from_secs(40)).await;
+    println!("black: {:?}", verdict(&v));
+    let (status, codes) = verdict(&v);
+    assert_eq!(status, "failed");
+    assert_eq!(codes.first(), Some(&"CAMERA_BLACK"), "{codes:?}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_darkness_fails_with_lighting_too_dark() {
+    let ts = server().await;
+    let video = VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 300,
+        frame: Box::new(move |index, _| {
+            let mut dark = stage().renderer.render(&idle(index)).0;
+            dark.data
+                .iter_mut()
+                .for_each(|c| *c = (*c as u32 * 35 / 255) as u8 + 4);
+            frame_of(&dark)
+        }),
+    }));
+    let (_, v, _) = verify(&ts, video, None, Duration::from_secs(40)).await;
+    println!("dark: {:?}", verdict(&v));
+    let (status, codes) = verdict(&v);
+    assert_eq!(status, "failed");
+    assert_eq!(codes.first(), Some(&"LIGHTING_TOO_DARK"), "{codes:?}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_loss_is_blamed_on_the_network_and_is_retryable() {
+    let ts = server().await;
+    let relay = Relay::start(
+        ts.server.media_addr,
+        ImpairmentConfig {
+            loss: 0.25,
+            seed: 3,
+            impair_after: Duration::from_millis(1500),
+            ..ImpairmentConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_, v, _) = verify(
+        &ts,
+        live_person(Arc::new(Mutex::new(Vec::new()))),
+        Some(relay.local_addr()),
+        Duration::from_secs(45),
+    )
+    .await;
+    relay.stop().await;
+    println!("25% loss: {:?}", verdict(&v));
+    let (status, codes) = verdict(&v);
+    assert_eq!(status, "failed");
+    assert_eq!(codes.first(), Some(&"NETWORK_UNSTABLE"), "{codes:?}");
+    assert_eq!(v["verdict"]["reasons"][0]["retryable"], true);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The face tracker reads a tilted photo as a frontal face (so a tilt cannot pass a turn step),
+/// and the spoof check sees the photo foreshorten without turning.
+#[test]
+fn a_tilted_photo_reads_frontal_but_foreshortens() {
+    use vericall::analysis::face::FaceTracker;
+    use vericall::liveness::spoof::{flat_motion, MeshFrame, FLAT_MOTION_MIN_FRAMES};
+    let photo = stage().renderer.render(&FaceEdit::default()).0;
+    let background = RgbImage::new(640, 480, [120, 118, 110]);
+    let mut tracker = FaceTracker::new(crate::face::models(), 0);
+    let mut frames = Vec::new();
+    let mut max_yaw = 0.0f32;
+    for i in 0..40 {
+        let yaw = if i < 20 {
+            i as f32 * 2.0
+        } else {
+            (40 - i) as f32 * -2.0
+        };
+        let f = frame_of(&render_card(
+            &photo,
+            &background,
+            (320.0, 240.0),
+            0.95,
+            yaw,
+            0.0,
+            0.0,
+            800.0,
+        ));
+        let p = Planes {
+            width: f.width,
+            height: f.height,
+            y: f.y,
+            u: f.u,
+            v: f.v,
+        };
+        let face = tracker
+            .observe(&p.i420(), std::time::Instant::now())
+            .unwrap()
+            .face
+            .expect("the photo's face is tracked");
+        max_yaw = max_yaw.max(face.yaw.abs());
+        frames.push(MeshFrame {
+            points: face.landmarks.iter().map(|q| [q[0], q[1]]).collect(),
+            yaw: face.yaw,
+            pitch: face.pitch,
+        });
+    }
+    let flat = flat_motion(&frames);
+    println!("card tilted to 40 degrees: tracked |yaw| <= {max_yaw:.1}; {flat:?}");
+    assert!(
+        max_yaw < 8.0,
+        "a tilted photo must not read as a head turn: {max_yaw}"
+    );
+    assert!(flat.frames >= FLAT_MOTION_MIN_FRAMES, "{flat:?}");
+}
