@@ -5,6 +5,7 @@
 mod error;
 mod events;
 mod ops;
+mod reference;
 mod sessions;
 mod whip;
 
@@ -38,6 +39,10 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/v1/sessions", post(sessions::create))
         .route("/v1/sessions/{id}", get(sessions::get_one))
         .route("/v1/sessions/{id}/timeline", get(sessions::timeline))
+        .route(
+            "/v1/sessions/{id}/reference",
+            post(reference::upload).layer(DefaultBodyLimit::max(reference::MAX_REFERENCE_BYTES)),
+        )
         .route("/v1/sessions/{id}/events", get(events::stream))
         .route(
             "/whip/{id}",

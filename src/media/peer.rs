@@ -121,6 +121,8 @@ pub struct PeerConfig {
     pub face_models: Option<std::sync::Arc<crate::analysis::face::FaceModels>>,
     /// The liveness plan for this call (none: no challenges, no verdict from the call).
     pub liveness: Option<crate::liveness::plan::ChallengePlan>,
+    /// The reference photo's embedding, when the relying party uploaded one.
+    pub reference: crate::session::SharedReference,
 }
 
 /// Per-track totals for the session summary.
@@ -208,6 +210,7 @@ pub fn accept_offer(
             wants_audio: cfg.wants_audio,
             face_models: cfg.face_models.clone(),
             liveness: cfg.liveness.clone(),
+            reference: cfg.reference.clone(),
         },
         bus.clone(),
         feedback_tx,

@@ -18,8 +18,9 @@ use super::decode::{
     is_opus_dtx, level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder,
 };
 use crate::analysis::device::{CameraHealth, FrameFacts, HealthChange, MicHealth};
+use crate::analysis::face::embed::{embed_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::guidance::FaceGuidance;
-use crate::analysis::face::{FaceModels, FaceTracker};
+use crate::analysis::face::{FaceModels, FaceObservation, FaceTracker};
 use crate::analysis::quality::{
     luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer, QualityMetrics, Thresholds,
     I420,
@@ -39,6 +40,8 @@ const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
 /// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
 /// ends with a verdict that names the blocking cause, rather than waiting for the call to time out.
 pub const MAX_BLOCKED: Duration = Duration::from_secs(12);
+/// Live frames embedded for the reference match.
+const MAX_LIVE_EMBEDDINGS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -50,6 +53,8 @@ pub struct PipelineConfig {
     pub face_models: Option<Arc<FaceModels>>,
     /// The session's liveness plan (needs face tracking).
     pub liveness: Option<ChallengePlan>,
+    /// The reference photo's embedding, compared with the best live frames at the verdict.
+    pub reference: crate::session::SharedReference,
 }
 
 #[derive(Debug)]
@@ -227,6 +232,10 @@ struct Worker {
     last_network_tick: Option<Instant>,
     /// Since when the plan has been blocked without interruption.
     blocked_since: Option<Instant>,
+    /// Embeddings of good frontal frames, for the reference-photo match.
+    live_embeddings: Vec<Embedding>,
+    next_embedding: Option<Instant>,
+    reference: crate::session::SharedReference,
     verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     /// When the next frame is due for analysis (the sampling grid).
     next_analysis: Option<Instant>,
@@ -262,6 +271,9 @@ impl Worker {
             network_poor_ms: 0,
             last_network_tick: None,
             blocked_since: None,
+            live_embeddings: Vec::new(),
+            next_embedding: None,
+            reference: cfg.reference.clone(),
             verdict: Arc::new(std::sync::Mutex::new(None)),
             mic: MicHealth::new(cfg.wants_audio),
             cfg,
@@ -359,6 +371,26 @@ impl Worker {
             }
             PipelineInput::Ending { reason } => self.conclude(Some(reason)),
         }
+    }
+
+    fn face_match(&self) -> Option<crate::verdict::MatchResult> {
+        let reference = self
+            .reference
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let best = self
+            .live_embeddings
+            .iter()
+            .map(|e| e.cosine(&reference))
+            .fold(None, |acc: Option<f32>, s| {
+                Some(acc.map_or(s, |a| a.max(s)))
+            })?;
+        Some(crate::verdict::MatchResult {
+            similarity: best,
+            threshold: MATCH_THRESHOLD,
+            frames: self.live_embeddings.len(),
+        })
     }
 
     /// What keeps a challenge step from being judged right now, most fundamental first.
@@ -472,7 +504,7 @@ impl Worker {
         );
         let verdict = decide(&VerdictInputs {
             liveness: self.liveness.as_ref().map(|l| l.outcome()),
-            face_match: None,
+            face_match: self.face_match(),
             network_poor_ms: self.network_poor_ms,
             persistent_faults: faults,
             ended_early: self
@@ -590,6 +622,16 @@ impl Worker {
                         self.stats.faces_found.fetch_add(1, Ordering::Relaxed);
                     }
                     self.bus.publish_live("face", &observation);
+                    if let Some(models) = self.cfg.face_models.as_deref() {
+                        collect_embedding(
+                            models,
+                            &mut self.live_embeddings,
+                            &mut self.next_embedding,
+                            &image,
+                            &observation,
+                            captured,
+                        );
+                    }
                     if let Some(l) = self.liveness.as_mut() {
                         if !l.is_finished() {
                             let events = l.on_observation(&observation);
@@ -708,6 +750,31 @@ impl Worker {
             }),
         );
         self.analyzed_in_window = 0;
+    }
+}
+
+/// Embeds a good frontal frame at most once a second (up to `MAX_LIVE_EMBEDDINGS`), for the
+/// reference-photo match: frontal, well exposed.
+fn collect_embedding(
+    models: &FaceModels,
+    embeddings: &mut Vec<Embedding>,
+    next: &mut Option<Instant>,
+    image: &I420,
+    o: &FaceObservation,
+    captured: Instant,
+) {
+    let Some(face) = &o.face else { return };
+    let due = next.is_none_or(|t| captured >= t);
+    let frontal = face.yaw.abs() < 10.0 && face.pitch.abs() < 10.0;
+    let exposed = (60.0..=200.0).contains(&face.quality.mean_luma);
+    if !due || !frontal || !exposed || embeddings.len() >= MAX_LIVE_EMBEDDINGS {
+        return;
+    }
+    *next = Some(captured + Duration::from_secs(1));
+    let mut scratch = Vec::new();
+    match embed_face(models, image, &face.landmarks, &mut scratch) {
+        Ok(e) => embeddings.push(e),
+        Err(e) => tracing::debug!(error = %e, "embedding failed"),
     }
 }
 

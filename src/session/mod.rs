@@ -91,9 +91,14 @@ impl Default for SessionPolicy {
     }
 }
 
+/// The embedding of the session's reference (ID) photo, shared with the call's media thread.
+pub type SharedReference = Arc<Mutex<Option<crate::analysis::face::embed::Embedding>>>;
+
 pub struct Session {
     pub id: Arc<str>,
     pub policy: SessionPolicy,
+    /// Set by `POST /v1/sessions/{id}/reference`; only the embedding is kept, never the photo.
+    pub reference: SharedReference,
     pub api_key_id: String,
     pub created_at_ms: i64,
     /// The client token is accepted for a first WHIP offer until then.
@@ -242,6 +247,10 @@ impl SessionRegistry {
             .collect()
     }
 
+    pub fn face_models(&self) -> Option<&Arc<crate::analysis::face::FaceModels>> {
+        self.face_models.as_ref()
+    }
+
     pub fn mux(&self) -> &Arc<MediaMux> {
         &self.mux
     }
@@ -274,6 +283,7 @@ impl SessionRegistry {
         let session = Arc::new(Session {
             id: id.clone(),
             policy,
+            reference: Arc::new(Mutex::new(None)),
             api_key_id: api_key_id.to_string(),
             created_at_ms: now,
             expires_at_ms: expires,
@@ -375,6 +385,7 @@ impl SessionRegistry {
             analysis_fps: self.cfg.analysis_fps,
             wants_audio: session.policy.audio,
             face_models: self.face_models.clone(),
+            reference: session.reference.clone(),
             liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
                 crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
             }),

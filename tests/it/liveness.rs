@@ -431,3 +431,87 @@ fn a_tilted_photo_reads_frontal_but_foreshortens() {
     );
     assert!(flat.frames >= FLAT_MOTION_MIN_FRAMES, "{flat:?}");
 }
+
+fn png_bytes(w: u32, h: u32, rgb: Vec<u8>) -> Vec<u8> {
+    let img = image::RgbImage::from_raw(w, h, rgb).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+async fn upload(ts: &TestServer, id: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = ts
+        .http
+        .post(ts.url(&format!("/v1/sessions/{id}/reference")))
+        .bearer_auth(&ts.api_key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_photo_matches_the_same_person_and_not_another() {
+    let ts = server().await;
+    // An ID-style photo of the same person: a crop around the astronaut's face.
+    let (w, _, rgb) = crate::face::load_rgb("astronaut.png");
+    let crop: Vec<u8> = (0..200)
+        .flat_map(|y| rgb[((30 + y) * w + 144) * 3..][..480].to_vec())
+        .collect();
+    let same = png_bytes(160, 200, crop);
+    let other = std::fs::read(crate::face::repo().join("models/stills/tom_hanks_112.png")).unwrap();
+
+    // Bad uploads get a clear status and reason.
+    let s = ts.create_session().await;
+    assert_eq!(
+        upload(&ts, &s.id, "text/plain", b"hello".to_vec()).await.0,
+        415
+    );
+    let (status, body) = upload(&ts, &s.id, "image/png", vec![7u8; 500]).await;
+    assert_eq!(status, 422, "{body}");
+    let face_less =
+        vericall::testkit::fixtures::render(vericall::testkit::fixtures::Scene::Good, 640, 480, 0);
+    let gray: Vec<u8> = face_less.y.iter().flat_map(|v| [*v, *v, *v]).collect();
+    let (status, body) = upload(&ts, &s.id, "image/png", png_bytes(640, 480, gray)).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"].as_str().unwrap().contains("no face"),
+        "{body}"
+    );
+
+    for (photo, expect_match) in [(same, true), (other, false)] {
+        let s = ts.create_session().await;
+        let (status, body) = upload(&ts, &s.id, "image/png", photo).await;
+        assert_eq!(status, 200, "{body}");
+        run_peer(
+            &s.whip_url,
+            &s.token,
+            PeerOptions {
+                video: Some(live_person(Arc::new(Mutex::new(Vec::new())))),
+                audio: Some(tone()),
+                duration: Duration::from_secs(40),
+                ..PeerOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let v = ts
+            .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
+            .await;
+        let m = &v["verdict"]["scores"]["face_match"];
+        println!(
+            "reference (same person: {expect_match}): {:?}; match {m}",
+            verdict(&v)
+        );
+        assert!(m["frames"].as_u64().unwrap() >= 1, "{m}");
+        if expect_match {
+            assert_eq!(verdict(&v), ("passed", vec![]));
+            assert!(m["similarity"].as_f64().unwrap() >= m["threshold"].as_f64().unwrap());
+        } else {
+            assert_eq!(verdict(&v), ("failed", vec!["FACE_MISMATCH"]));
+        }
+    }
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}

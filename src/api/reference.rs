@@ -1,0 +1,66 @@
+//! `POST /v1/sessions/{id}/reference`: the relying party's reference (ID) photo for a session.
+//! The photo must show exactly one face; only its embedding is kept (in memory, for the call),
+//! never the image.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::sessions::ApiKey;
+use super::{ApiError, AppState};
+use crate::analysis::face::embed::{embed_reference, ReferenceError};
+
+/// Largest accepted reference photo.
+pub const MAX_REFERENCE_BYTES: usize = 8 * 1024 * 1024;
+
+pub async fn upload(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = state
+        .registry
+        .get(&id)
+        .filter(|s| s.api_key_id == key.id)
+        .ok_or(ApiError::NotFound)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !matches!(ct.as_deref(), Some("image/jpeg") | Some("image/png")) {
+        return Err(ApiError::UnsupportedMediaType("image/jpeg or image/png"));
+    }
+    if session.is_ended() {
+        return Err(ApiError::Conflict("the session has ended".into()));
+    }
+    let models = state
+        .registry
+        .face_models()
+        .cloned()
+        .ok_or_else(|| ApiError::Conflict("face analysis is off on this server".into()))?;
+    let embedding = tokio::task::spawn_blocking(move || embed_reference(&models, &body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            ReferenceError::Model(m) => ApiError::Internal(m.to_string()),
+            other => ApiError::Unprocessable(other.to_string()),
+        })?;
+    *session.reference.lock().unwrap_or_else(|e| e.into_inner()) = Some(embedding);
+    session.bus.publish("reference_set", &json!({}));
+    tracing::info!(session = %id, "reference photo accepted");
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "id": id, "reference": "accepted" })),
+    ))
+}
