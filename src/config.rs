@@ -68,6 +68,12 @@ pub struct Config {
     pub models_dir: String,
     /// Liveness steps per call (0: no challenges and no verdict from the call).
     pub challenge_steps: usize,
+    /// Failed verdicts of one subject within `attempt_window_secs` before new sessions are refused
+    /// (`TOO_MANY_ATTEMPTS`).
+    pub max_failed_attempts: u32,
+    pub attempt_window_secs: u64,
+    /// Evidence frames are deleted after this many days.
+    pub retention_days: u64,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     pub ice_servers: Vec<IceServer>,
@@ -96,6 +102,9 @@ impl Default for Config {
             face_analysis: true,
             models_dir: "models".into(),
             challenge_steps: crate::liveness::DEFAULT_STEPS,
+            max_failed_attempts: 5,
+            attempt_window_secs: 3600,
+            retention_days: 30,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             dev: false,

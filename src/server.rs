@@ -132,6 +132,28 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         })
     };
 
+    // Retention: evidence frames older than `retention_days` are deleted, hourly.
+    let purger = {
+        let data_dir = std::path::PathBuf::from(&cfg.data_dir);
+        let retention = Duration::from_secs(cfg.retention_days * 86_400);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let dir = data_dir.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    crate::store::evidence::purge(&dir, retention, std::time::SystemTime::now())
+                })
+                .await;
+                match result {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(sessions = n, "purged expired evidence"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "evidence purge failed"),
+                    _ => {}
+                }
+            }
+        })
+    };
+
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -170,7 +192,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         created_api_key,
         shutdown,
         http_task,
-        background: vec![mux_task, sweeper],
+        background: vec![mux_task, sweeper, purger],
         event_writer,
     })
 }

@@ -30,6 +30,12 @@ pub enum ApiError {
     PreconditionRequired,
     #[error("unsupported content type; expected {0}")]
     UnsupportedMediaType(&'static str),
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u32,
+    },
     #[error("the server is at capacity; retry later")]
     Unavailable { retry_after_secs: u32 },
     #[error("internal error")]
@@ -49,6 +55,7 @@ impl ApiError {
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,6 +73,7 @@ impl ApiError {
             ApiError::PreconditionFailed => "precondition_failed",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::UnsupportedMediaType(_) => "unsupported_content_type",
+            ApiError::TooManyRequests { code, .. } => code,
             ApiError::Unavailable { .. } => "at_capacity",
             ApiError::Internal(_) => "internal",
         }
@@ -87,6 +95,14 @@ impl IntoResponse for ApiError {
             Json(json!({ "error": self.code(), "message": message })),
         )
             .into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let ApiError::Unavailable { retry_after_secs } = self {
             response
                 .headers_mut()
@@ -108,6 +124,14 @@ impl From<SessionError> for ApiError {
             SessionError::Ended => ApiError::Conflict("the session has ended".into()),
             SessionError::AtCapacity => ApiError::Unavailable {
                 retry_after_secs: 5,
+            },
+            SessionError::TooManyAttempts { failed } => ApiError::TooManyRequests {
+                code: "TOO_MANY_ATTEMPTS",
+                message: format!(
+                    "{failed} failed attempts for this subject recently; {}",
+                    crate::reasons::ReasonCode::TooManyAttempts.info().hint_en
+                ),
+                retry_after_secs: 3600,
             },
             SessionError::Sdp(SdpError::Unsupported(m)) => ApiError::NotAcceptable(m),
             SessionError::Sdp(e) => ApiError::BadRequest(e.to_string()),

@@ -106,11 +106,22 @@ pub async fn get_one(
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null),
     };
-    // The verdict travels in the call summary; the relying party sees it at the top level.
-    let verdict = network
+    // The verdict travels in the call summary while the call runs and is stored when it ends;
+    // the relying party sees it at the top level.
+    let live_verdict = network
         .as_object_mut()
         .and_then(|m| m.remove("verdict"))
-        .unwrap_or(Value::Null);
+        .filter(|v| !v.is_null());
+    let verdict = match live_verdict {
+        Some(v) => v,
+        None => state
+            .registry
+            .store()
+            .get_verdict(&id)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null),
+    };
     // The live view leads the store by a moment (the end is recorded asynchronously).
     let (state_name, end_reason) = match &live {
         Some(v) if row.ended_at.is_none() => (v.state.to_string(), v.end_reason.clone()),

@@ -123,6 +123,8 @@ pub struct PeerConfig {
     pub liveness: Option<crate::liveness::plan::ChallengePlan>,
     /// The reference photo's embedding, when the relying party uploaded one.
     pub reference: crate::session::SharedReference,
+    /// Where evidence frames are written.
+    pub evidence_dir: Option<std::path::PathBuf>,
 }
 
 /// Per-track totals for the session summary.
@@ -211,6 +213,7 @@ pub fn accept_offer(
             face_models: cfg.face_models.clone(),
             liveness: cfg.liveness.clone(),
             reference: cfg.reference.clone(),
+            evidence_dir: cfg.evidence_dir.clone(),
         },
         bus.clone(),
         feedback_tx,

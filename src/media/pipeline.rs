@@ -55,6 +55,8 @@ pub struct PipelineConfig {
     pub liveness: Option<ChallengePlan>,
     /// The reference photo's embedding, compared with the best live frames at the verdict.
     pub reference: crate::session::SharedReference,
+    /// Where this session's evidence frames go (none: not kept).
+    pub evidence_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -236,6 +238,8 @@ struct Worker {
     live_embeddings: Vec<Embedding>,
     next_embedding: Option<Instant>,
     reference: crate::session::SharedReference,
+    /// Evidence frames written so far.
+    evidence: Vec<String>,
     verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     /// When the next frame is due for analysis (the sampling grid).
     next_analysis: Option<Instant>,
@@ -274,6 +278,7 @@ impl Worker {
             live_embeddings: Vec::new(),
             next_embedding: None,
             reference: cfg.reference.clone(),
+            evidence: Vec::new(),
             verdict: Arc::new(std::sync::Mutex::new(None)),
             mic: MicHealth::new(cfg.wants_audio),
             cfg,
@@ -393,6 +398,32 @@ impl Worker {
         })
     }
 
+    /// Saves the latest decoded frame as a JPEG evidence frame.
+    fn save_evidence(&mut self, name: &str) {
+        let Some(dir) = &self.cfg.evidence_dir else {
+            return;
+        };
+        let f = &self.frame;
+        if f.width == 0 || self.evidence.iter().any(|e| e.starts_with(name)) {
+            return;
+        }
+        let image = I420 {
+            width: f.width,
+            height: f.height,
+            y: &f.y,
+            u: &f.u,
+            v: &f.v,
+            y_stride: f.width,
+            uv_stride: f.width.div_ceil(2),
+        };
+        match crate::store::evidence::write_jpeg(dir, name, &image) {
+            Ok(file) => self.evidence.push(file),
+            Err(e) => {
+                tracing::warn!(session = %self.bus.session_id(), error = %e, "cannot write an evidence frame")
+            }
+        }
+    }
+
     /// What keeps a challenge step from being judged right now, most fundamental first.
     fn blocking(&self) -> Option<ReasonCode> {
         let camera = self.camera.active();
@@ -464,6 +495,7 @@ impl Worker {
                     );
                 }
                 JudgeEvent::Passed { step_id, evidence } => {
+                    self.save_evidence(&format!("challenge-{step_id}"));
                     self.bus.publish(
                         "challenge_passed",
                         &json!({ "id": step_id, "evidence": evidence }),
@@ -474,6 +506,7 @@ impl Worker {
                     reason,
                     evidence,
                 } => {
+                    self.save_evidence(&format!("challenge-{step_id}"));
                     self.bus.publish(
                         "challenge_failed",
                         &json!({ "id": step_id, "reason": reason, "hint_key": reason.hint_key(), "evidence": evidence }),
@@ -513,6 +546,8 @@ impl Worker {
                 .filter(|l| l.is_finished())
                 .map_or(ended_early, |_| None),
         });
+        let mut verdict = verdict;
+        verdict.frames = self.evidence.clone();
         self.bus.publish("verdict", &verdict.for_client());
         tracing::info!(session = %self.bus.session_id(), status = verdict.status.as_str(), "verdict");
         *slot = Some(verdict);
@@ -623,6 +658,7 @@ impl Worker {
                     }
                     self.bus.publish_live("face", &observation);
                     if let Some(models) = self.cfg.face_models.as_deref() {
+                        let before = self.live_embeddings.len();
                         collect_embedding(
                             models,
                             &mut self.live_embeddings,
@@ -631,6 +667,16 @@ impl Worker {
                             &observation,
                             captured,
                         );
+                        // The first good frontal frame is kept as evidence.
+                        let first_frontal = before == 0 && self.live_embeddings.len() == 1;
+                        if let (true, Some(dir)) = (first_frontal, &self.cfg.evidence_dir) {
+                            match crate::store::evidence::write_jpeg(dir, "frontal", &image) {
+                                Ok(file) => self.evidence.push(file),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot write the frontal frame")
+                                }
+                            }
+                        }
                     }
                     if let Some(l) = self.liveness.as_mut() {
                         if !l.is_finished() {

@@ -44,6 +44,8 @@ pub enum SessionError {
     Ended,
     #[error("server at capacity")]
     AtCapacity,
+    #[error("too many failed attempts for this subject ({failed})")]
+    TooManyAttempts { failed: i64 },
     #[error(transparent)]
     Sdp(#[from] SdpError),
     #[error("the call is no longer running")]
@@ -261,6 +263,13 @@ impl SessionRegistry {
         subject: Option<String>,
         policy: SessionPolicy,
     ) -> Result<NewSession, SessionError> {
+        if let Some(subject) = &subject {
+            let since = unix_ms_now() - self.cfg.attempt_window_secs as i64 * 1000;
+            let failed = self.store.count_failed_attempts(subject, since).await?;
+            if failed >= self.cfg.max_failed_attempts as i64 {
+                return Err(SessionError::TooManyAttempts { failed });
+            }
+        }
         let id: Arc<str> = new_session_id().into();
         let (client_token, client_hash) = new_secret("vct_");
         let (events_token, _) = new_secret("vce_");
@@ -386,6 +395,10 @@ impl SessionRegistry {
             wants_audio: session.policy.audio,
             face_models: self.face_models.clone(),
             reference: session.reference.clone(),
+            evidence_dir: Some(crate::store::evidence::session_dir(
+                std::path::Path::new(&self.cfg.data_dir),
+                &session.id,
+            )),
             liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
                 crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
             }),
@@ -485,6 +498,29 @@ impl SessionRegistry {
 
     async fn record_end(&self, session: &Session, reason: &str, summary: Option<&MediaSummary>) {
         let now = unix_ms_now();
+        // Every ended session has a verdict: the call's, or one that says why there was none.
+        let verdict = summary.and_then(|s| s.verdict.clone()).unwrap_or_else(|| {
+            crate::verdict::decide(&crate::verdict::VerdictInputs {
+                liveness: None,
+                face_match: None,
+                network_poor_ms: 0,
+                persistent_faults: Vec::new(),
+                ended_early: Some(match reason {
+                    "expired" => "expired",
+                    "deleted" => "deleted",
+                    _ => "other",
+                }),
+            })
+        });
+        if let Ok(text) = serde_json::to_string(&verdict) {
+            if let Err(e) = self
+                .store
+                .set_verdict(&session.id, verdict.status.as_str(), &text)
+                .await
+            {
+                tracing::error!(session = %session.id, error = %e, "cannot store the verdict");
+            }
+        }
         if let Some(s) = summary {
             if let Ok(text) = serde_json::to_string(s) {
                 if let Err(e) = self.store.set_network_summary(&session.id, &text).await {

@@ -13,8 +13,13 @@ use tokio::sync::mpsc;
 
 use crate::events::Event;
 
+pub mod evidence;
+
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_foundation.sql")),
+    (2, include_str!("../../migrations/0002_verdicts.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -237,6 +242,37 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn set_verdict(&self, id: &str, status: &str, verdict_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET verdict_status = $1, verdict = $2 WHERE id = $3")
+            .bind(status)
+            .bind(verdict_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_verdict(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT verdict FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// Failed verdicts of a subject that ended at or after `since` (Unix ms).
+    pub async fn count_failed_attempts(&self, subject: &str, since: i64) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE subject = $1 AND verdict_status = 'failed' AND ended_at >= $2",
+        )
+        .bind(subject)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Sessions left open by a previous process cannot resume (their media state was in memory).

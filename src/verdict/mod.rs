@@ -65,6 +65,8 @@ pub struct Verdict {
     pub reasons: Vec<VerdictReason>,
     /// Scores for the relying party (never shown to the person).
     pub scores: Value,
+    /// Evidence frames stored with the session (file names under its evidence folder).
+    pub frames: Vec<String>,
 }
 
 impl Verdict {
@@ -125,6 +127,7 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         status,
         reasons,
         scores: scores.clone(),
+        frames: Vec::new(),
     };
     let network_poor = v.network_poor_ms >= NETWORK_BLAME_MS;
     let device_fault = v.persistent_faults.iter().copied().find(|c| {

@@ -13,7 +13,7 @@ pub struct TestServer {
     pub server: RunningServer,
     pub api_key: String,
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub struct CreatedSession {
@@ -44,6 +44,7 @@ impl TestServer {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
+        cfg.data_dir = dir.path().display().to_string();
         let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
         let server = start(cfg, static_dir).await.expect("server starts");
         let api_key = server
@@ -54,7 +55,7 @@ impl TestServer {
             server,
             api_key,
             http: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         }
     }
 

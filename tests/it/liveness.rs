@@ -261,6 +261,27 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
         "scores never reach the page: {client_verdict}"
     );
     assert_eq!(v["end_reason"], "completed");
+    // Evidence: the best frontal frame and one key frame per challenge, as JPEG files.
+    let frames: Vec<&str> = v["verdict"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(frames.contains(&"frontal.jpg"), "{frames:?}");
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| f.starts_with("challenge-"))
+            .count(),
+        3,
+        "{frames:?}"
+    );
+    let id = v["id"].as_str().unwrap();
+    for f in &frames {
+        let bytes = std::fs::read(ts.dir.path().join("evidence").join(id).join(f)).unwrap();
+        assert_eq!(&bytes[..2], &[0xff, 0xd8], "{f} is a JPEG");
+    }
 
     // The same person's recording, replayed against a new session with its own random plan.
     let edits = recording.lock().unwrap().clone();
@@ -307,7 +328,12 @@ async fn a_photo_tilted_and_slid_is_a_spoof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_camera_fails_with_camera_black() {
-    let ts = server().await;
+    let ts = TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        max_failed_attempts: 1,
+        ..test_config()
+    })
+    .await;
     let black =
         vericall::testkit::fixtures::render(vericall::testkit::fixtures::Scene::Black, 640, 480, 0);
     let video = VideoSource::Reactive(Arc::new(ReactiveVideo {
@@ -321,6 +347,27 @@ async fn a_black_camera_fails_with_camera_black() {
     let (status, codes) = verdict(&v);
     assert_eq!(status, "failed");
     assert_eq!(codes.first(), Some(&"CAMERA_BLACK"), "{codes:?}");
+    // The verdict is stored; with a limit of one failed attempt, the same subject is refused.
+    let again = ts
+        .http
+        .post(ts.url("/v1/sessions"))
+        .bearer_auth(&ts.api_key)
+        .json(&serde_json::json!({ "subject": "test-user" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 429);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"], "TOO_MANY_ATTEMPTS", "{body}");
+    let other = ts
+        .http
+        .post(ts.url("/v1/sessions"))
+        .bearer_auth(&ts.api_key)
+        .json(&serde_json::json!({ "subject": "someone-else" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
