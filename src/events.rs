@@ -26,6 +26,8 @@ pub struct Event {
     pub kind: String,
     /// Type-specific fields (a JSON object).
     pub data: Value,
+    /// Sent to live subscribers only, never stored; its `seq` is that of the last stored event.
+    pub live_only: bool,
 }
 
 impl Event {
@@ -64,6 +66,9 @@ pub struct EventBus {
 struct BusInner {
     session_id: Arc<str>,
     next_seq: AtomicU64,
+    /// Held while numbering and sending one event, so subscribers and the store see events in
+    /// sequence order even when several threads publish at once.
+    order: std::sync::Mutex<()>,
     live: broadcast::Sender<Arc<Event>>,
     persist: Option<mpsc::Sender<Arc<Event>>>,
     dropped_persist: AtomicU64,
@@ -78,6 +83,7 @@ impl EventBus {
             inner: Arc::new(BusInner {
                 session_id,
                 next_seq: AtomicU64::new(1),
+                order: std::sync::Mutex::new(()),
                 live,
                 persist,
                 dropped_persist: AtomicU64::new(0),
@@ -101,24 +107,29 @@ impl EventBus {
         if self.inner.live.receiver_count() == 0 {
             return;
         }
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        let _order = self.inner.order.lock().unwrap_or_else(|e| e.into_inner());
         let event = Arc::new(Event {
             session_id: self.inner.session_id.clone(),
-            // Live-only events share the next sequence number: they are not part of the timeline.
-            seq: self.inner.next_seq.load(Ordering::Relaxed),
+            // Not part of the timeline: it carries the last stored event's number.
+            seq: self.inner.next_seq.load(Ordering::Relaxed) - 1,
             at_ms: unix_ms_now(),
             kind: kind.to_string(),
-            data: serde_json::to_value(data).unwrap_or(Value::Null),
+            data,
+            live_only: true,
         });
         let _ = self.inner.live.send(event);
     }
 
     pub fn publish_value(&self, kind: &str, data: Value) -> Arc<Event> {
+        let _order = self.inner.order.lock().unwrap_or_else(|e| e.into_inner());
         let event = Arc::new(Event {
             session_id: self.inner.session_id.clone(),
             seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
             at_ms: unix_ms_now(),
             kind: kind.to_string(),
             data,
+            live_only: false,
         });
         if let Some(persist) = &self.inner.persist {
             if persist.try_send(event.clone()).is_err() {

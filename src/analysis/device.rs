@@ -85,14 +85,19 @@ impl CameraHealth {
         self.last_packet = Some(at);
     }
 
-    pub fn on_frame(&mut self, at: Instant, f: FrameFacts<'_>) -> Vec<HealthChange> {
-        let mut out = Vec::new();
-        self.first_frame.get_or_insert(at);
-        self.no_video.update(at, false, NO_VIDEO_AFTER, &mut out);
+    /// A frame was decoded (every frame, analysed or not): the camera's frame rate.
+    pub fn on_decoded(&mut self, at: Instant) {
         self.recent_frames.push_back(at);
         while self.recent_frames.len() > 512 {
             self.recent_frames.pop_front();
         }
+    }
+
+    /// Facts from an analysed frame.
+    pub fn on_frame(&mut self, at: Instant, f: FrameFacts<'_>) -> Vec<HealthChange> {
+        let mut out = Vec::new();
+        self.first_frame.get_or_insert(at);
+        self.no_video.update(at, false, NO_VIDEO_AFTER, &mut out);
         self.black.update(at, f.black, BLACK_HOLD, &mut out);
         // A black camera is one fault, not also a frozen one.
         let same = !f.black
@@ -394,6 +399,7 @@ mod tests {
         for i in 0..15u32 {
             let at = t0 + Duration::from_millis(200) * i;
             let s = sig(i as u8 * 10);
+            cam.on_decoded(at);
             got.extend(cam.on_frame(
                 at,
                 FrameFacts {

@@ -80,6 +80,16 @@ pub async fn stream(
         }
         loop {
             match live.recv().await {
+                Ok(e) if e.live_only => {
+                    // High-rate live events (face observations) carry no id of their own.
+                    if tx
+                        .send(SseEvent::default().data(e.to_json().to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 Ok(e) if (e.seq as i64) <= last => continue,
                 Ok(e) => {
                     last = e.seq as i64;

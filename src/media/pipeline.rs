@@ -587,6 +587,7 @@ impl Worker {
         match decoder.decode(data, keyframe, &mut self.frame) {
             Ok(Some(())) => {
                 self.wait_keyframe = false;
+                self.camera.on_decoded(arrival);
                 self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .width

@@ -55,13 +55,14 @@ fn current_challenge(
     ))
 }
 
-/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back.
+/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back. Held long
+/// enough that a loaded machine analysing fewer frames still sees the peak.
 fn progress(t: f32) -> f32 {
     match t {
         t if t < 0.3 => 0.0,
         t if t < 0.8 => (t - 0.3) / 0.5,
-        t if t < 1.4 => 1.0,
-        t if t < 1.9 => 1.0 - (t - 1.4) / 0.5,
+        t if t < 2.0 => 1.0,
+        t if t < 2.5 => 1.0 - (t - 2.0) / 0.5,
         _ => 0.0,
     }
 }
