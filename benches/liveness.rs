@@ -13,26 +13,20 @@
 //! the printed photo tilted and slid about. Each session's timeline and session JSON are read
 //! back over HTTP once it ends; the results are printed as markdown tables.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vericall::analysis::face::{FaceModels, FaceTracker};
-use vericall::analysis::image::rgb_to_i420;
-use vericall::analysis::quality::I420;
+use vericall::analysis::face::FaceModels;
 use vericall::config::Config;
 use vericall::liveness::spoof::{FLAT_MOTION_MIN_FRAMES, FLAT_RATIO_CHANGE, PLANAR_RESIDUAL_MAX};
-use vericall::media::decode::{DecodedFrame, VideoCodec};
 use vericall::server::RunningServer;
-use vericall::testkit::card::render_card;
+use vericall::testkit::actor::{live_person, photo_attack, Stage};
 use vericall::testkit::clip::encode_tone;
 use vericall::testkit::http::request;
-use vericall::testkit::peer::{run_peer, PeerOptions, ReactiveVideo, VideoSource};
-use vericall::testkit::render::{FaceEdit, HeadPose, HeadRenderer, RgbImage};
+use vericall::testkit::peer::{run_peer, PeerOptions, VideoSource};
 
-const FPS: u32 = 15;
 /// Sessions per group unless `LIVENESS_BENCH_N` says otherwise.
 const DEFAULT_N: usize = 4;
 /// The peer stops at the verdict; this only bounds a session that never gets one.
@@ -51,186 +45,12 @@ fn models() -> Arc<FaceModels> {
         .clone()
 }
 
-fn frame_of(img: &RgbImage) -> DecodedFrame {
-    let (y, u, v) = rgb_to_i420(img.width, img.height, &img.data);
-    DecodedFrame {
-        width: img.width,
-        height: img.height,
-        y,
-        u,
-        v,
-    }
-}
-
-/// The portrait on a 640x480 canvas and a renderer for posed versions of it (as `stage()` in
-/// `tests/it/face.rs`).
-fn renderer() -> &'static HeadRenderer {
-    static RENDERER: OnceLock<HeadRenderer> = OnceLock::new();
-    RENDERER.get_or_init(|| {
-        let img = image::open(repo().join("models/stills/astronaut.png"))
-            .expect("still installed by scripts/setup")
-            .to_rgb8();
-        let w = img.width() as usize;
-        let rgb = img.into_raw();
-        let crop: Vec<u8> = (0..256)
-            .flat_map(|y| rgb[(y * w + 96) * 3..][..768].to_vec())
-            .collect();
-        let portrait = RgbImage::from_raw(256, 256, crop)
-            .unwrap()
-            .resized(480, 480);
-        let mut canvas = RgbImage::new(640, 480, [90, 100, 110]);
-        canvas.blit(&portrait, 80, 0);
-        let (y, u, v) = rgb_to_i420(640, 480, &canvas.data);
-        let planes = I420 {
-            width: 640,
-            height: 480,
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: 640,
-            uv_stride: 320,
-        };
-        let face = FaceTracker::new(models(), 0)
-            .observe(&planes, Instant::now())
-            .expect("tracker runs")
-            .face
-            .expect("face on the canvas");
-        HeadRenderer::new(canvas, &face.landmarks).expect("renderer from the mesh")
+/// The rendered portrait shared by every session (as `stage()` in `tests/it/face.rs`).
+fn stage() -> &'static Arc<Stage> {
+    static STAGE: OnceLock<Arc<Stage>> = OnceLock::new();
+    STAGE.get_or_init(|| {
+        Arc::new(Stage::astronaut(models(), &repo().join("models/stills")).expect("stage"))
     })
-}
-
-/// The challenge the peer is currently asked to do, and how many seconds ago it first saw it.
-fn current_challenge(
-    events: &[Value],
-    seen: &Mutex<HashMap<u64, u64>>,
-    index: u64,
-) -> Option<(String, f32)> {
-    let mut open: Option<&Value> = None;
-    for e in events {
-        match e["type"].as_str() {
-            Some("challenge") => open = Some(e),
-            Some("challenge_passed") | Some("challenge_failed")
-                if open.is_some_and(|o| o["id"] == e["id"]) =>
-            {
-                open = None
-            }
-            _ => {}
-        }
-    }
-    let c = open?;
-    let id = c["id"].as_u64()?;
-    let first = *seen.lock().unwrap().entry(id).or_insert(index);
-    Some((
-        c["action"].as_str()?.to_string(),
-        (index - first) as f32 / FPS as f32,
-    ))
-}
-
-/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back.
-fn progress(t: f32) -> f32 {
-    match t {
-        t if t < 0.3 => 0.0,
-        t if t < 0.8 => (t - 0.3) / 0.5,
-        t if t < 1.4 => 1.0,
-        t if t < 1.9 => 1.0 - (t - 1.4) / 0.5,
-        _ => 0.0,
-    }
-}
-
-/// A person never holds perfectly still: a slight sway and bob.
-fn idle(index: u64) -> FaceEdit {
-    let t = index as f32 / FPS as f32;
-    FaceEdit {
-        offset: ((t * 1.3).sin() * 3.0, (t * 0.9).cos() * 2.0),
-        ..FaceEdit::posed((t * 0.8).sin() * 1.5, (t * 0.6).cos() * 1.0, 0.0)
-    }
-}
-
-/// A person doing what is asked (on top of their idle motion).
-fn perform(action: &str, t: f32, index: u64) -> FaceEdit {
-    let p = progress(t);
-    let base = idle(index);
-    let posed = |yaw: f32, pitch: f32| FaceEdit {
-        pose: HeadPose {
-            yaw: base.pose.yaw + yaw,
-            pitch: base.pose.pitch + pitch,
-            roll: 0.0,
-        },
-        ..base
-    };
-    match action {
-        "turn_left" => posed(25.0 * p, 0.0),
-        "turn_right" => posed(-25.0 * p, 0.0),
-        "look_up" => posed(0.0, 22.0 * p),
-        "look_down" => posed(0.0, -22.0 * p),
-        "blink" => FaceEdit {
-            eyes_closed: if (0.5..0.9).contains(&t) { 1.0 } else { 0.0 },
-            ..base
-        },
-        "open_mouth" => FaceEdit {
-            mouth_open: p,
-            ..base
-        },
-        // Moving closer stays closer.
-        "move_closer" => FaceEdit {
-            scale: 1.0 + 0.45 * ((t - 0.3) / 0.5).clamp(0.0, 1.0),
-            ..base
-        },
-        _ => base,
-    }
-}
-
-/// A rendered person who follows the challenges.
-fn live_person() -> VideoSource {
-    let seen = Mutex::new(HashMap::new());
-    VideoSource::Reactive(Arc::new(ReactiveVideo {
-        codec: VideoCodec::Vp8,
-        fps: FPS,
-        bitrate_kbps: 900,
-        frame: Box::new(move |index, events| {
-            let edit = match current_challenge(events, &seen, index) {
-                Some((action, t)) => perform(&action, t, index),
-                None => idle(index),
-            };
-            frame_of(&renderer().render(&edit).0)
-        }),
-    }))
-}
-
-/// A printed photo of the person held up to the camera, tilted for turns and nods and slid about.
-fn photo_attack() -> VideoSource {
-    let seen = Mutex::new(HashMap::new());
-    let photo = renderer().render(&FaceEdit::default()).0;
-    let background = RgbImage::new(640, 480, [120, 118, 110]);
-    VideoSource::Reactive(Arc::new(ReactiveVideo {
-        codec: VideoCodec::Vp8,
-        fps: FPS,
-        bitrate_kbps: 900,
-        frame: Box::new(move |index, events| {
-            let (mut yaw, mut pitch) = (0.0, 0.0);
-            if let Some((action, t)) = current_challenge(events, &seen, index) {
-                let p = progress(t);
-                match action.as_str() {
-                    "turn_left" => yaw = 40.0 * p,
-                    "turn_right" => yaw = -40.0 * p,
-                    "look_up" => pitch = 35.0 * p,
-                    "look_down" => pitch = -35.0 * p,
-                    _ => {}
-                }
-            }
-            let slide = (index as f32 * 0.15).sin() * 25.0;
-            frame_of(&render_card(
-                &photo,
-                &background,
-                (320.0 + slide, 240.0),
-                0.95,
-                yaw,
-                pitch,
-                slide * 0.1,
-                800.0,
-            ))
-        }),
-    }))
 }
 
 struct Api {
@@ -585,15 +405,15 @@ async fn run(n: usize) {
         ),
     };
     let tone = Arc::new(encode_tone(50, 0.3).unwrap());
-    renderer(); // build the stage before the first session, not inside its first frame
+    stage(); // build the stage before the first session, not inside its first frame
 
     let mut outcomes = Vec::new();
     for (group, count) in [("live", n), ("photo", n)] {
         for i in 0..count {
             let video = if group == "live" {
-                live_person()
+                live_person(stage().clone(), Arc::new(Mutex::new(Vec::new())))
             } else {
-                photo_attack()
+                photo_attack(stage().clone())
             };
             // One subject per session: failed attempts count per subject (and a photo always fails).
             let subject = format!("liveness-bench-{group}-{i}");

@@ -3,6 +3,7 @@
 //! These are real parts used the way a client would: libvpx and Opus encoders, a str0m WebRTC
 //! peer speaking WHIP over HTTP, real UDP. Nothing here is used by the server itself.
 
+pub mod actor;
 pub mod card;
 pub mod clip;
 pub mod fixtures;

@@ -9,7 +9,8 @@ use serde_json::Value;
 use vericall::analysis::face::{FaceModels, FaceObservation, FaceTracker};
 use vericall::analysis::image::rgb_to_i420;
 use vericall::analysis::quality::I420;
-use vericall::testkit::render::{FaceEdit, HeadRenderer, RgbImage};
+use vericall::testkit::actor::Stage;
+use vericall::testkit::render::{FaceEdit, RgbImage};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,30 +185,11 @@ fn a_frame_without_a_face_yields_no_face() {
     assert!(o.face.is_none());
 }
 
-/// The portrait on a 640x480 canvas, its tracked mesh, and a renderer for posed versions of it.
-pub struct Stage {
-    pub renderer: HeadRenderer,
-}
-
-pub fn stage() -> &'static Stage {
-    static STAGE: OnceLock<Stage> = OnceLock::new();
+/// The portrait as a well-framed selfie and a renderer for posed versions of it.
+pub fn stage() -> &'static Arc<Stage> {
+    static STAGE: OnceLock<Arc<Stage>> = OnceLock::new();
     STAGE.get_or_init(|| {
-        // The portrait's upper 256x256 around the face, scaled to fill the frame height: a
-        // well-framed selfie (face about 28% of the width, centred).
-        let (w, _, rgb) = load_rgb("astronaut.png");
-        let crop: Vec<u8> = (0..256)
-            .flat_map(|y| rgb[(y * w + 96) * 3..][..768].to_vec())
-            .collect();
-        let portrait = RgbImage::from_raw(256, 256, crop)
-            .unwrap()
-            .resized(480, 480);
-        let mut canvas = RgbImage::new(640, 480, [90, 100, 110]);
-        canvas.blit(&portrait, 80, 0);
-        let face = observe(&Planes::from_rgb(640, 480, &canvas.data))
-            .face
-            .expect("face on the canvas");
-        let renderer = HeadRenderer::new(canvas, &face.landmarks).unwrap();
-        Stage { renderer }
+        Arc::new(Stage::astronaut(models(), &repo().join("models/stills")).expect("stage"))
     })
 }
 

@@ -1,12 +1,12 @@
 //! Liveness end to end: rendered people and photos react (or fail to) to the server's random
 //! challenges over real WebRTC, and the verdict says why.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use vericall::media::decode::{DecodedFrame, VideoCodec};
+use vericall::media::decode::VideoCodec;
+use vericall::testkit::actor::{frame_of, idle, live_person, photo_attack, replay, FPS};
 use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
 use vericall::testkit::render::{FaceEdit, RgbImage};
@@ -14,169 +14,6 @@ use vericall::testkit::render::{FaceEdit, RgbImage};
 use crate::common::{test_config, tone, TestServer};
 use crate::face::{stage, Planes};
 use crate::relay::{ImpairmentConfig, Relay};
-
-const FPS: u32 = 15;
-
-fn frame_of(img: &RgbImage) -> DecodedFrame {
-    let p = Planes::from_rgb(img.width, img.height, &img.data);
-    DecodedFrame {
-        width: p.width,
-        height: p.height,
-        y: p.y,
-        u: p.u,
-        v: p.v,
-    }
-}
-
-/// The challenge the peer is currently asked to do, and how many frames ago it first saw it.
-fn current_challenge(
-    events: &[Value],
-    seen: &Mutex<HashMap<u64, u64>>,
-    index: u64,
-) -> Option<(String, f32)> {
-    let mut open: Option<&Value> = None;
-    for e in events {
-        match e["type"].as_str() {
-            Some("challenge") => open = Some(e),
-            Some("challenge_passed") | Some("challenge_failed")
-                if open.is_some_and(|o| o["id"] == e["id"]) =>
-            {
-                open = None
-            }
-            _ => {}
-        }
-    }
-    let c = open?;
-    let id = c["id"].as_u64()?;
-    let first = *seen.lock().unwrap().entry(id).or_insert(index);
-    Some((
-        c["action"].as_str()?.to_string(),
-        (index - first) as f32 / FPS as f32,
-    ))
-}
-
-/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back. Held long
-/// enough that a loaded machine analysing fewer frames still sees the peak.
-fn progress(t: f32) -> f32 {
-    match t {
-        t if t < 0.3 => 0.0,
-        t if t < 0.8 => (t - 0.3) / 0.5,
-        t if t < 2.0 => 1.0,
-        t if t < 2.5 => 1.0 - (t - 2.0) / 0.5,
-        _ => 0.0,
-    }
-}
-
-/// A person never holds perfectly still: a slight sway and bob.
-fn idle(index: u64) -> FaceEdit {
-    let t = index as f32 / FPS as f32;
-    FaceEdit {
-        offset: ((t * 1.3).sin() * 3.0, (t * 0.9).cos() * 2.0),
-        ..FaceEdit::posed((t * 0.8).sin() * 1.5, (t * 0.6).cos() * 1.0, 0.0)
-    }
-}
-
-/// A person doing what is asked (on top of their idle motion).
-fn perform(action: &str, t: f32, index: u64) -> FaceEdit {
-    let p = progress(t);
-    let base = idle(index);
-    let posed = |yaw: f32, pitch: f32| FaceEdit {
-        pose: vericall::testkit::render::HeadPose {
-            yaw: base.pose.yaw + yaw,
-            pitch: base.pose.pitch + pitch,
-            roll: 0.0,
-        },
-        ..base
-    };
-    match action {
-        "turn_left" => posed(25.0 * p, 0.0),
-        "turn_right" => posed(-25.0 * p, 0.0),
-        "look_up" => posed(0.0, 22.0 * p),
-        "look_down" => posed(0.0, -22.0 * p),
-        "blink" => FaceEdit {
-            eyes_closed: if (0.5..0.9).contains(&t) { 1.0 } else { 0.0 },
-            ..base
-        },
-        "open_mouth" => FaceEdit {
-            mouth_open: p,
-            ..base
-        },
-        // Moving closer stays closer.
-        "move_closer" => FaceEdit {
-            scale: 1.0 + 0.45 * ((t - 0.3) / 0.5).clamp(0.0, 1.0),
-            ..base
-        },
-        _ => base,
-    }
-}
-
-/// A rendered person who follows the challenges; every edit is recorded by frame index.
-fn live_person(recording: Arc<Mutex<Vec<FaceEdit>>>) -> VideoSource {
-    let seen = Mutex::new(HashMap::new());
-    VideoSource::Reactive(Arc::new(ReactiveVideo {
-        codec: VideoCodec::Vp8,
-        fps: FPS,
-        bitrate_kbps: 900,
-        frame: Box::new(move |index, events| {
-            let edit = match current_challenge(events, &seen, index) {
-                Some((action, t)) => perform(&action, t, index),
-                None => idle(index),
-            };
-            recording.lock().unwrap().push(edit);
-            frame_of(&stage().renderer.render(&edit).0)
-        }),
-    }))
-}
-
-/// A recording of a person, replayed frame by frame whatever the server asks.
-fn replay(recording: Vec<FaceEdit>) -> VideoSource {
-    VideoSource::Reactive(Arc::new(ReactiveVideo {
-        codec: VideoCodec::Vp8,
-        fps: FPS,
-        bitrate_kbps: 900,
-        frame: Box::new(move |index, _| {
-            // A replay attack loops the recorded clip.
-            let edit = recording[index as usize % recording.len().max(1)];
-            frame_of(&stage().renderer.render(&edit).0)
-        }),
-    }))
-}
-
-/// A printed photo of the person held up to the camera, tilted for turns and nods and slid about.
-fn photo_attack() -> VideoSource {
-    let seen = Mutex::new(HashMap::new());
-    let photo = stage().renderer.render(&FaceEdit::default()).0;
-    let background = RgbImage::new(640, 480, [120, 118, 110]);
-    VideoSource::Reactive(Arc::new(ReactiveVideo {
-        codec: VideoCodec::Vp8,
-        fps: FPS,
-        bitrate_kbps: 900,
-        frame: Box::new(move |index, events| {
-            let (mut yaw, mut pitch) = (0.0, 0.0);
-            if let Some((action, t)) = current_challenge(events, &seen, index) {
-                let p = progress(t);
-                match action.as_str() {
-                    "turn_left" => yaw = 40.0 * p,
-                    "turn_right" => yaw = -40.0 * p,
-                    "look_up" => pitch = 35.0 * p,
-                    "look_down" => pitch = -35.0 * p,
-                    _ => {}
-                }
-            }
-            let slide = (index as f32 * 0.15).sin() * 25.0;
-            frame_of(&render_card(
-                &photo,
-                &background,
-                (320.0 + slide, 240.0),
-                0.95,
-                yaw,
-                pitch,
-                slide * 0.1,
-                800.0,
-            ))
-        }),
-    }))
-}
 
 async fn verify(
     ts: &TestServer,
@@ -228,7 +65,7 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
     let recording = Arc::new(Mutex::new(Vec::new()));
     let (report, v, timeline) = verify(
         &ts,
-        live_person(recording.clone()),
+        live_person(stage().clone(), recording.clone()),
         None,
         Duration::from_secs(40),
     )
@@ -286,7 +123,13 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
 
     // The same person's recording, replayed against a new session with its own random plan.
     let edits = recording.lock().unwrap().clone();
-    let (_, v, _) = verify(&ts, replay(edits), None, Duration::from_secs(60)).await;
+    let (_, v, _) = verify(
+        &ts,
+        replay(stage().clone(), edits),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
     let (status, codes) = verdict(&v);
     println!("replay: {status} {codes:?}");
     assert_eq!(status, "failed");
@@ -300,7 +143,13 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_tilted_and_slid_is_a_spoof() {
     let ts = server().await;
-    let (report, v, timeline) = verify(&ts, photo_attack(), None, Duration::from_secs(60)).await;
+    let (report, v, timeline) = verify(
+        &ts,
+        photo_attack(stage().clone()),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
     println!(
         "photo: {:?}; scores {}",
         verdict(&v),
@@ -411,7 +260,7 @@ async fn heavy_loss_is_blamed_on_the_network_and_is_retryable() {
     .unwrap();
     let (_, v, _) = verify(
         &ts,
-        live_person(Arc::new(Mutex::new(Vec::new()))),
+        live_person(stage().clone(), Arc::new(Mutex::new(Vec::new()))),
         Some(relay.local_addr()),
         Duration::from_secs(45),
     )
@@ -537,7 +386,10 @@ async fn the_reference_photo_matches_the_same_person_and_not_another() {
             &s.whip_url,
             &s.token,
             PeerOptions {
-                video: Some(live_person(Arc::new(Mutex::new(Vec::new())))),
+                video: Some(live_person(
+                    stage().clone(),
+                    Arc::new(Mutex::new(Vec::new())),
+                )),
                 audio: Some(tone()),
                 duration: Duration::from_secs(40),
                 ..PeerOptions::default()

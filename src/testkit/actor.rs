@@ -1,0 +1,232 @@
+//! People (and photos) in front of the camera for end-to-end tests and benches: a rendered
+//! person who follows the server's challenges as they arrive on the data channel, a replay of a
+//! recorded person, and a printed photo tilted and slid about. All are `VideoSource::Reactive`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::card::render_card;
+use super::peer::{ReactiveVideo, VideoSource};
+use super::render::{FaceEdit, HeadPose, HeadRenderer, RgbImage};
+use crate::analysis::face::{FaceModels, FaceTracker};
+use crate::analysis::image::rgb_to_i420;
+use crate::analysis::quality::I420;
+use crate::media::decode::{DecodedFrame, VideoCodec};
+
+/// Frame rate of every actor.
+pub const FPS: u32 = 15;
+
+/// The packaged portrait as a well-framed selfie on a 640x480 canvas (face about 28% of the
+/// width, centred) and a renderer for posed versions of it.
+pub struct Stage {
+    pub renderer: HeadRenderer,
+}
+
+impl Stage {
+    /// From `stills/astronaut.png` (installed by scripts/setup); the face tracker supplies the mesh.
+    pub fn astronaut(models: Arc<FaceModels>, stills: &Path) -> Result<Stage, String> {
+        let img = image::open(stills.join("astronaut.png"))
+            .map_err(|e| e.to_string())?
+            .to_rgb8();
+        let w = img.width() as usize;
+        let rgb = img.into_raw();
+        // The upper 256x256 around the face, scaled to fill the frame height.
+        let crop: Vec<u8> = (0..256)
+            .flat_map(|y| rgb[(y * w + 96) * 3..][..768].to_vec())
+            .collect();
+        let portrait = RgbImage::from_raw(256, 256, crop)?.resized(480, 480);
+        let mut canvas = RgbImage::new(640, 480, [90, 100, 110]);
+        canvas.blit(&portrait, 80, 0);
+        let (y, u, v) = rgb_to_i420(640, 480, &canvas.data);
+        let planes = I420 {
+            width: 640,
+            height: 480,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: 640,
+            uv_stride: 320,
+        };
+        let face = FaceTracker::new(models, 0)
+            .observe(&planes, Instant::now())
+            .map_err(|e| e.to_string())?
+            .face
+            .ok_or("no face on the canvas")?;
+        Ok(Stage {
+            renderer: HeadRenderer::new(canvas, &face.landmarks)?,
+        })
+    }
+
+    pub fn frame(&self, edit: &FaceEdit) -> DecodedFrame {
+        frame_of(&self.renderer.render(edit).0)
+    }
+}
+
+pub fn frame_of(img: &RgbImage) -> DecodedFrame {
+    let (y, u, v) = rgb_to_i420(img.width, img.height, &img.data);
+    DecodedFrame {
+        width: img.width,
+        height: img.height,
+        y,
+        u,
+        v,
+    }
+}
+
+/// The challenge currently asked (the last `challenge` event not yet passed or failed) and how
+/// long ago, in seconds of frames, this peer first saw it.
+pub fn current_challenge(
+    events: &[Value],
+    seen: &Mutex<HashMap<u64, u64>>,
+    index: u64,
+) -> Option<(String, f32)> {
+    let mut open: Option<&Value> = None;
+    for e in events {
+        match e["type"].as_str() {
+            Some("challenge") => open = Some(e),
+            Some("challenge_passed") | Some("challenge_failed")
+                if open.is_some_and(|o| o["id"] == e["id"]) =>
+            {
+                open = None
+            }
+            _ => {}
+        }
+    }
+    let c = open?;
+    let id = c["id"].as_u64()?;
+    let first = *seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id)
+        .or_insert(index);
+    Some((
+        c["action"].as_str()?.to_string(),
+        (index - first) as f32 / FPS as f32,
+    ))
+}
+
+/// How far into an action the person is at `t` seconds: ramp up, hold, ramp back. Held long
+/// enough that a loaded machine analysing fewer frames still sees the peak.
+pub fn progress(t: f32) -> f32 {
+    match t {
+        t if t < 0.3 => 0.0,
+        t if t < 0.8 => (t - 0.3) / 0.5,
+        t if t < 2.0 => 1.0,
+        t if t < 2.5 => 1.0 - (t - 2.0) / 0.5,
+        _ => 0.0,
+    }
+}
+
+/// A person never holds perfectly still: a slight sway and bob.
+pub fn idle(index: u64) -> FaceEdit {
+    let t = index as f32 / FPS as f32;
+    FaceEdit {
+        offset: ((t * 1.3).sin() * 3.0, (t * 0.9).cos() * 2.0),
+        ..FaceEdit::posed((t * 0.8).sin() * 1.5, (t * 0.6).cos() * 1.0, 0.0)
+    }
+}
+
+/// A person doing `action` (`t` seconds after it was asked), on top of their idle motion.
+pub fn perform(action: &str, t: f32, index: u64) -> FaceEdit {
+    let p = progress(t);
+    let base = idle(index);
+    let posed = |yaw: f32, pitch: f32| FaceEdit {
+        pose: HeadPose {
+            yaw: base.pose.yaw + yaw,
+            pitch: base.pose.pitch + pitch,
+            roll: 0.0,
+        },
+        ..base
+    };
+    match action {
+        "turn_left" => posed(25.0 * p, 0.0),
+        "turn_right" => posed(-25.0 * p, 0.0),
+        "look_up" => posed(0.0, 22.0 * p),
+        "look_down" => posed(0.0, -22.0 * p),
+        "blink" => FaceEdit {
+            eyes_closed: if (0.5..1.3).contains(&t) { 1.0 } else { 0.0 },
+            ..base
+        },
+        "open_mouth" => FaceEdit {
+            mouth_open: p,
+            ..base
+        },
+        // Moving closer stays closer.
+        "move_closer" => FaceEdit {
+            scale: 1.0 + 0.45 * ((t - 0.3) / 0.5).clamp(0.0, 1.0),
+            ..base
+        },
+        _ => base,
+    }
+}
+
+fn reactive(frame: Box<super::peer::FrameFn>) -> VideoSource {
+    VideoSource::Reactive(Arc::new(ReactiveVideo {
+        codec: VideoCodec::Vp8,
+        fps: FPS,
+        bitrate_kbps: 900,
+        frame,
+    }))
+}
+
+/// A rendered person who follows the challenges; every edit is appended to `recording`.
+pub fn live_person(stage: Arc<Stage>, recording: Arc<Mutex<Vec<FaceEdit>>>) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    reactive(Box::new(move |index, events| {
+        let edit = match current_challenge(events, &seen, index) {
+            Some((action, t)) => perform(&action, t, index),
+            None => idle(index),
+        };
+        recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(edit);
+        stage.frame(&edit)
+    }))
+}
+
+/// A recording of a person, looped frame by frame whatever the server asks (a replay attack).
+pub fn replay(stage: Arc<Stage>, recording: Vec<FaceEdit>) -> VideoSource {
+    reactive(Box::new(move |index, _| {
+        let edit = recording
+            .get(index as usize % recording.len().max(1))
+            .copied()
+            .unwrap_or_default();
+        stage.frame(&edit)
+    }))
+}
+
+/// A printed photo of the person held up to the camera, tilted for turns and nods and slid about.
+pub fn photo_attack(stage: Arc<Stage>) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    let photo = stage.renderer.render(&FaceEdit::default()).0;
+    let background = RgbImage::new(640, 480, [120, 118, 110]);
+    reactive(Box::new(move |index, events| {
+        let (mut yaw, mut pitch) = (0.0, 0.0);
+        if let Some((action, t)) = current_challenge(events, &seen, index) {
+            let p = progress(t);
+            match action.as_str() {
+                "turn_left" => yaw = 40.0 * p,
+                "turn_right" => yaw = -40.0 * p,
+                "look_up" => pitch = 35.0 * p,
+                "look_down" => pitch = -35.0 * p,
+                _ => {}
+            }
+        }
+        let slide = (index as f32 * 0.15).sin() * 25.0;
+        frame_of(&render_card(
+            &photo,
+            &background,
+            (320.0 + slide, 240.0),
+            0.95,
+            yaw,
+            pitch,
+            slide * 0.1,
+            800.0,
+        ))
+    }))
+}
