@@ -53,6 +53,9 @@ pub struct ImpairmentConfig {
     pub seed: u64,
     /// Pass everything unimpaired for this long after [`Relay::start`].
     pub impair_after: Duration,
+    /// Drop every impaired packet (retransmissions included) during this window, measured from
+    /// start: an outage that NACKs cannot repair, so the receiver must ask for a keyframe.
+    pub outage: Option<(Duration, Duration)>,
 }
 
 impl Default for ImpairmentConfig {
@@ -65,6 +68,7 @@ impl Default for ImpairmentConfig {
             duplicate: 0.0,
             seed: 0,
             impair_after: Duration::ZERO,
+            outage: None,
         }
     }
 }
@@ -368,7 +372,11 @@ async fn client_to_server(
         let u_dup: f64 = rng.gen();
         let u_dup_jitter: f64 = rng.gen();
 
-        let dropped = u_loss < cfg.loss;
+        let in_outage = cfg.outage.is_some_and(|(from, len)| {
+            let t = now.duration_since(start);
+            t >= from && t < from + len
+        });
+        let dropped = u_loss < cfg.loss || (in_outage && kind == Kind::Rtp);
         let reorder_hold = if u_reorder < cfg.reorder {
             packet_time + Duration::from_micros(500)
         } else {
