@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vericall::analysis::device::{CameraHealth, FrameFacts};
-use vericall::analysis::quality::{luma_signature, QualityAnalyzer, I420};
+use vericall::analysis::quality::{luma_signature, QualityAnalyzer};
 use vericall::media::decode::{
     AudioDecoder, DecodedFrame, H264Encoder, VideoCodec, VideoDecoder, VpxEncoder,
 };
@@ -71,18 +71,6 @@ fn encode_clip(codec: VideoCodec, width: usize, height: usize, source: &[Decoded
         width,
         height,
         frames,
-    }
-}
-
-fn view(f: &DecodedFrame) -> I420<'_> {
-    I420 {
-        width: f.width,
-        height: f.height,
-        y: &f.y,
-        u: &f.u,
-        v: &f.v,
-        y_stride: f.width,
-        uv_stride: f.width.div_ceil(2),
     }
 }
 
@@ -229,12 +217,12 @@ fn main() {
         decode_pass(clip, &mut out, |_, _, f| decoded.push(f.clone()));
         let mut qa = QualityAnalyzer::new();
         for f in &decoded {
-            black_box(qa.analyze(&view(f), None)); // warm-up (sizes the analyzer's buffers)
+            black_box(qa.analyze(&f.view(), None)); // warm-up (sizes the analyzer's buffers)
         }
         let (mut q, mut s, mut both) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..PASSES {
             for f in &decoded {
-                let v = view(f);
+                let v = f.view();
                 let t0 = Instant::now();
                 let m = qa.analyze(black_box(&v), None);
                 let t1 = Instant::now();
@@ -299,7 +287,7 @@ fn main() {
                 {
                     continue;
                 }
-                let v = view(&out);
+                let v = out.view();
                 let m = qa.analyze(&v, None);
                 let sig = luma_signature(&v);
                 let changes = camera.on_frame(

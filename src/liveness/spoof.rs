@@ -203,7 +203,7 @@ fn similarity_residual(src: &[[f64; 2]], dst: &[[f64; 2]]) -> f64 {
 /// A face outline that foreshortens while the pose stays frontal: a flat picture being tilted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatMotion {
-    /// Frames whose eye-width / forehead-nose ratio moved by more than `FLAT_RATIO_CHANGE` from
+    /// Frames whose eye-span / forehead-nose ratio moved by more than `FLAT_RATIO_CHANGE` from
     /// the reference while the tracked pose stayed within `FLAT_POSE_MAX_DEG` of it.
     pub frames: usize,
     pub max_ratio_change: f64,
@@ -214,6 +214,10 @@ pub struct FlatMotion {
 pub const FLAT_RATIO_CHANGE: f64 = 0.06;
 /// Pose change (degrees) below which foreshortening is not explained by the head's rotation.
 pub const FLAT_POSE_MAX_DEG: f32 = 6.0;
+/// Stricter for pitch: the nose tip's parallax makes the ratio follow a real nod, and the tracker
+/// reads nods low (about 0.6-0.9x), so a live nod read under 6 degrees could still change the
+/// ratio by more than `FLAT_RATIO_CHANGE`. A tilted photo reads within about 3 degrees.
+pub const FLAT_PITCH_MAX_DEG: f32 = 2.5;
 /// Frames of unexplained foreshortening that make a face look flat.
 pub const FLAT_MOTION_MIN_FRAMES: usize = 5;
 

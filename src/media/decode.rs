@@ -71,6 +71,19 @@ pub struct DecodedFrame {
 }
 
 impl DecodedFrame {
+    /// A borrowed view for the analysis code (planes are tightly packed).
+    pub fn view(&self) -> crate::analysis::quality::I420<'_> {
+        crate::analysis::quality::I420 {
+            width: self.width,
+            height: self.height,
+            y: &self.y,
+            u: &self.u,
+            v: &self.v,
+            y_stride: self.width,
+            uv_stride: self.width.div_ceil(2),
+        }
+    }
+
     /// A frame of the given size with all planes zero-filled (callers overwrite them).
     pub fn new(width: usize, height: usize) -> Self {
         let mut f = Self::default();

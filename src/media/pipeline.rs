@@ -407,15 +407,7 @@ impl Worker {
         if f.width == 0 || self.evidence.iter().any(|e| e.starts_with(name)) {
             return;
         }
-        let image = I420 {
-            width: f.width,
-            height: f.height,
-            y: &f.y,
-            u: &f.u,
-            v: &f.v,
-            y_stride: f.width,
-            uv_stride: f.width.div_ceil(2),
-        };
+        let image = f.view();
         match crate::store::evidence::write_jpeg(dir, name, &image) {
             Ok(file) => self.evidence.push(file),
             Err(e) => {
@@ -627,15 +619,7 @@ impl Worker {
         self.stats.frames_analyzed.fetch_add(1, Ordering::Relaxed);
         self.analyzed_in_window += 1;
         let f = &self.frame;
-        let image = I420 {
-            width: f.width,
-            height: f.height,
-            y: &f.y,
-            u: &f.u,
-            v: &f.v,
-            y_stride: f.width,
-            uv_stride: f.width.div_ceil(2),
-        };
+        let image = f.view();
         let metrics = self.quality.analyze(&image, None);
         let signature = luma_signature(&image);
         let changes = self.camera.on_frame(
