@@ -22,7 +22,6 @@ use vericall::analysis::face::detector::{self, Detection};
 use vericall::analysis::face::mesh::{self, idx, Roi};
 use vericall::analysis::face::{FaceModels, FaceTracker, REDETECT_EVERY};
 use vericall::analysis::image::rgb_to_i420;
-use vericall::analysis::quality::I420;
 use vericall::testkit::render::RgbImage;
 
 /// Interleaved rounds; every measurement gets `ROUNDS x` its per-round count of samples.
@@ -47,28 +46,8 @@ fn load_models() -> Arc<FaceModels> {
     }
     FaceModels::load(&repo().join("models")).expect("models installed by scripts/setup")
 }
-
-struct Planes {
-    width: usize,
-    height: usize,
-    y: Vec<u8>,
-    u: Vec<u8>,
-    v: Vec<u8>,
-}
-
-impl Planes {
-    fn i420(&self) -> I420<'_> {
-        I420 {
-            width: self.width,
-            height: self.height,
-            y: &self.y,
-            u: &self.u,
-            v: &self.v,
-            y_stride: self.width,
-            uv_stride: self.width.div_ceil(2),
-        }
-    }
-}
+/// Packed I420 planes of an image: the server's own decoded-frame type.
+pub use vericall::media::decode::DecodedFrame as Planes;
 
 /// The centred 640x480 selfie frame built from `models/stills/astronaut.png`.
 fn selfie() -> Planes {
@@ -148,7 +127,7 @@ fn main() {
         .as_ref()
         .expect("eye-contour model (iris_landmark.onnx) installed by scripts/setup");
     let planes = selfie();
-    let frame = planes.i420();
+    let frame = planes.view();
     let mut scratch = Vec::with_capacity(3 * 192 * 192);
 
     // The detection, ROI and eye corners the bare runs use (as the tracker would on this frame).

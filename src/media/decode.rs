@@ -84,6 +84,18 @@ impl DecodedFrame {
         }
     }
 
+    /// BT.601 I420 from packed RGB888 (stills, rendered fixtures).
+    pub fn from_rgb(width: usize, height: usize, rgb: &[u8]) -> Self {
+        let (y, u, v) = crate::analysis::image::rgb_to_i420(width, height, rgb);
+        DecodedFrame {
+            width,
+            height,
+            y,
+            u,
+            v,
+        }
+    }
+
     /// A frame of the given size with all planes zero-filled (callers overwrite them).
     pub fn new(width: usize, height: usize) -> Self {
         let mut f = Self::default();

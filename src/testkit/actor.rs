@@ -67,14 +67,7 @@ impl Stage {
 }
 
 pub fn frame_of(img: &RgbImage) -> DecodedFrame {
-    let (y, u, v) = rgb_to_i420(img.width, img.height, &img.data);
-    DecodedFrame {
-        width: img.width,
-        height: img.height,
-        y,
-        u,
-        v,
-    }
+    DecodedFrame::from_rgb(img.width, img.height, &img.data)
 }
 
 /// The challenge currently asked (the last `challenge` event not yet passed or failed) and how

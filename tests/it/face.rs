@@ -7,8 +7,6 @@ use std::time::Instant;
 use serde_json::Value;
 
 use vericall::analysis::face::{FaceModels, FaceObservation, FaceTracker};
-use vericall::analysis::image::rgb_to_i420;
-use vericall::analysis::quality::I420;
 use vericall::testkit::actor::Stage;
 use vericall::testkit::render::{FaceEdit, RgbImage};
 
@@ -31,39 +29,8 @@ pub fn models() -> Arc<FaceModels> {
         .clone()
 }
 
-/// An RGB image as packed I420 planes.
-pub struct Planes {
-    pub width: usize,
-    pub height: usize,
-    pub y: Vec<u8>,
-    pub u: Vec<u8>,
-    pub v: Vec<u8>,
-}
-
-impl Planes {
-    pub fn from_rgb(width: usize, height: usize, rgb: &[u8]) -> Planes {
-        let (y, u, v) = rgb_to_i420(width, height, rgb);
-        Planes {
-            width,
-            height,
-            y,
-            u,
-            v,
-        }
-    }
-
-    pub fn i420(&self) -> I420<'_> {
-        I420 {
-            width: self.width,
-            height: self.height,
-            y: &self.y,
-            u: &self.u,
-            v: &self.v,
-            y_stride: self.width,
-            uv_stride: self.width.div_ceil(2),
-        }
-    }
-}
+/// Packed I420 planes of an image: the server's own decoded-frame type.
+pub use vericall::media::decode::DecodedFrame as Planes;
 
 pub fn load_rgb(name: &str) -> (usize, usize, Vec<u8>) {
     let img = image::open(repo().join("models/stills").join(name))
@@ -74,7 +41,7 @@ pub fn load_rgb(name: &str) -> (usize, usize, Vec<u8>) {
 
 fn observe(planes: &Planes) -> FaceObservation {
     let mut tracker = FaceTracker::new(models(), 0);
-    tracker.observe(&planes.i420(), Instant::now()).unwrap()
+    tracker.observe(&planes.view(), Instant::now()).unwrap()
 }
 
 fn rotate_rgb(w: usize, h: usize, rgb: &[u8], degrees: f32) -> Vec<u8> {
@@ -141,7 +108,7 @@ fn roll_follows_an_image_rotation() {
     let (w, h, rgb) = load_rgb("astronaut.png");
     let mut tracker = FaceTracker::new(models(), 0);
     let base = tracker
-        .observe(&Planes::from_rgb(w, h, &rgb).i420(), Instant::now())
+        .observe(&Planes::from_rgb(w, h, &rgb).view(), Instant::now())
         .unwrap()
         .face
         .unwrap();
@@ -153,7 +120,7 @@ fn roll_follows_an_image_rotation() {
         let rotated = rotate_rgb(w, h, &rgb, degrees);
         tracker.reset();
         let f = tracker
-            .observe(&Planes::from_rgb(w, h, &rotated).i420(), Instant::now())
+            .observe(&Planes::from_rgb(w, h, &rotated).view(), Instant::now())
             .unwrap()
             .face
             .expect("face in the rotated image");
@@ -205,7 +172,7 @@ fn rendered_head_turns_and_nods_read_within_five_degrees() {
     let measure = |tracker: &mut FaceTracker, edit: &FaceEdit| {
         let (img, _) = st.renderer.render(edit);
         tracker
-            .observe(&planes(&img).i420(), Instant::now())
+            .observe(&planes(&img).view(), Instant::now())
             .unwrap()
             .face
             .expect("face in the rendered frame")
@@ -256,7 +223,7 @@ fn a_mirrored_image_flips_the_sign_of_yaw() {
     let mut tracker = FaceTracker::new(models(), 0);
     tracker
         .observe(
-            &planes(&st.renderer.render(&FaceEdit::default()).0).i420(),
+            &planes(&st.renderer.render(&FaceEdit::default()).0).view(),
             Instant::now(),
         )
         .unwrap();
@@ -265,7 +232,7 @@ fn a_mirrored_image_flips_the_sign_of_yaw() {
         let mut read = |img: &RgbImage| {
             tracker.reset();
             tracker
-                .observe(&planes(img).i420(), Instant::now())
+                .observe(&planes(img).view(), Instant::now())
                 .unwrap()
                 .face
                 .unwrap()
@@ -286,7 +253,7 @@ fn rendered_blinks_drop_the_eye_openness_below_the_baseline() {
     let mut read = |edit: FaceEdit| {
         let (img, _) = st.renderer.render(&edit);
         let f = tracker
-            .observe(&planes(&img).i420(), Instant::now())
+            .observe(&planes(&img).view(), Instant::now())
             .unwrap()
             .face
             .unwrap();

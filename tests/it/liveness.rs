@@ -317,7 +317,7 @@ fn a_tilted_photo_reads_frontal_but_foreshortens() {
             v: f.v,
         };
         let face = tracker
-            .observe(&p.i420(), std::time::Instant::now())
+            .observe(&p.view(), std::time::Instant::now())
             .unwrap()
             .face
             .expect("the photo's face is tracked");

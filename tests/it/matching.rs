@@ -54,11 +54,11 @@ fn live(img: &RgbImage) -> Embedding {
     let planes = Planes::from_rgb(img.width, img.height, &img.data);
     let mut tracker = FaceTracker::new(models(), 0);
     let face = tracker
-        .observe(&planes.i420(), Instant::now())
+        .observe(&planes.view(), Instant::now())
         .unwrap()
         .face
         .expect("a face in the live frame");
-    embed_face(&models(), &planes.i420(), &face.landmarks, &mut Vec::new()).unwrap()
+    embed_face(&models(), &planes.view(), &face.landmarks, &mut Vec::new()).unwrap()
 }
 
 /// The face in `img` aligned to the 112x112 template, as an ID-style aligned crop.
@@ -66,7 +66,7 @@ fn aligned_112(img: &RgbImage) -> RgbImage {
     let planes = Planes::from_rgb(img.width, img.height, &img.data);
     let mut tracker = FaceTracker::new(models(), 0);
     let face = tracker
-        .observe(&planes.i420(), Instant::now())
+        .observe(&planes.view(), Instant::now())
         .unwrap()
         .face
         .expect("a face");
@@ -75,7 +75,7 @@ fn aligned_112(img: &RgbImage) -> RgbImage {
     for v in 0..112 {
         for u in 0..112 {
             let (x, y) = to_image.apply(u as f32 + 0.5, v as f32 + 0.5);
-            let p = sample_rgb(&planes.i420(), x, y);
+            let p = sample_rgb(&planes.view(), x, y);
             out.set_pixel(u, v, p.map(|c| c.round() as u8));
         }
     }
@@ -118,7 +118,7 @@ fn group_faces() -> Vec<Embedding> {
         for &tx in &starts(img.width) {
             let tile = crop(&img, tx, ty, TILE, TILE);
             let planes = Planes::from_rgb(TILE, TILE, &tile.data);
-            for (d, e) in embed_faces(&models(), &planes.i420(), &mut scratch).unwrap() {
+            for (d, e) in embed_faces(&models(), &planes.view(), &mut scratch).unwrap() {
                 let off_centre = (d.cx - TILE as f32 / 2.0).hypot(d.cy - TILE as f32 / 2.0);
                 let (gx, gy, side) = (d.cx + tx as f32, d.cy + ty as f32, d.w.max(d.h));
                 match found
@@ -171,7 +171,7 @@ fn embeddings_separate_the_same_person_from_different_people() {
     let tight = crop(&portrait, 190, 87, 70, 70);
     {
         let planes = Planes::from_rgb(70, 70, &tight.data);
-        let at_own_size = find_faces(&m, &planes.i420(), &mut Vec::new()).unwrap();
+        let at_own_size = find_faces(&m, &planes.view(), &mut Vec::new()).unwrap();
         assert!(
             at_own_size.is_empty(),
             "the tight crop needs the canvas retry"
@@ -292,7 +292,7 @@ fn reference_photos_that_cannot_be_used_are_rejected_with_reasons() {
         u: frame.u,
         v: frame.v,
     };
-    let i420 = planes.i420();
+    let i420 = planes.view();
     let mut scene = RgbImage::new(640, 480, [0, 0, 0]);
     for y in 0..480 {
         for x in 0..640 {
