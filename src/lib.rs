@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod api;
 pub mod config;
+pub mod document;
 pub mod events;
 pub mod liveness;
 pub mod media;

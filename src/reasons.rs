@@ -39,6 +39,11 @@ pub enum ReasonCode {
     NetworkUnstable,
     TooManyAttempts,
     SessionIncomplete,
+    PermissionDenied,
+    DeviceNotFound,
+    DeviceInUse,
+    DeviceUnsupported,
+    BrowserUnsupported,
 }
 
 /// Everything documented about one code.
@@ -53,7 +58,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 30] = [
+    pub const ALL: [ReasonCode; 35] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -84,6 +89,11 @@ impl ReasonCode {
         ReasonCode::NetworkUnstable,
         ReasonCode::TooManyAttempts,
         ReasonCode::SessionIncomplete,
+        ReasonCode::PermissionDenied,
+        ReasonCode::DeviceNotFound,
+        ReasonCode::DeviceInUse,
+        ReasonCode::DeviceUnsupported,
+        ReasonCode::BrowserUnsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -341,6 +351,46 @@ impl ReasonCode {
                 "The verification was interrupted. Please start again and stay on the page until it finishes.",
                 "验证被中断。请重新开始，并在完成前保持在此页面。",
                 "How the call ended and which steps were done.",
+            ),
+            PermissionDenied => (
+                "PERMISSION_DENIED",
+                "The browser or app was not allowed to use the camera or microphone (reported by the client before the call).",
+                true,
+                "Allow this page to use your camera and microphone (in the browser's address bar or your phone's settings), then try again.",
+                "请允许此页面使用摄像头和麦克风（在浏览器地址栏或手机设置中开启），然后重试。",
+                "The client's report: which device and the browser error name.",
+            ),
+            DeviceNotFound => (
+                "DEVICE_NOT_FOUND",
+                "No camera or no microphone was found on the device (reported by the client).",
+                true,
+                "We can't find a camera or microphone. Connect one, or use a phone with a front camera.",
+                "未找到摄像头或麦克风。请连接设备，或改用带前置摄像头的手机。",
+                "The client's report: which device and the browser error name.",
+            ),
+            DeviceInUse => (
+                "DEVICE_IN_USE",
+                "The camera or microphone could not be started, usually because another app holds it (reported by the client).",
+                true,
+                "Your camera or microphone is busy. Close other apps that use it (video calls, camera apps), then try again.",
+                "摄像头或麦克风正被占用。请关闭其他正在使用它们的应用（如视频通话、相机），然后重试。",
+                "The client's report: which device and the browser error name.",
+            ),
+            DeviceUnsupported => (
+                "DEVICE_UNSUPPORTED",
+                "The camera cannot deliver a usable picture (e.g. only an infrared camera, or no mode at 640x480) (reported by the client).",
+                true,
+                "This camera can't be used for verification. Use your phone's front camera or another webcam.",
+                "此摄像头无法用于验证。请使用手机前置摄像头或其他摄像头。",
+                "The client's report: which device and the browser error name.",
+            ),
+            BrowserUnsupported => (
+                "BROWSER_UNSUPPORTED",
+                "The page is not in a secure context or the browser lacks WebRTC or camera access (reported by the client).",
+                true,
+                "This browser can't run the video check. Open the link in an up-to-date Chrome, Safari, Edge or Firefox.",
+                "此浏览器无法进行视频验证。请用最新版的 Chrome、Safari、Edge 或 Firefox 打开链接。",
+                "The client's report: what the browser lacks.",
             ),
         };
         ReasonInfo {

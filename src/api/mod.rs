@@ -2,6 +2,7 @@
 //! endpoints and the static page. Handlers are thin: they authenticate, translate HTTP to calls on
 //! the session registry, and map errors to statuses.
 
+mod client;
 mod error;
 mod events;
 mod ops;
@@ -44,6 +45,11 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
             post(reference::upload).layer(DefaultBodyLimit::max(reference::MAX_REFERENCE_BYTES)),
         )
         .route("/v1/sessions/{id}/events", get(events::stream))
+        .route(
+            "/v1/sessions/{id}/client-report",
+            post(client::report).layer(DefaultBodyLimit::max(4096)),
+        )
+        .route("/v1/reasons", get(client::reasons))
         .route(
             "/whip/{id}",
             post(whip::offer)

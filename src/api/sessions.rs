@@ -127,6 +127,29 @@ pub async fn get_one(
         Some(v) if row.ended_at.is_none() => (v.state.to_string(), v.end_reason.clone()),
         _ => (row.state.clone(), row.end_reason.clone()),
     };
+    // Device problems the client reported (denied permission, ...): live while the session is in
+    // memory, otherwise from its stored timeline.
+    let device_failures: Vec<String> = match state.registry.get(&id) {
+        Some(s) => s
+            .device_failures()
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        None => {
+            let mut codes: Vec<String> = Vec::new();
+            for e in state.registry.store().list_events(&id, 0).await? {
+                let Ok(v) = serde_json::from_str::<Value>(&e.body) else {
+                    continue;
+                };
+                if v["type"] == "device_failure" {
+                    if let Some(c) = v["code"].as_str().filter(|c| !codes.iter().any(|x| x == c)) {
+                        codes.push(c.to_string());
+                    }
+                }
+            }
+            codes
+        }
+    };
     Ok(Json(json!({
         "id": row.id,
         "subject": row.subject,
@@ -137,6 +160,7 @@ pub async fn get_one(
         "ended_at": row.ended_at,
         "end_reason": end_reason,
         "verdict": verdict,
+        "device_failures": device_failures,
         "network": network,
     })))
 }

@@ -155,8 +155,10 @@ pub async fn delete(
     Ok(StatusCode::OK)
 }
 
-pub async fn options() -> impl IntoResponse {
-    (
+/// Pre-flight (RFC 9725 section 4.6): the configured STUN/TURN servers in `Link` headers, so a
+/// client can configure its peer connection before it makes the offer.
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut response = (
         StatusCode::NO_CONTENT,
         [
             (header::ALLOW, "OPTIONS, POST, PATCH, DELETE"),
@@ -166,4 +168,9 @@ pub async fn options() -> impl IntoResponse {
             ),
         ],
     )
+        .into_response();
+    for link in link_headers(&state, None) {
+        response.headers_mut().append(header::LINK, link);
+    }
+    response
 }

@@ -175,6 +175,10 @@ pub struct ChallengeJudge {
     blocking: Option<ReasonCode>,
     baseline_ears: Vec<f32>,
     baseline_ear: Option<f32>,
+    baseline_mouths: Vec<f32>,
+    /// The person's resting mouth-open ratio (median before the first step): some people's lips
+    /// rest slightly apart, so "closed again" is judged against it, not only the fixed default.
+    baseline_mouth: Option<f32>,
     last_inter_eye_px: Option<f32>,
     index: usize,
     phase: Phase,
@@ -192,6 +196,8 @@ impl ChallengeJudge {
             blocking: None,
             baseline_ears: Vec::new(),
             baseline_ear: None,
+            baseline_mouths: Vec::new(),
+            baseline_mouth: None,
             last_inter_eye_px: None,
             index: 0,
             phase: Phase::Idle,
@@ -319,17 +325,24 @@ impl ChallengeJudge {
             return;
         }
         self.baseline_ears.push(s.ear);
-        if self.baseline_ears.len() >= self.th.baseline_samples.max(1) {
-            let mut v = std::mem::take(&mut self.baseline_ears);
-            v.sort_by(f32::total_cmp);
-            let mid = v.len() / 2;
-            let median = if v.len() % 2 == 1 {
-                v[mid]
-            } else {
-                (v[mid - 1] + v[mid]) / 2.0
-            };
-            self.baseline_ear = Some(median);
+        if s.mouth_open.is_finite() {
+            self.baseline_mouths.push(s.mouth_open);
         }
+        if self.baseline_ears.len() >= self.th.baseline_samples.max(1) {
+            self.baseline_ear = median(std::mem::take(&mut self.baseline_ears));
+            self.baseline_mouth = median(std::mem::take(&mut self.baseline_mouths));
+        }
+    }
+
+    /// Mouth-open ratio at or below which an open mouth counts as closed again: the fixed
+    /// default, or a little above this person's resting ratio, whichever is higher, and always
+    /// well below the open threshold.
+    fn mouth_closed_level(&self) -> f32 {
+        let rest = self.baseline_mouth.unwrap_or(0.0) + MOUTH_REST_MARGIN;
+        self.th
+            .mouth_closed
+            .max(rest)
+            .min(self.th.mouth_open - MOUTH_OPEN_GAP)
     }
 
     /// Ends timed-out steps, starts due steps (when `can_start` and nothing blocks) and emits
@@ -407,6 +420,7 @@ impl ChallengeJudge {
         let Some(baseline) = self.baseline_ear else {
             return false;
         };
+        let closed_mouth = self.mouth_closed_level();
         let Phase::Running(r) = &mut self.phase else {
             return false;
         };
@@ -458,7 +472,7 @@ impl ChallengeJudge {
                 s.mouth_open,
                 true,
                 s.mouth_open >= th.mouth_open,
-                s.mouth_open <= th.mouth_closed,
+                s.mouth_open <= closed_mouth,
                 false,
             ),
             Action::MoveCloser => {
@@ -528,6 +542,24 @@ impl ChallengeJudge {
             },
         });
     }
+}
+
+/// Resting mouth ratio plus this still counts as closed.
+const MOUTH_REST_MARGIN: f32 = 0.06;
+/// "Closed" stays at least this far below the open threshold, so one reading cannot be both.
+const MOUTH_OPEN_GAP: f32 = 0.08;
+
+fn median(mut v: Vec<f32>) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
 }
 
 #[cfg(test)]
@@ -632,6 +664,30 @@ mod tests {
             &[action],
             Duration::from_secs(6),
         ))
+    }
+
+    /// Lips that rest slightly apart (0.2) close "again" at their own rest, not at the fixed 0.15;
+    /// a mouth that never closes does not pass.
+    #[test]
+    fn open_mouth_closes_against_the_resting_mouth() {
+        for (rest, passes) in [(0.2_f32, true), (0.05, true)] {
+            let mut run = one_step(Action::OpenMouth);
+            run.frames(0..150, |t, s| {
+                s.mouth_open = motion(t, 1.0, rest, 0.45);
+                None
+            });
+            assert_eq!(
+                matches!(run.outcome(), JudgeEvent::Passed { .. }),
+                passes,
+                "rest {rest}"
+            );
+        }
+        let mut run = one_step(Action::OpenMouth);
+        run.frames(0..150, |t, s| {
+            s.mouth_open = if t < 0.7 { 0.05 } else { 0.4 };
+            None
+        });
+        assert!(matches!(run.outcome(), JudgeEvent::Failed { .. }));
     }
 
     #[test]

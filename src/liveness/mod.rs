@@ -124,6 +124,14 @@ impl LivenessSession {
         self.finished
     }
 
+    /// Where step `id` sits in the plan (0-based) and how many steps there are, for the page's
+    /// progress indicator. The actions of later steps stay secret until they are asked.
+    pub fn position(&self, id: u32) -> Option<(usize, usize)> {
+        let results = self.judge.results();
+        let index = results.iter().position(|(s, _)| s.id == id)?;
+        Some((index, results.len()))
+    }
+
     pub fn outcome(&self) -> LivenessOutcome {
         let evidence = self.judge.evidence();
         LivenessOutcome {

@@ -204,7 +204,8 @@ fn similarity_residual(src: &[[f64; 2]], dst: &[[f64; 2]]) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatMotion {
     /// Frames whose eye-span / forehead-nose ratio moved by more than `FLAT_RATIO_CHANGE` from
-    /// the reference while the tracked pose stayed within `FLAT_POSE_MAX_DEG` of it.
+    /// the reference while the tracked yaw stayed within `FLAT_POSE_MAX_DEG` and the pitch within
+    /// `FLAT_PITCH_MAX_DEG` of it.
     pub frames: usize,
     pub max_ratio_change: f64,
 }
@@ -256,7 +257,7 @@ pub fn flat_motion(frames: &[MeshFrame]) -> FlatMotion {
     };
     for f in &usable {
         let still = (f.yaw - reference.yaw).abs() < FLAT_POSE_MAX_DEG
-            && (f.pitch - reference.pitch).abs() < FLAT_POSE_MAX_DEG;
+            && (f.pitch - reference.pitch).abs() < FLAT_PITCH_MAX_DEG;
         if let (true, Some(r)) = (still, ratio(f)) {
             let change = (r / base - 1.0).abs();
             out.max_ratio_change = out.max_ratio_change.max(change);

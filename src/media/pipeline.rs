@@ -469,9 +469,14 @@ impl Worker {
         for e in events {
             match e {
                 JudgeEvent::Started { step, remaining } => {
+                    let (index, steps) = self
+                        .liveness
+                        .as_ref()
+                        .and_then(|l| l.position(step.id))
+                        .unwrap_or((0, 1));
                     self.bus.publish(
                         "challenge",
-                        &json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64 }),
+                        &json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64, "index": index, "steps": steps }),
                     );
                 }
                 JudgeEvent::Paused { step_id, because } => {

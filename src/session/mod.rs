@@ -24,6 +24,7 @@ use crate::media::peer::{
     self, EndReason, MediaSummary, PeerCommand, PeerConfig, PeerError, PeerStatus,
 };
 use crate::media::sdp::SdpError;
+use crate::reasons::ReasonCode;
 use crate::store::{SessionRow, Store, StoreError};
 use tokens::{new_secret, new_session_id, SecretHash};
 
@@ -111,6 +112,9 @@ pub struct Session {
     /// answer can hand the events URL to a client that only knows its client token.
     events_token: String,
     media: Mutex<MediaSlot>,
+    /// Device problems the client reported before or instead of a call (`PERMISSION_DENIED`, ...);
+    /// they explain a session that ends without a finished call.
+    device_failures: Mutex<Vec<ReasonCode>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -183,7 +187,21 @@ impl Session {
     pub fn events_token(&self) -> &str {
         &self.events_token
     }
+
+    /// The device problems the client reported, oldest first, without repeats.
+    pub fn device_failures(&self) -> Vec<ReasonCode> {
+        lock(&self.device_failures).clone()
+    }
 }
+
+/// Codes a client may report about its own devices (`POST /v1/sessions/{id}/client-report`).
+pub const CLIENT_REPORTABLE: [ReasonCode; 5] = [
+    ReasonCode::PermissionDenied,
+    ReasonCode::DeviceNotFound,
+    ReasonCode::DeviceInUse,
+    ReasonCode::DeviceUnsupported,
+    ReasonCode::BrowserUnsupported,
+];
 
 /// A new session as returned to the relying party (the secrets appear only here, once).
 pub struct NewSession {
@@ -300,6 +318,7 @@ impl SessionRegistry {
             client_token: client_hash,
             events_token: events_token.clone(),
             media: Mutex::new(MediaSlot::Waiting),
+            device_failures: Mutex::new(Vec::new()),
         });
         session
             .bus
@@ -469,6 +488,33 @@ impl SessionRegistry {
         Ok(Some((creds, session.etag().unwrap_or_default())))
     }
 
+    /// Records a device problem the client hit before (or instead of) its call: a timeline event
+    /// for the operator, and the reason the verdict gives if the session ends without a call.
+    /// `detail` is the browser's error name, already reduced to a short identifier by the caller.
+    pub fn report_device_failure(
+        &self,
+        session: &Session,
+        code: ReasonCode,
+        device: &str,
+        detail: &str,
+    ) -> Result<(), SessionError> {
+        if session.is_ended() {
+            return Err(SessionError::Ended);
+        }
+        {
+            let mut failures = lock(&session.device_failures);
+            if !failures.contains(&code) {
+                failures.push(code);
+            }
+        }
+        session.bus.publish(
+            "device_failure",
+            &json!({ "code": code.as_str(), "device": device, "detail": detail, "hint_key": code.hint_key() }),
+        );
+        tracing::info!(session = %session.id, code = code.as_str(), device, detail, "client reported a device failure");
+        Ok(())
+    }
+
     /// Ends a session for `reason` (DELETE, shutdown). A session without a call ends at once.
     pub async fn end(&self, session: &Arc<Session>, reason: EndReason) -> Result<(), SessionError> {
         let commands = {
@@ -504,7 +550,7 @@ impl SessionRegistry {
                 liveness: None,
                 face_match: None,
                 network_poor_ms: 0,
-                persistent_faults: Vec::new(),
+                persistent_faults: session.device_failures(),
                 ended_early: Some(match reason {
                     "expired" => "expired",
                     "deleted" => "deleted",

@@ -133,7 +133,12 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
     let device_fault = v.persistent_faults.iter().copied().find(|c| {
         matches!(
             c,
-            ReasonCode::CameraBlack
+            ReasonCode::PermissionDenied
+                | ReasonCode::DeviceNotFound
+                | ReasonCode::DeviceInUse
+                | ReasonCode::DeviceUnsupported
+                | ReasonCode::BrowserUnsupported
+                | ReasonCode::CameraBlack
                 | ReasonCode::CameraFrozen
                 | ReasonCode::CameraNoVideo
                 | ReasonCode::MicMissing

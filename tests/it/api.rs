@@ -514,3 +514,102 @@ async fn random_datagrams_at_the_media_port_leave_a_call_intact() {
     );
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The page's device reports: client token only, known device codes only, recorded in the
+/// timeline and the session, refused once the session has ended; the reason catalog is public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reports_are_authorised_validated_and_recorded() {
+    let ts = TestServer::start().await;
+    let s = ts.create_session().await;
+    let other = ts.create_session().await;
+    let url = ts.url(&format!("/v1/sessions/{}/client-report", s.id));
+    let post = |token: Option<&str>, body: serde_json::Value| {
+        let mut req = ts.http.post(&url).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let ok = serde_json::json!({"code": "DEVICE_IN_USE", "device": "camera", "detail": "NotReadableError"});
+    assert_eq!(post(None, ok.clone()).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some("vct_wrong"), ok.clone()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        post(Some(&other.token), ok.clone()).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        post(Some(&ts.api_key), ok.clone()).await.unwrap().status(),
+        401
+    );
+    for bad in [
+        serde_json::json!({"code": "CAMERA_BLACK"}),
+        serde_json::json!({"code": "NOPE"}),
+        serde_json::json!({"code": "DEVICE_IN_USE", "device": "toaster"}),
+    ] {
+        let r = post(Some(&s.token), bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 422, "{bad}");
+    }
+    let r = post(Some(&s.token), serde_json::json!({"code": 5}))
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = ts
+        .http
+        .post(&url)
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8192])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "oversized report");
+    // A detail is reduced to a short identifier before it is stored.
+    let noisy = serde_json::json!({"code": "DEVICE_IN_USE", "device": "camera", "detail": "NotReadable<script>Error\n"});
+    assert_eq!(post(Some(&s.token), noisy).await.unwrap().status(), 202);
+    assert_eq!(
+        post(Some(&s.token), ok.clone()).await.unwrap().status(),
+        202
+    );
+    let v = ts.session(&s.id).await;
+    assert_eq!(v["device_failures"], serde_json::json!(["DEVICE_IN_USE"]));
+    let timeline = ts.timeline_until(&s.id, "device_failure").await;
+    let details: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e["type"] == "device_failure")
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert_eq!(details, ["NotReadablescriptError", "NotReadableError"]);
+    // Ended: refused.
+    let del = ts
+        .http
+        .delete(&s.whip_url)
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    assert_eq!(post(Some(&s.token), ok).await.unwrap().status(), 409);
+
+    let catalog: serde_json::Value = ts
+        .http
+        .get(ts.url("/v1/reasons"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = catalog["reasons"].as_array().unwrap();
+    assert_eq!(list.len(), vericall::reasons::ReasonCode::ALL.len());
+    let denied = list
+        .iter()
+        .find(|r| r["code"] == "PERMISSION_DENIED")
+        .unwrap();
+    assert_eq!(denied["retryable"], true);
+    assert!(denied["hint"]["zh-CN"].as_str().unwrap().contains("摄像头"));
+    assert!(denied["hint"]["en"].as_str().unwrap().contains("camera"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}

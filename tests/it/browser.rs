@@ -1,11 +1,18 @@
-//! Headless Chromium joins through the page in static/, with a fake camera fed from a y4m clip
-//! (generated with ffmpeg), and the server receives and counts its frames.
+//! The verification page in headless Chromium (driven by tests/browser/flow.mjs): pre-check,
+//! call, guidance and result, at phone and laptop sizes, in English and Chinese. The camera is
+//! either Chromium's fake device fed from a clip made with ffmpeg, or a rendered person who
+//! reads the instruction on the page and performs it. Screenshots land in tests/artifacts/.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{track, TestServer};
+use serde_json::Value;
+use vericall::testkit::actor::{idle, perform, FPS};
+
+use crate::common::{test_config, track, TestServer};
+use crate::face::stage;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,83 +37,366 @@ fn ffmpeg(args: &[&str]) {
     );
 }
 
-/// A moving test pattern (y4m) and a tone (wav), 4 s each.
-fn make_clips(dir: &Path) -> (PathBuf, PathBuf) {
-    let video = dir.join("testsrc.y4m");
-    let audio = dir.join("tone.wav");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=640x480:rate=15",
-        "-t",
-        "4",
-        "-pix_fmt",
-        "yuv420p",
-        video.to_str().unwrap(),
-    ]);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:duration=4",
-        "-ar",
-        "48000",
-        "-ac",
-        "1",
-        audio.to_str().unwrap(),
-    ]);
-    (video, audio)
+/// Clips made once per test process: a moving test pattern, a black picture (a covered lens),
+/// a 440 Hz tone and silence, 4 s each (Chromium loops them).
+struct Clips {
+    _dir: tempfile::TempDir,
+    pattern: PathBuf,
+    black: PathBuf,
+    tone: PathBuf,
+    silence: PathBuf,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_publishes_through_the_page() {
-    let ts = TestServer::start().await;
-    let s = ts.create_session().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (video, audio) = make_clips(dir.path());
-    let driver = repo().join("tests/browser/publish.mjs");
-    let shot = artifacts().join("publish-connected.png");
-    let url = s.page_url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(driver)
-            .args([
-                "--url",
-                &url,
-                "--video",
-                video.to_str().unwrap(),
-                "--audio",
-                audio.to_str().unwrap(),
+fn clips() -> &'static Clips {
+    static CLIPS: OnceLock<Clips> = OnceLock::new();
+    CLIPS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let video = |src: &str, out: &Path| {
+            ffmpeg(&[
+                "-f",
+                "lavfi",
+                "-i",
+                src,
+                "-t",
+                "4",
+                "-pix_fmt",
+                "yuv420p",
+                out.to_str().unwrap(),
             ])
-            .args(["--seconds", "5", "--screenshot", shot.to_str().unwrap()])
-            .current_dir(repo())
-            .output()
-            .expect("node runs")
+        };
+        let audio = |src: &str, out: &Path| {
+            ffmpeg(&[
+                "-f",
+                "lavfi",
+                "-i",
+                src,
+                "-t",
+                "4",
+                "-ar",
+                "48000",
+                "-ac",
+                "1",
+                out.to_str().unwrap(),
+            ])
+        };
+        video("testsrc=size=640x480:rate=15", &p("pattern.y4m"));
+        video("color=c=black:size=640x480:rate=15", &p("black.y4m"));
+        audio("sine=frequency=440", &p("tone.wav"));
+        audio("anullsrc=r=48000:cl=mono", &p("silence.wav"));
+        Clips {
+            pattern: p("pattern.y4m"),
+            black: p("black.y4m"),
+            tone: p("tone.wav"),
+            silence: p("silence.wav"),
+            _dir: dir,
+        }
     })
-    .await
-    .unwrap();
+}
+
+/// The rendered person as JPEG frames the driver's canvas camera plays: an idle loop and one
+/// clip per challenge action (the same motion the Rust test actors perform).
+fn person_frames() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let st = stage();
+        let write = |clip: &str, index: usize, edit: &vericall::testkit::render::FaceEdit| {
+            let img = st.renderer.render(edit).0;
+            let path = dir.path().join(clip).join(format!("{index:04}.jpg"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
+                .unwrap()
+                .save_with_format(&path, image::ImageFormat::Jpeg)
+                .unwrap();
+        };
+        let mut clips = serde_json::Map::new();
+        let idle_frames = 3 * FPS as usize;
+        for i in 0..idle_frames {
+            write("idle", i, &idle(i as u64));
+        }
+        clips.insert("idle".into(), idle_frames.into());
+        // The actor's motion: react, ramp up, hold, ramp back by 2.5 s.
+        let action_frames = (2.7 * FPS as f32) as usize;
+        for action in [
+            "turn_left",
+            "turn_right",
+            "look_up",
+            "look_down",
+            "blink",
+            "open_mouth",
+            "move_closer",
+        ] {
+            for i in 0..action_frames {
+                let t = i as f32 / FPS as f32;
+                write(action, i, &perform(action, t, i as u64));
+            }
+            clips.insert(action.into(), action_frames.into());
+        }
+        let manifest =
+            serde_json::json!({ "fps": FPS, "width": 640, "height": 480, "clips": clips });
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        dir
+    })
+    .path()
+}
+
+/// Runs the driver; returns its JSON report (and asserts it exited 0).
+async fn flow(url: &str, args: &[&str]) -> Value {
+    let driver = repo().join("tests/browser/flow.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(driver)
+        .args(["--url", url])
+        .args(args)
+        .current_dir(repo());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("node runs"))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("driver: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
-    assert!(out.status.success(), "browser driver failed: {result}");
-    assert_eq!(result["state"], "connected");
-    assert!(
-        result["eventsReceived"].as_u64().unwrap() > 0,
-        "the page got no events"
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("driver printed no JSON ({e}): {stdout}"));
+    assert!(out.status.success(), "browser flow failed: {report}");
+    assert_eq!(
+        report["consoleErrors"],
+        serde_json::json!([]),
+        "console errors"
     );
-    // The page's unload sends DELETE; either way the call ends.
+    report
+}
+
+fn shots(name: &str) -> String {
+    artifacts().join(name).display().to_string()
+}
+
+async fn face_server() -> TestServer {
+    TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..test_config()
+    })
+    .await
+}
+
+fn codes(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["code"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A person who follows the instructions on the page passes; the page and the server agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_following_the_page_passes_at_laptop_size() {
+    let frames = person_frames();
+    let ts = face_server().await;
+    let s = ts.create_session().await;
+    let c = clips();
+    let report = flow(
+        &s.page_url,
+        &[
+            "--camera-dir",
+            frames.to_str().unwrap(),
+            "--audio",
+            c.tone.to_str().unwrap(),
+            "--viewport",
+            "1280x800",
+            "--lang",
+            "en",
+            "--timeout",
+            "100",
+            "--screens",
+            &shots("page-1280x800-en"),
+        ],
+    )
+    .await;
+    let challenges = report["challenges"].as_array().unwrap().len();
+    println!(
+        "page: result {} after challenges {}, events over {}",
+        report["result"], report["challenges"], report["transport"]
+    );
     let v = ts
         .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
         .await;
-    let video = track(&v, "video");
-    let frames = video["frames"].as_u64().unwrap();
-    println!(
-        "chromium: server received {frames} video frames, codec {}",
-        video["codec"]
+    println!("server verdict: {}", v["verdict"]);
+    assert_eq!(report["result"]["status"], "passed", "{report}");
+    assert!(challenges >= 2, "the page showed {challenges} challenges");
+    assert_eq!(report["shown"]["title"], "Verification passed");
+    assert_eq!(report["shown"]["retry"], false);
+    assert_eq!(
+        report["screens"],
+        serde_json::json!(["precheck", "call", "result"])
     );
-    assert!(frames >= 30, "too few frames from Chromium: {frames}");
-    assert!(["VP8", "VP9", "H264"].contains(&video["codec"].as_str().unwrap()));
+    assert_eq!(v["verdict"]["status"], "passed", "server verdict: {v:#}");
+    assert!(track(&v, "video")["frames"].as_u64().unwrap() > 100);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A covered camera ends with the CAMERA_BLACK hint on the result screen; the phone-sized
+/// Chinese page has no untranslated text on any screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_camera_ends_with_its_hint_on_a_phone_in_chinese() {
+    let ts = face_server().await;
+    let s = ts.create_session().await;
+    let c = clips();
+    let report = flow(
+        &s.page_url,
+        &[
+            "--video",
+            c.black.to_str().unwrap(),
+            "--audio",
+            c.tone.to_str().unwrap(),
+            "--viewport",
+            "360x640",
+            "--lang",
+            "zh-CN",
+            "--timeout",
+            "60",
+            "--screens",
+            &shots("page-360x640-zh-CN"),
+        ],
+    )
+    .await;
+    assert_eq!(report["result"]["status"], "failed", "{report}");
+    assert_eq!(
+        report["shown"]["reasons"][0]["code"], "CAMERA_BLACK",
+        "{report}"
+    );
+    let hint = vericall::reasons::ReasonCode::CameraBlack.info().hint_zh;
+    assert_eq!(report["shown"]["reasons"][0]["text"], hint);
+    assert_eq!(report["shown"]["retry"], true, "CAMERA_BLACK is retryable");
+    assert_eq!(report["shown"]["lang"], "zh-CN");
+    assert_eq!(
+        report["untranslated"],
+        serde_json::json!([]),
+        "untranslated text on the zh-CN page"
+    );
+    assert_eq!(
+        report["missingKeys"],
+        serde_json::json!([]),
+        "strings missing in a language"
+    );
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
+        .await;
+    assert_eq!(codes(&v["verdict"]["reasons"])[0], "CAMERA_BLACK", "{v:#}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A silent microphone shows the MIC_SILENT hint during the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_microphone_shows_its_hint() {
+    let ts = TestServer::start().await;
+    let s = ts.create_session().await;
+    let c = clips();
+    let report = flow(
+        &s.page_url,
+        &[
+            "--video",
+            c.pattern.to_str().unwrap(),
+            "--audio",
+            c.silence.to_str().unwrap(),
+            "--viewport",
+            "360x640",
+            "--lang",
+            "en",
+            "--until",
+            "hint:MIC_SILENT",
+            "--timeout",
+            "40",
+            "--screens",
+            &shots("page-360x640-en"),
+        ],
+    )
+    .await;
+    let shown = report["shown"]["hints"].as_array().unwrap();
+    let mic = shown
+        .iter()
+        .find(|h| h["code"] == "MIC_SILENT")
+        .expect("MIC_SILENT on screen");
+    assert_eq!(
+        mic["text"],
+        vericall::reasons::ReasonCode::MicSilent.info().hint_en
+    );
+    let timeline = ts.timeline_until(&s.id, "guidance").await;
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["type"] == "guidance" && e["code"] == "MIC_SILENT" && e["active"] == true),
+        "server raised MIC_SILENT"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Camera permission denied: the page shows the permission hint with a retry, and the server
+/// records PERMISSION_DENIED (and gives it as the reason when the session ends unused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_permission_is_shown_and_recorded() {
+    let ts = TestServer::start().await;
+    for (lang, size) in [("zh-CN", "360x640"), ("en", "1280x800")] {
+        let s = ts.create_session().await;
+        let report = flow(
+            &s.page_url,
+            &[
+                "--deny",
+                "--viewport",
+                size,
+                "--lang",
+                lang,
+                "--timeout",
+                "30",
+                "--screens",
+                &shots(&format!("page-{size}-{lang}-denied")),
+            ],
+        )
+        .await;
+        assert_eq!(report["deviceFailure"], "PERMISSION_DENIED", "{report}");
+        let info = vericall::reasons::ReasonCode::PermissionDenied.info();
+        let hint = if lang == "en" {
+            info.hint_en
+        } else {
+            info.hint_zh
+        };
+        assert_eq!(report["shown"]["reasons"][0]["code"], "PERMISSION_DENIED");
+        assert_eq!(report["shown"]["reasons"][0]["text"], hint);
+        assert_eq!(report["shown"]["retry"], true);
+        assert_eq!(report["untranslated"], serde_json::json!([]));
+        let v = ts.session(&s.id).await;
+        assert_eq!(
+            v["device_failures"],
+            serde_json::json!(["PERMISSION_DENIED"])
+        );
+        assert_eq!(v["state"], "created", "the session stays open for a retry");
+        let timeline = ts.timeline_until(&s.id, "device_failure").await;
+        let e = timeline
+            .iter()
+            .find(|e| e["type"] == "device_failure")
+            .expect("device_failure in the timeline");
+        assert_eq!(e["code"], "PERMISSION_DENIED");
+        assert_eq!(e["detail"], "NotAllowedError");
+        // Ended unused (the person gave up): the verdict says why.
+        let del = ts
+            .http
+            .delete(&s.whip_url)
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(del.status(), 200);
+        let v = ts
+            .wait_session(&s.id, Duration::from_secs(5), |v| v["state"] == "ended")
+            .await;
+        assert_eq!(
+            codes(&v["verdict"]["reasons"])[0],
+            "PERMISSION_DENIED",
+            "{v:#}"
+        );
+    }
     ts.server.shutdown(Duration::from_secs(1)).await;
 }

@@ -1,0 +1,268 @@
+#!/usr/bin/env node
+// Drives the verification page in headless Chromium the way a person would: waits for the
+// pre-check, presses Start, follows the call and reads the result screen.
+//
+//   node tests/browser/flow.mjs --url <page url> (--video <clip.y4m> | --camera-dir <dir>)
+//        [--audio <clip.wav>] [--deny] [--viewport 360x640] [--lang zh-CN]
+//        [--until result|hint:CODE] [--timeout 90] [--screens <path prefix>]
+//
+// --video feeds Chromium's fake camera from a clip (it loops). --camera-dir is a rendered person
+// who reacts to the page: frames <dir>/<clip>/<nnnn>.jpg with <dir>/manifest.json
+// {"fps": 15, "clips": {"idle": n, "turn_left": n, ...}}; the person watches the instruction on
+// screen (#instruction data-action/data-step-id) and plays that action's clip, as a person would.
+// --deny launches without granting camera/microphone permission.
+//
+// Prints one JSON line: {screens, state, result, deviceFailure, hintsShown, challenges,
+// untranslated, consoleErrors, error?}; exits 0 when the --until condition was met.
+// Screenshots <prefix>-<screen>.png for each screen reached. Chromium: /usr/bin/chromium or $CHROMIUM.
+
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+
+function emit(result, code) {
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  process.exitCode = code;
+}
+
+const { values: opts } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    video: { type: 'string' },
+    'camera-dir': { type: 'string' },
+    audio: { type: 'string' },
+    deny: { type: 'boolean', default: false },
+    viewport: { type: 'string', default: '1280x800' },
+    lang: { type: 'string' },
+    until: { type: 'string', default: 'result' },
+    timeout: { type: 'string', default: '90' },
+    screens: { type: 'string' },
+  },
+  strict: true,
+});
+if (!opts.url) throw new Error('--url is required');
+const [width, height] = opts.viewport.split('x').map(Number);
+const timeoutMs = Number(opts.timeout) * 1000;
+const cameraDir = opts['camera-dir'] ? resolve(opts['camera-dir']) : null;
+const video = opts.video ? resolve(opts.video) : null;
+const audio = opts.audio ? resolve(opts.audio) : null;
+for (const f of [video, audio, cameraDir]) if (f && !existsSync(f)) throw new Error(`not found: ${f}`);
+
+const args = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+];
+// Fake devices either way, so a denial is about permission, not missing hardware.
+args.push('--use-fake-device-for-media-stream');
+if (opts.deny) {
+  args.push('--deny-permission-prompts');
+} else {
+  args.push('--use-fake-ui-for-media-stream');
+  if (video) args.push(`--use-file-for-fake-video-capture=${video}`);
+  if (audio) args.push(`--use-file-for-fake-audio-capture=${audio}`);
+}
+
+// A person in front of a canvas "camera": plays the clip for the action the page asks for.
+function reactiveCamera(manifest) {
+  const canvas = document.createElement('canvas');
+  canvas.width = manifest.width;
+  canvas.height = manifest.height;
+  const ctx = canvas.getContext('2d');
+  let clip = 'idle';
+  let frame = 0;
+  let lastStep = '';
+  let idleSince = 0;
+  const tick = 1000 / manifest.fps;
+  function next() {
+    const el = document.getElementById('instruction');
+    const step = el ? el.dataset.stepId : '';
+    const action = el ? el.dataset.action : '';
+    const asked = action && manifest.clips[action];
+    // A new step: react. The same step still asked long after the clip ended: try again.
+    if (asked && (step !== lastStep || (clip === 'idle' && frame - idleSince > 1.5 * manifest.fps))) {
+      lastStep = step;
+      clip = action;
+      frame = 0;
+    }
+    if (clip !== 'idle' && frame >= manifest.clips[clip]) {
+      clip = 'idle';
+      frame = 0;
+      idleSince = 0;
+    }
+    const n = manifest.clips[clip];
+    const url = `/__testcam/${clip}/${String(frame % n).padStart(4, '0')}.jpg`;
+    frame += 1;
+    return url;
+  }
+  let busy = false;
+  const draw = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const res = await fetch(next());
+      const bmp = await createImageBitmap(await res.blob());
+      ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
+      bmp.close();
+    } catch (err) {
+      console.warn('testcam', err);
+    } finally {
+      busy = false;
+    }
+  };
+  setInterval(draw, tick);
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const out = new MediaStream();
+    if (constraints.audio) {
+      const mic = await original({ audio: constraints.audio });
+      mic.getAudioTracks().forEach((t) => out.addTrack(t));
+    }
+    if (constraints.video) canvas.captureStream(manifest.fps).getVideoTracks().forEach((t) => out.addTrack(t));
+    return out;
+  };
+}
+
+// Visible text in the page's language that is not translated: Latin words outside names.
+function untranslatedText() {
+  const allowed = new Set(['vericall', 'Wi-Fi', 'Wi', 'Fi', 'ID', 'Chrome', 'Safari', 'Edge', 'Firefox', 'WebRTC', 'dBFS']);
+  const lang = document.documentElement.lang;
+  if (!lang.startsWith('zh')) return [];
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || el.closest('[lang]:not(html)') || el.closest('script,style')) continue;
+    const style = getComputedStyle(el);
+    if (el.closest('[hidden]') || style.display === 'none' || style.visibility === 'hidden') continue;
+    for (const word of n.textContent.match(/[A-Za-z][A-Za-z_-]+/g) ?? []) {
+      if (!allowed.has(word)) found.push(`${word} (in "${n.textContent.trim().slice(0, 60)}")`);
+    }
+  }
+  const attrs = [...document.querySelectorAll('[aria-label],[title]')]
+    .flatMap((e) => [e.getAttribute('aria-label'), e.getAttribute('title')])
+    .filter(Boolean);
+  for (const a of attrs) for (const word of a.match(/[A-Za-z][A-Za-z_-]+/g) ?? []) if (!allowed.has(word)) found.push(`${word} (attribute "${a}")`);
+  return found;
+}
+
+const url = new URL(opts.url);
+if (opts.lang) url.searchParams.set('lang', opts.lang);
+
+const consoleErrors = [];
+const result = {
+  screens: [], state: null, result: null, deviceFailure: null, hintsShown: [], challenges: [],
+  untranslated: [], missingKeys: null, consoleErrors, transport: null,
+};
+const userDataDir = mkdtempSync(join(tmpdir(), 'vericall-chromium-'));
+let context;
+const watchdog = setTimeout(() => {
+  emit({ ...result, error: 'watchdog: driver did not finish in time' }, 1);
+  rmSync(userDataDir, { recursive: true, force: true });
+  process.exit(1);
+}, timeoutMs + 30_000);
+
+async function state(page) {
+  const v = await page.evaluate(() => window.vericall ?? null).catch(() => null);
+  if (v) {
+    result.state = v.state;
+    result.result = v.result;
+    result.deviceFailure = v.deviceFailure;
+    result.hintsShown = v.hintsShown;
+    result.transport = v.transport;
+    if (v.challenge && !result.challenges.includes(v.challenge.action)) result.challenges.push(v.challenge.action);
+  }
+  return v;
+}
+
+async function capture(page, screen) {
+  if (result.screens.includes(screen)) return;
+  result.screens.push(screen);
+  if (opts.screens) await page.screenshot({ path: `${opts.screens}-${screen}.png`, fullPage: true });
+  for (const u of await page.evaluate(untranslatedText)) result.untranslated.push(`${screen}: ${u}`);
+}
+
+async function until(page, predicate, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await state(page);
+    if (v && predicate(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (state ${v?.state}, screen ${v?.screen}, error ${v?.error})`);
+    await page.waitForTimeout(200);
+  }
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args,
+    headless: true,
+    viewport: { width, height },
+    locale: opts.lang ?? 'en-US',
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
+  if (cameraDir) {
+    const manifest = JSON.parse(readFileSync(join(cameraDir, 'manifest.json'), 'utf8'));
+    await page.route('**/__testcam/**', (route) => {
+      const rel = new URL(route.request().url()).pathname.replace('/__testcam/', '');
+      route.fulfill({ path: join(cameraDir, rel), contentType: 'image/jpeg' });
+    });
+    await page.addInitScript(reactiveCamera, manifest);
+  }
+  const started = Date.now();
+  await page.goto(url.href, { waitUntil: 'load' });
+
+  // Every string exists in every language (the visible-text check below covers what is shown).
+  result.missingKeys = await page.evaluate(async () => {
+    const { STRINGS } = await import('/js/i18n.js');
+    const langs = Object.keys(STRINGS);
+    const keys = new Set(langs.flatMap((l) => Object.keys(STRINGS[l])));
+    return langs.flatMap((l) => [...keys].filter((k) => !(k in STRINGS[l]) || !STRINGS[l][k]).map((k) => `${l}: ${k}`));
+  });
+  let v = await until(page, (s) => s.state === 'ready' || s.screen === 'result', 30_000, 'the pre-check');
+  await capture(page, 'precheck');
+  if (v.screen !== 'result') {
+    await page.click('#start');
+    v = await until(page, (s) => s.state === 'connected' || s.screen === 'result', 30_000, 'the call to connect');
+    if (v.screen === 'call') {
+      await until(page, (s) => s.challenge || s.hints.length || s.screen === 'result', 20_000, 'guidance or a challenge')
+        .catch(() => {});
+      await page.waitForTimeout(500);
+      await capture(page, 'call');
+    }
+  }
+  const left = () => Math.max(1000, timeoutMs - (Date.now() - started));
+  if (opts.until.startsWith('hint:')) {
+    const code = opts.until.slice(5);
+    await until(page, (s) => s.hintsShown.includes(code), left(), `hint ${code}`);
+    // The hint on screen, not just in state.
+    await page.waitForSelector(`#hints li[data-code="${code}"]`, { timeout: 5000 });
+    await capture(page, `hint-${code}`);
+  } else {
+    await until(page, (s) => s.screen === 'result', left(), 'the result screen');
+    await page.waitForTimeout(300);
+    await capture(page, 'result');
+  }
+  await state(page);
+  result.shown = await page.evaluate(() => ({
+    title: document.getElementById('result-title').textContent,
+    reasons: [...document.querySelectorAll('#result-reasons li')].map((li) => ({ code: li.dataset.code, text: li.textContent })),
+    hints: [...document.querySelectorAll('#hints li')].map((li) => ({ code: li.dataset.code, text: li.textContent })),
+    retry: !document.getElementById('retry').hidden,
+    lang: document.documentElement.lang,
+  }));
+  emit(result, 0);
+} catch (err) {
+  const page = context?.pages()[0];
+  if (page && opts.screens) await page.screenshot({ path: `${opts.screens}-error.png`, fullPage: true }).catch(() => {});
+  emit({ ...result, error: err.message.split('\n')[0] }, 1);
+} finally {
+  clearTimeout(watchdog);
+  await context?.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}
