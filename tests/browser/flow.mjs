@@ -3,7 +3,8 @@
 // pre-check, presses Start, follows the call and reads the result screen.
 //
 //   node tests/browser/flow.mjs --url <page url> (--video <clip.y4m> | --camera-dir <dir>)
-//        [--audio <clip.wav>] [--deny] [--viewport 360x640] [--lang zh-CN]
+//        [--audio <clip.wav>] [--deny] [--viewport 360x640] [--lang zh-CN (as ?lang=)]
+//        [--locale zh-CN (the browser's language)]
 //        [--until result|hint:CODE] [--timeout 90] [--screens <path prefix>]
 //
 // --video feeds Chromium's fake camera from a clip (it loops). --camera-dir is a rendered person
@@ -36,6 +37,7 @@ const { values: opts } = parseArgs({
     deny: { type: 'boolean', default: false },
     viewport: { type: 'string', default: '1280x800' },
     lang: { type: 'string' },
+    locale: { type: 'string' },
     until: { type: 'string', default: 'result' },
     timeout: { type: 'string', default: '90' },
     screens: { type: 'string' },
@@ -201,7 +203,7 @@ try {
     args,
     headless: true,
     viewport: { width, height },
-    locale: opts.lang ?? 'en-US',
+    locale: opts.locale ?? opts.lang ?? 'en-US',
   });
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });

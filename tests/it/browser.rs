@@ -339,7 +339,11 @@ async fn a_silent_microphone_shows_its_hint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_permission_is_shown_and_recorded() {
     let ts = TestServer::start().await;
-    for (lang, size) in [("zh-CN", "360x640"), ("en", "1280x800")] {
+    // zh-CN from the browser's language alone; en forced with ?lang= over a Chinese browser.
+    for (lang, size, how) in [
+        ("zh-CN", "360x640", "--locale"),
+        ("en", "1280x800", "--lang"),
+    ] {
         let s = ts.create_session().await;
         let report = flow(
             &s.page_url,
@@ -347,7 +351,9 @@ async fn a_denied_permission_is_shown_and_recorded() {
                 "--deny",
                 "--viewport",
                 size,
-                "--lang",
+                "--locale",
+                "zh-CN",
+                how,
                 lang,
                 "--timeout",
                 "30",
@@ -367,6 +373,7 @@ async fn a_denied_permission_is_shown_and_recorded() {
         assert_eq!(report["shown"]["reasons"][0]["text"], hint);
         assert_eq!(report["shown"]["retry"], true);
         assert_eq!(report["untranslated"], serde_json::json!([]));
+        assert_eq!(report["shown"]["lang"], lang);
         let v = ts.session(&s.id).await;
         assert_eq!(
             v["device_failures"],
