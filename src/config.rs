@@ -81,6 +81,24 @@ pub struct Config {
     pub dev: bool,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// First webhook retry after this; each later wait is 3x longer (at most 6 h).
+    pub webhook_retry_base_ms: u64,
+    /// A webhook delivery is given up this long after it was created.
+    pub webhook_give_up_secs: u64,
+    /// Sessions one API key may create per minute (0: unlimited); beyond it, 429 + Retry-After.
+    pub sessions_per_minute: u32,
+    /// WHIP offers one client IP may make per minute (0: unlimited).
+    pub whip_offers_per_minute: u32,
+    /// Origins (e.g. `https://wallet.example`) whose pages may call the API from the browser and
+    /// embed the verification page in a frame. Empty: same origin only.
+    pub allowed_origins: Vec<String>,
+    /// Review-console logins last this long.
+    pub operator_login_hours: u64,
+    /// This instance's name when several share one database (defaults to `$HOSTNAME`, i.e. the
+    /// pod name). A restart ends only the sessions this node left open.
+    pub node_id: Option<String>,
+    /// On shutdown, running calls get this long to finish before they are ended.
+    pub drain_secs: u64,
 }
 
 impl Default for Config {
@@ -109,6 +127,14 @@ impl Default for Config {
             ice_servers: Vec::new(),
             dev: false,
             log_format: "text".into(),
+            webhook_retry_base_ms: 10_000,
+            webhook_give_up_secs: 24 * 3600,
+            sessions_per_minute: 600,
+            whip_offers_per_minute: 60,
+            allowed_origins: Vec::new(),
+            operator_login_hours: 12,
+            node_id: None,
+            drain_secs: 90,
         }
     }
 }
@@ -147,6 +173,16 @@ impl Config {
                 "log_format must be text or json".into(),
             ));
         }
+        for o in &self.allowed_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && o.parse::<axum::http::HeaderValue>().is_ok();
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed_origins: {o:?} is not an origin like https://wallet.example"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -167,6 +203,21 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{http_local}"),
         }
+    }
+
+    pub fn node(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "local".into())
+    }
+
+    /// `iss` of signed verdicts: the public URL, or `vericall` when none is configured.
+    pub fn issuer(&self) -> String {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| "vericall".into())
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -14,6 +14,7 @@ pub mod events;
 pub mod liveness;
 pub mod media;
 pub mod metrics;
+pub mod notify;
 pub mod reasons;
 pub mod server;
 pub mod session;

@@ -35,6 +35,39 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Manage review-console operators.
+    Operators {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        action: OperatorsAction,
+    },
+    /// Manage the keys that sign verdicts (published at /.well-known/jwks.json).
+    SigningKeys {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        action: SigningKeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorsAction {
+    /// Create an operator. The password comes from $VERICALL_OPERATOR_PASSWORD, or a random one
+    /// is generated and printed once.
+    Create { username: String },
+    /// List operators.
+    List,
+    /// Disable an operator (their logins end at once).
+    Disable { username: String },
+}
+
+#[derive(Subcommand)]
+enum SigningKeysAction {
+    /// Make a new signing key; older keys are retired but stay published for 30 days.
+    Rotate,
+    /// List key ids and their state.
+    List,
 }
 
 #[derive(Args)]
@@ -147,6 +180,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Keys { db, action } => keys(db, action).await,
+        Command::Operators { db, action } => operators(db, action).await,
+        Command::SigningKeys { db, action } => signing_keys(db, action).await,
         Command::Loadgen(a) => {
             let report = vericall::testkit::load::run_load(vericall::testkit::load::LoadOptions {
                 base_url: a.url.trim_end_matches('/').to_string(),
@@ -182,6 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     init_logs(&cfg.log_format);
     let dev = cfg.dev;
+    let drain_secs = cfg.drain_secs;
     let server = vericall::server::start(cfg, &args.static_dir)
         .await
         .context("starting vericall")?;
@@ -205,8 +241,83 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.base_url, server.media_addr
     );
     shutdown_signal().await;
-    tracing::info!("shutting down: no new calls; ending running calls");
-    server.shutdown(Duration::from_secs(10)).await;
+    tracing::info!(
+        drain_secs,
+        "shutting down: no new calls; letting running calls finish"
+    );
+    server.shutdown(Duration::from_secs(drain_secs)).await;
+    Ok(())
+}
+
+async fn operators(db: DbArgs, action: OperatorsAction) -> anyhow::Result<()> {
+    let cfg = load_config(&db)?;
+    let store = Store::connect(&cfg.database_url).await?;
+    match action {
+        OperatorsAction::Create { username } => {
+            let valid = !username.is_empty()
+                && username.len() <= 64
+                && username
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+            anyhow::ensure!(valid, "usernames are 1-64 of A-Z a-z 0-9 . _ - @");
+            let (password, shown) = match std::env::var("VERICALL_OPERATOR_PASSWORD") {
+                Ok(p) if p.len() >= 12 => (p, false),
+                Ok(_) => anyhow::bail!("VERICALL_OPERATOR_PASSWORD must be at least 12 characters"),
+                Err(_) => (new_secret("").0, true),
+            };
+            let hash = vericall::api::review::hash_password(&password);
+            store
+                .insert_operator(&username, &hash, unix_ms_now())
+                .await?;
+            if shown {
+                println!("operator {username} created; password (shown only now): {password}");
+            } else {
+                println!("operator {username} created");
+            }
+        }
+        OperatorsAction::List => {
+            for (name, _, disabled) in store.list_operators().await? {
+                let state = if disabled.is_some() {
+                    "disabled"
+                } else {
+                    "active"
+                };
+                println!("{name}\t{state}");
+            }
+        }
+        OperatorsAction::Disable { username } => {
+            anyhow::ensure!(
+                store.disable_operator(&username, unix_ms_now()).await?,
+                "no active operator {username}"
+            );
+            println!("disabled {username}");
+        }
+    }
+    Ok(())
+}
+
+async fn signing_keys(db: DbArgs, action: SigningKeysAction) -> anyhow::Result<()> {
+    let cfg = load_config(&db)?;
+    let store = Store::connect(&cfg.database_url).await?;
+    match action {
+        SigningKeysAction::Rotate => {
+            let row = vericall::notify::signing::rotate_key(&store).await?;
+            println!(
+                "new signing key {} (running servers pick it up on restart)",
+                row.kid
+            );
+        }
+        SigningKeysAction::List => {
+            for k in store.list_signing_keys().await? {
+                let state = if k.retired_at.is_some() {
+                    "retired"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}", k.kid, state);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -44,6 +44,7 @@ pub enum ReasonCode {
     DeviceInUse,
     DeviceUnsupported,
     BrowserUnsupported,
+    ReviewRejected,
 }
 
 /// Everything documented about one code.
@@ -58,7 +59,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 35] = [
+    pub const ALL: [ReasonCode; 36] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -94,6 +95,7 @@ impl ReasonCode {
         ReasonCode::DeviceInUse,
         ReasonCode::DeviceUnsupported,
         ReasonCode::BrowserUnsupported,
+        ReasonCode::ReviewRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -391,6 +393,14 @@ impl ReasonCode {
                 "This browser can't run the video check. Open the link in an up-to-date Chrome, Safari, Edge or Firefox.",
                 "此浏览器无法进行视频验证。请用最新版的 Chrome、Safari、Edge 或 Firefox 打开链接。",
                 "The client's report: what the browser lacks.",
+            ),
+            ReviewRejected => (
+                "REVIEW_REJECTED",
+                "An operator reviewed the session and rejected it.",
+                false,
+                "We could not confirm your identity from this verification. Please contact support.",
+                "我们无法通过本次验证确认您的身份。请联系客服。",
+                "The operator, their note and the original verdict (audit log).",
             ),
         };
         ReasonInfo {

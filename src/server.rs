@@ -14,6 +14,8 @@ use crate::events::unix_ms_now;
 use crate::media::mux::MediaMux;
 use crate::media::peer::EndReason;
 use crate::metrics::Metrics;
+use crate::notify::webhook::{WebhookPolicy, WebhookWorker};
+use crate::notify::Notifier;
 use crate::session::tokens::{new_id, new_secret};
 use crate::session::SessionRegistry;
 use crate::store::{EventWriter, Store, StoreError};
@@ -26,6 +28,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Models(#[from] crate::analysis::face::ModelError),
+    #[error("verdict signing key: {0}")]
+    Signing(#[from] crate::notify::signing::SigningError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -49,12 +53,21 @@ pub struct RunningServer {
     http_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     event_writer: EventWriter,
+    webhooks: WebhookWorker,
+    webhook_stop: watch::Sender<bool>,
+    webhook_task: JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Graceful shutdown: stop taking calls, end running ones, stop HTTP, flush the timeline.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Graceful shutdown: stop taking calls, let running ones finish for up to `drain`, end the
+    /// rest, stop HTTP, flush the timeline, deliver due webhooks.
+    pub async fn shutdown(self, drain: Duration) {
         self.registry.stop_accepting();
+        let until = tokio::time::Instant::now() + drain;
+        while self.registry.active_calls() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let grace = Duration::from_secs(2);
         self.registry
             .end_all(EndReason::ServerShutdown, grace)
             .await;
@@ -68,6 +81,11 @@ impl RunningServer {
         // Sessions (and their event buses) can outlive the registry handle held here, so wait
         // for the queue to drain rather than for the channel to close.
         self.event_writer.flush().await;
+        // Deliver what is due now (the verdicts of the calls just ended); anything left stays in
+        // the outbox for the next start.
+        let _ = self.webhook_stop.send(true);
+        let _ = self.webhook_task.await;
+        self.webhooks.flush(Duration::from_secs(5)).await;
     }
 }
 
@@ -86,7 +104,9 @@ async fn ensure_api_key(store: &Store) -> Result<Option<String>, StoreError> {
 pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
-    let store = Store::connect(&cfg.database_url).await?;
+    let store = Store::connect(&cfg.database_url)
+        .await?
+        .for_node(&cfg.node());
     let orphans = store.end_orphaned_sessions(unix_ms_now()).await?;
     if orphans > 0 {
         tracing::warn!(
@@ -119,7 +139,20 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
 
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
     let event_writer = EventWriter::spawn(store.clone(), persist_tx.clone(), persist_rx);
-    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx, face_models);
+    let signer =
+        Arc::new(crate::notify::signing::VerdictSigner::load(store.clone(), cfg.issuer()).await?);
+    let webhooks = WebhookWorker::new(
+        store.clone(),
+        WebhookPolicy {
+            retry_base: Duration::from_millis(cfg.webhook_retry_base_ms),
+            give_up_after: Duration::from_secs(cfg.webhook_give_up_secs),
+            ..WebhookPolicy::default()
+        },
+    );
+    let (webhook_stop, webhook_stop_rx) = watch::channel(false);
+    let webhook_task = tokio::spawn(webhooks.clone().run(webhook_stop_rx));
+    let notifier = Arc::new(Notifier::new(store.clone(), signer, webhooks.clone()));
+    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx, face_models, notifier);
 
     let sweeper = {
         let registry = registry.clone();
@@ -172,10 +205,13 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         registry: registry.clone(),
         metrics: Arc::new(Metrics::default()),
         base_url: base_url.clone().into(),
+        session_limit: Arc::new(api::limits::RateLimiter::new(cfg.sessions_per_minute)),
+        whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
     };
     let app = api::router(state, static_dir);
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let http_task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
         });
@@ -194,5 +230,8 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         http_task,
         background: vec![mux_task, sweeper, purger],
         event_writer,
+        webhooks,
+        webhook_stop,
+        webhook_task,
     })
 }

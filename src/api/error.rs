@@ -146,3 +146,15 @@ impl From<crate::store::StoreError> for ApiError {
         ApiError::Internal(e.to_string())
     }
 }
+
+impl From<crate::notify::NotifyError> for ApiError {
+    fn from(e: crate::notify::NotifyError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::notify::signing::SigningError> for ApiError {
+    fn from(e: crate::notify::signing::SigningError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}

@@ -5,18 +5,23 @@
 mod client;
 mod error;
 mod events;
+pub mod limits;
 mod ops;
 mod reference;
+mod relying;
+pub mod review;
 mod sessions;
 mod whip;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
 pub use error::ApiError;
@@ -32,12 +37,31 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Base URL for links handed to clients.
     pub base_url: Arc<str>,
+    pub session_limit: Arc<limits::RateLimiter>,
+    pub whip_limit: Arc<limits::RateLimiter>,
 }
 
 pub fn router(state: AppState, static_dir: &str) -> Router {
     let sdp_limit = DefaultBodyLimit::max(state.cfg.max_sdp_bytes);
     Router::new()
-        .route("/v1/sessions", post(sessions::create))
+        .route("/v1/sessions", post(sessions::create).get(relying::list))
+        .route("/v1/sessions/{id}/deliveries", get(relying::deliveries))
+        .route(
+            "/v1/webhook",
+            axum::routing::put(relying::set_webhook).delete(relying::delete_webhook),
+        )
+        .route(
+            "/v1/subjects/{subject}",
+            axum::routing::delete(relying::delete_subject),
+        )
+        .route("/.well-known/jwks.json", get(relying::jwks))
+        .route("/v1/review/login", post(review::login))
+        .route("/v1/review/logout", post(review::logout))
+        .route("/v1/review/me", get(review::me))
+        .route("/v1/review/queue", get(review::queue))
+        .route("/v1/review/sessions/{id}", get(review::session))
+        .route("/v1/review/sessions/{id}/frames/{name}", get(review::frame))
+        .route("/v1/review/sessions/{id}/decision", post(review::decide))
         .route("/v1/sessions/{id}", get(sessions::get_one))
         .route("/v1/sessions/{id}/timeline", get(sessions::timeline))
         .route(
@@ -63,7 +87,47 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback_service(ServeDir::new(static_dir))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(cors(&state.cfg.allowed_origins))
         .with_state(state)
+}
+
+/// Browser calls from the relying party's configured origins (none by default: same origin).
+fn cors(origins: &[String]) -> CorsLayer {
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if list.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Content-Security-Policy of every response: only this origin's scripts, styles and
+/// connections; framed only by this origin and the configured ones.
+fn content_security_policy(origins: &[String]) -> String {
+    let ancestors = std::iter::once("'self'")
+        .chain(origins.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors {ancestors}"
+    )
 }
 
 /// Counts responses by status and logs each request by method and path only: query strings can
@@ -85,5 +149,22 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         "referrer-policy",
         "no-referrer".parse().expect("static header"),
     );
+    if let Ok(v) = content_security_policy(&state.cfg.allowed_origins).parse() {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    headers.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(self), microphone=(self), geolocation=(), payment=()"),
+    );
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if state.base_url.starts_with("https://") {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     response
 }

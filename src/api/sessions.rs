@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::notify::VerdictNotice;
 use crate::session::tokens::{bearer, SecretHash};
 use crate::store::ApiKeyRow;
 
@@ -56,6 +57,14 @@ pub async fn create(
     ApiKey(key): ApiKey,
     body: Option<Json<CreateSession>>,
 ) -> Result<impl IntoResponse, ApiError> {
+    state
+        .session_limit
+        .check(&key.id, std::time::Instant::now())
+        .map_err(|retry_after_secs| ApiError::TooManyRequests {
+            code: "rate_limited",
+            message: "too many sessions created with this key; retry later".into(),
+            retry_after_secs,
+        })?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
     if req.subject.as_ref().is_some_and(|s| s.len() > 256) {
         return Err(ApiError::BadRequest(
@@ -150,6 +159,23 @@ pub async fn get_one(
             codes
         }
     };
+    // The final verdict, signed for offline verification (JWS, keys at /.well-known/jwks.json).
+    let signed_verdict = match (&row.ended_at, verdict.is_null()) {
+        (Some(_), false) => Some(
+            state
+                .registry
+                .notifier()
+                .sign_verdict(&VerdictNotice {
+                    session_id: &row.id,
+                    api_key_id: &row.api_key_id,
+                    subject: row.subject.as_deref(),
+                    verdict: &verdict,
+                    decided_by: verdict["decided_by"].as_str().unwrap_or("vericall"),
+                })
+                .await?,
+        ),
+        _ => None,
+    };
     Ok(Json(json!({
         "id": row.id,
         "subject": row.subject,
@@ -160,6 +186,7 @@ pub async fn get_one(
         "ended_at": row.ended_at,
         "end_reason": end_reason,
         "verdict": verdict,
+        "signed_verdict": signed_verdict,
         "device_failures": device_failures,
         "network": network,
     })))

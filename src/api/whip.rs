@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -65,10 +65,19 @@ fn link_headers(state: &AppState, events_url: Option<&str>) -> Vec<HeaderValue> 
 
 pub async fn offer(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    state
+        .whip_limit
+        .check(&peer.ip().to_string(), std::time::Instant::now())
+        .map_err(|retry_after_secs| ApiError::TooManyRequests {
+            code: "rate_limited",
+            message: "too many offers from this address; retry later".into(),
+            retry_after_secs,
+        })?;
     let session = client_session(&state, &id, &headers)?;
     require_content_type(&headers, "application/sdp")?;
     let offer = utf8(&body)?;

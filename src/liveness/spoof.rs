@@ -204,8 +204,8 @@ fn similarity_residual(src: &[[f64; 2]], dst: &[[f64; 2]]) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatMotion {
     /// Frames whose eye-span / forehead-nose ratio moved by more than `FLAT_RATIO_CHANGE` from
-    /// the reference while the tracked yaw stayed within `FLAT_POSE_MAX_DEG` and the pitch within
-    /// `FLAT_PITCH_MAX_DEG` of it.
+    /// the reference while the tracked yaw and pitch stayed within `FLAT_POSE_MAX_DEG` of it
+    /// (by more than `FLAT_RATIO_CHANGE_NODDING` when the pitch moved `FLAT_PITCH_MAX_DEG` or more).
     pub frames: usize,
     pub max_ratio_change: f64,
 }
@@ -219,6 +219,10 @@ pub const FLAT_POSE_MAX_DEG: f32 = 6.0;
 /// reads nods low (about 0.6-0.9x), so a live nod read under 6 degrees could still change the
 /// ratio by more than `FLAT_RATIO_CHANGE`. A tilted photo reads within about 3 degrees.
 pub const FLAT_PITCH_MAX_DEG: f32 = 2.5;
+/// Ratio change that counts as foreshortening while the tracker reads a small nod
+/// (`FLAT_PITCH_MAX_DEG`..`FLAT_POSE_MAX_DEG`): live nods measured up to about 0.06 here,
+/// tilted photos 0.18-0.20.
+pub const FLAT_RATIO_CHANGE_NODDING: f64 = 0.12;
 /// Frames of unexplained foreshortening that make a face look flat.
 pub const FLAT_MOTION_MIN_FRAMES: usize = 5;
 
@@ -256,12 +260,18 @@ pub fn flat_motion(frames: &[MeshFrame]) -> FlatMotion {
         max_ratio_change: 0.0,
     };
     for f in &usable {
-        let still = (f.yaw - reference.yaw).abs() < FLAT_POSE_MAX_DEG
-            && (f.pitch - reference.pitch).abs() < FLAT_PITCH_MAX_DEG;
-        if let (true, Some(r)) = (still, ratio(f)) {
+        let yaw_still = (f.yaw - reference.yaw).abs() < FLAT_POSE_MAX_DEG;
+        let pitch = (f.pitch - reference.pitch).abs();
+        if let (true, true, Some(r)) = (yaw_still, pitch < FLAT_POSE_MAX_DEG, ratio(f)) {
             let change = (r / base - 1.0).abs();
             out.max_ratio_change = out.max_ratio_change.max(change);
-            if change > FLAT_RATIO_CHANGE {
+            // A small nod explains a small change; only a strong one is flat then.
+            let limit = if pitch < FLAT_PITCH_MAX_DEG {
+                FLAT_RATIO_CHANGE
+            } else {
+                FLAT_RATIO_CHANGE_NODDING
+            };
+            if change > limit {
                 out.frames += 1;
             }
         }

@@ -24,6 +24,7 @@ use crate::media::peer::{
     self, EndReason, MediaSummary, PeerCommand, PeerConfig, PeerError, PeerStatus,
 };
 use crate::media::sdp::SdpError;
+use crate::notify::{Notifier, VerdictNotice};
 use crate::reasons::ReasonCode;
 use crate::store::{SessionRow, Store, StoreError};
 use tokens::{new_secret, new_session_id, SecretHash};
@@ -103,6 +104,8 @@ pub struct Session {
     /// Set by `POST /v1/sessions/{id}/reference`; only the embedding is kept, never the photo.
     pub reference: SharedReference,
     pub api_key_id: String,
+    /// The relying party's id for the person (for attempt limits, webhooks and deletion).
+    pub subject: Option<String>,
     pub created_at_ms: i64,
     /// The client token is accepted for a first WHIP offer until then.
     pub expires_at_ms: i64,
@@ -212,6 +215,7 @@ pub struct NewSession {
 
 pub struct SessionRegistry {
     cfg: Arc<Config>,
+    notifier: Arc<Notifier>,
     store: Store,
     mux: Arc<MediaMux>,
     persist: mpsc::Sender<Arc<Event>>,
@@ -230,9 +234,11 @@ impl SessionRegistry {
         mux: Arc<MediaMux>,
         persist: mpsc::Sender<Arc<Event>>,
         face_models: Option<Arc<crate::analysis::face::FaceModels>>,
+        notifier: Arc<Notifier>,
     ) -> Arc<Self> {
         Arc::new(SessionRegistry {
             cfg,
+            notifier,
             store,
             mux,
             persist,
@@ -246,6 +252,10 @@ impl SessionRegistry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
     }
 
     pub fn active_calls(&self) -> usize {
@@ -281,6 +291,9 @@ impl SessionRegistry {
         subject: Option<String>,
         policy: SessionPolicy,
     ) -> Result<NewSession, SessionError> {
+        if !self.is_accepting() {
+            return Err(SessionError::AtCapacity);
+        }
         if let Some(subject) = &subject {
             let since = unix_ms_now() - self.cfg.attempt_window_secs as i64 * 1000;
             let failed = self.store.count_failed_attempts(subject, since).await?;
@@ -297,7 +310,7 @@ impl SessionRegistry {
             .insert_session(&SessionRow {
                 id: id.to_string(),
                 api_key_id: api_key_id.to_string(),
-                subject,
+                subject: subject.clone(),
                 state: "created".into(),
                 created_at: now,
                 expires_at: expires,
@@ -312,6 +325,7 @@ impl SessionRegistry {
             policy,
             reference: Arc::new(Mutex::new(None)),
             api_key_id: api_key_id.to_string(),
+            subject,
             created_at_ms: now,
             expires_at_ms: expires,
             bus: EventBus::new(id.clone(), Some(self.persist.clone())),
@@ -558,13 +572,27 @@ impl SessionRegistry {
                 }),
             })
         });
-        if let Ok(text) = serde_json::to_string(&verdict) {
-            if let Err(e) = self
+        if let Ok(value) = serde_json::to_value(&verdict) {
+            match self
                 .store
-                .set_verdict(&session.id, verdict.status.as_str(), &text)
+                .set_verdict(&session.id, verdict.status.as_str(), &value.to_string())
                 .await
             {
-                tracing::error!(session = %session.id, error = %e, "cannot store the verdict");
+                Ok(()) => {
+                    let notice = VerdictNotice {
+                        session_id: &session.id,
+                        api_key_id: &session.api_key_id,
+                        subject: session.subject.as_deref(),
+                        verdict: &value,
+                        decided_by: "vericall",
+                    };
+                    if let Err(e) = self.notifier.verdict_recorded(&notice).await {
+                        tracing::error!(session = %session.id, error = %e, "cannot queue the verdict webhook");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(session = %session.id, error = %e, "cannot store the verdict")
+                }
             }
         }
         if let Some(s) = summary {
@@ -584,6 +612,13 @@ impl SessionRegistry {
             Err(e) => {
                 tracing::error!(session = %session.id, error = %e, "cannot record session end")
             }
+        }
+    }
+
+    /// Drops a session from memory at once (its data is being deleted).
+    pub fn forget(&self, id: &str) {
+        if let Some(s) = lock(&self.sessions).remove(id) {
+            lock(&self.tokens).remove(&s.client_token);
         }
     }
 

@@ -14,11 +14,17 @@ use tokio::sync::mpsc;
 use crate::events::Event;
 
 pub mod evidence;
+mod integration;
+
+pub use integration::{
+    AuditRow, OutboxRow, SessionFilter, SessionListing, SigningKeyRow, WebhookTarget,
+};
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_foundation.sql")),
     (2, include_str!("../../migrations/0002_verdicts.sql")),
+    (3, include_str!("../../migrations/0003_relying_party.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +73,8 @@ pub struct StoredEvent {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// This server instance (`Config::node_id`), stamped on the sessions it creates.
+    node: Arc<str>,
 }
 
 impl Store {
@@ -89,12 +97,38 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Store { pool };
-        store.migrate().await?;
+        let store = Store {
+            pool,
+            node: "local".into(),
+        };
+        store.migrate(!is_sqlite).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    /// The same store, stamping new sessions with `node` (and ending only its orphans).
+    pub fn for_node(mut self, node: &str) -> Store {
+        self.node = node.into();
+        self
+    }
+
+    async fn migrate(&self, postgres: bool) -> StoreResult<()> {
+        if postgres {
+            // Several instances may start at once on an empty database: one migrates at a time.
+            // (A session-level lock on one pooled connection, held for the whole migration.)
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock(7361726)")
+                .execute(&mut *conn)
+                .await?;
+            let result = self.apply_migrations().await;
+            sqlx::query("SELECT pg_advisory_unlock(7361726)")
+                .execute(&mut *conn)
+                .await?;
+            return result;
+        }
+        self.apply_migrations().await
+    }
+
+    async fn apply_migrations(&self) -> StoreResult<()> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
@@ -191,7 +225,7 @@ impl Store {
 
     pub async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id)
         .bind(&s.api_key_id)
@@ -199,6 +233,7 @@ impl Store {
         .bind(&s.state)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(&*self.node)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -275,12 +310,14 @@ impl Store {
         .await?)
     }
 
-    /// Sessions left open by a previous process cannot resume (their media state was in memory).
+    /// Sessions this node left open in a previous process cannot resume (their media state was
+    /// in memory). Other nodes' sessions are theirs to end.
     pub async fn end_orphaned_sessions(&self, at: i64) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'server_restart' WHERE ended_at IS NULL",
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'server_restart' WHERE ended_at IS NULL AND (node = $2 OR node IS NULL)",
         )
         .bind(at)
+        .bind(&*self.node)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -575,12 +575,21 @@ async fn client_reports_are_authorised_validated_and_recorded() {
     );
     let v = ts.session(&s.id).await;
     assert_eq!(v["device_failures"], serde_json::json!(["DEVICE_IN_USE"]));
-    let timeline = ts.timeline_until(&s.id, "device_failure").await;
-    let details: Vec<&str> = timeline
-        .iter()
-        .filter(|e| e["type"] == "device_failure")
-        .filter_map(|e| e["detail"].as_str())
-        .collect();
+    // The timeline is written asynchronously: wait for both reports.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let details = loop {
+        let details: Vec<String> = ts
+            .timeline(&s.id)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "device_failure")
+            .filter_map(|e| e["detail"].as_str().map(String::from))
+            .collect();
+        if details.len() >= 2 || Instant::now() > deadline {
+            break details;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(details, ["NotReadablescriptError", "NotReadableError"]);
     // Ended: refused.
     let del = ts

@@ -1,0 +1,285 @@
+//! Webhook delivery from a persistent outbox.
+//!
+//! Each notification is a row in `webhook_outbox` before any delivery is tried, so nothing is lost
+//! when the server stops; the worker picks up whatever is due, on start and whenever woken.
+//!
+//! A delivery is `POST <url>` with the JSON body and:
+//! - `Vericall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+//! - `Vericall-Delivery` and `Idempotency-Key`: the delivery id (the same on every retry)
+//! - `Vericall-Event`: the event name (`verdict`)
+//!
+//! Any 2xx is accepted. Otherwise it is retried with exponential back-off (`retry_base`, tripled
+//! each time, at most `MAX_BACKOFF`) until `give_up_after` from its creation (24 h by default).
+//! Receivers reject signatures older than a few minutes and remember delivery ids they have
+//! processed (replay protection, docs/INTEGRATION.md).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+use tokio::sync::Notify;
+
+use crate::events::unix_ms_now;
+use crate::store::{OutboxRow, Store};
+
+/// Longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// One attempt may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows fetched per pass.
+const BATCH: i64 = 32;
+
+#[derive(Debug, Clone)]
+pub struct WebhookPolicy {
+    pub retry_base: Duration,
+    pub give_up_after: Duration,
+    /// Re-check the outbox at least this often (deliveries due after a back-off).
+    pub poll: Duration,
+}
+
+impl Default for WebhookPolicy {
+    fn default() -> Self {
+        WebhookPolicy {
+            retry_base: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(24 * 3600),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WebhookPolicy {
+    /// Wait after the `attempt`-th failure (1-based).
+    pub fn backoff(&self, attempt: i64) -> Duration {
+        let factor = 3u32.saturating_pow(attempt.clamp(1, 20) as u32 - 1);
+        self.retry_base.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+}
+
+/// `t=<secs>,v1=<hex>` for `body` at `t`.
+pub fn signature_header(secret: &str, t: i64, body: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(tag.as_ref()))
+}
+
+/// Checks a `Vericall-Signature` header as a receiver would: the HMAC matches and `t` is within
+/// `tolerance_secs` of `now_secs`.
+pub fn verify_signature(
+    secret: &str,
+    header: &str,
+    body: &str,
+    now_secs: i64,
+    tolerance_secs: i64,
+) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    if (now_secs - t).abs() > tolerance_secs {
+        return false;
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::verify(&key, format!("{t}.{body}").as_bytes(), &v1).is_ok()
+}
+
+/// Delivers due outbox rows; cheap to clone.
+#[derive(Clone)]
+pub struct WebhookWorker {
+    store: Store,
+    policy: WebhookPolicy,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl WebhookWorker {
+    pub fn new(store: Store, policy: WebhookPolicy) -> WebhookWorker {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vericall/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client builds");
+        WebhookWorker {
+            store,
+            policy,
+            client,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Something was enqueued: deliver now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `stop` resolves.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.deliver_due().await {
+                tracing::warn!(error = %e, "webhook outbox pass failed");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.policy.poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One pass over what is due now; returns how many rows were tried.
+    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
+        let due = self.store.due_webhooks(unix_ms_now(), BATCH).await?;
+        let n = due.len();
+        for row in due {
+            self.attempt(&row).await?;
+        }
+        Ok(n)
+    }
+
+    /// Keeps delivering what is due until nothing is, or `deadline` passes (shutdown flush).
+    pub async fn flush(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            match self.deliver_due().await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook flush failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, row: &OutboxRow) -> Result<(), crate::store::StoreError> {
+        // Lease the row for longer than one request can take, so no other instance tries it now.
+        let lease = unix_ms_now() + 2 * REQUEST_TIMEOUT.as_millis() as i64;
+        if !self
+            .store
+            .claim_webhook(&row.id, row.next_attempt_at, lease)
+            .await?
+        {
+            return Ok(());
+        }
+        let attempt = row.attempts + 1;
+        let Some(target) = self.store.get_webhook(&row.api_key_id).await? else {
+            // The relying party removed its webhook (or its key): nothing to deliver to.
+            let now = unix_ms_now();
+            return self
+                .store
+                .record_webhook_attempt(&row.id, attempt, now, "no_webhook", 0, false, now, true)
+                .await;
+        };
+        let started = Instant::now();
+        let t = unix_ms_now() / 1000;
+        let result = self
+            .client
+            .post(&target.url)
+            .header("content-type", "application/json")
+            .header(
+                "vericall-signature",
+                signature_header(&target.secret, t, &row.body),
+            )
+            .header("vericall-delivery", &row.id)
+            .header("idempotency-key", &row.id)
+            .header("vericall-event", &row.event)
+            .body(row.body.clone())
+            .send()
+            .await;
+        let (status, delivered) = match &result {
+            Ok(r) => (r.status().as_u16().to_string(), r.status().is_success()),
+            Err(e) if e.is_timeout() => ("timeout".to_string(), false),
+            Err(e) if e.is_connect() => ("connect_error".to_string(), false),
+            Err(_) => ("error".to_string(), false),
+        };
+        let now = unix_ms_now();
+        let next = now + self.policy.backoff(attempt).as_millis() as i64;
+        let give_up =
+            !delivered && next - row.created_at > self.policy.give_up_after.as_millis() as i64;
+        self.store
+            .record_webhook_attempt(
+                &row.id,
+                attempt,
+                now,
+                &status,
+                started.elapsed().as_millis() as i64,
+                delivered,
+                next,
+                give_up,
+            )
+            .await?;
+        // The URL may carry a token of the relying party's; log only the delivery.
+        if delivered {
+            tracing::info!(delivery = %row.id, session = %row.session_id, attempt, "webhook delivered");
+        } else if give_up {
+            tracing::warn!(delivery = %row.id, session = %row.session_id, attempt, %status, "webhook given up");
+        } else {
+            tracing::info!(delivery = %row.id, attempt, %status, retry_in_ms = next - now, "webhook failed; will retry");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_with_the_secret_body_and_a_fresh_time() {
+        let h = signature_header("s3cret", 1_700_000_000, r#"{"a":1}"#);
+        assert!(verify_signature(
+            "s3cret",
+            &h,
+            r#"{"a":1}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify_signature(
+            "other",
+            &h,
+            r#"{"a":1}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify_signature(
+            "s3cret",
+            &h,
+            r#"{"a":2}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify_signature(
+            "s3cret",
+            &h,
+            r#"{"a":1}"#,
+            1_700_001_000,
+            300
+        ));
+        assert!(!verify_signature("s3cret", "t=1,v1=zz", "", 1, 300));
+    }
+
+    #[test]
+    fn backoff_triples_up_to_the_cap_and_spans_a_day() {
+        let p = WebhookPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_secs(10));
+        assert_eq!(p.backoff(2), Duration::from_secs(30));
+        assert_eq!(p.backoff(3), Duration::from_secs(90));
+        assert_eq!(p.backoff(30), MAX_BACKOFF);
+        // Attempts before giving up after 24 h: 10 s, 30 s, ... then every 6 h.
+        let mut t = Duration::ZERO;
+        let mut attempts = 0;
+        while t < p.give_up_after {
+            attempts += 1;
+            t += p.backoff(attempts);
+        }
+        assert!((10..=14).contains(&attempts), "{attempts}");
+    }
+}

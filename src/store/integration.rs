@@ -1,0 +1,536 @@
+//! Tables for the relying party and the operators: signing keys, webhooks and their outbox,
+//! review-console operators and logins, the audit log, session listings and subject deletion.
+//! Same SQL on SQLite and PostgreSQL (through `sqlx::Any`, `$n` placeholders, BIGINT times).
+
+use sqlx::Row;
+
+use super::{Store, StoreResult};
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    /// Base64 (standard) PKCS#8 document of the Ed25519 key pair.
+    pub pkcs8: String,
+    /// Base64url (no padding) of the 32-byte public key, as in a JWK's `x`.
+    pub public_key: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: String,
+    pub api_key_id: String,
+    pub session_id: String,
+    pub event: String,
+    pub body: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_status: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: i64,
+    pub operator: String,
+    pub action: String,
+    pub session_id: Option<String>,
+    pub note: Option<String>,
+}
+
+/// A session as listed (no network summary).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionListing {
+    pub id: String,
+    pub api_key_id: String,
+    pub subject: Option<String>,
+    pub state: String,
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub verdict_status: Option<String>,
+    pub verdict: Option<String>,
+}
+
+/// Filters for `list_sessions`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub api_key_id: Option<String>,
+    pub verdict_status: Option<String>,
+    pub subject: Option<String>,
+    /// Only sessions created before this (Unix ms), for paging backwards.
+    pub created_before: Option<i64>,
+    pub limit: i64,
+    /// Oldest first (review queue) instead of newest first.
+    pub oldest_first: bool,
+}
+
+const OUTBOX_COLUMNS: &str = "id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_status";
+
+fn outbox_row(r: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.try_get(0)?,
+        api_key_id: r.try_get(1)?,
+        session_id: r.try_get(2)?,
+        event: r.try_get(3)?,
+        body: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        attempts: r.try_get(6)?,
+        next_attempt_at: r.try_get(7)?,
+        delivered_at: r.try_get(8)?,
+        failed_at: r.try_get(9)?,
+        last_status: r.try_get(10)?,
+    })
+}
+
+impl Store {
+    // ---- signing keys ----
+
+    pub async fn insert_signing_key(&self, k: &SigningKeyRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&k.kid)
+        .bind(&k.pkcs8)
+        .bind(&k.public_key)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every key, newest first.
+    pub async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+        let rows = sqlx::query(
+            "SELECT kid, pkcs8, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRow {
+                    kid: r.try_get(0)?,
+                    pkcs8: r.try_get(1)?,
+                    public_key: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    retired_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Retires every active key except `keep`.
+    pub async fn retire_signing_keys_except(&self, keep: &str, at: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL",
+        )
+        .bind(at)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- webhooks ----
+
+    pub async fn set_webhook(
+        &self,
+        api_key_id: &str,
+        target: Option<&WebhookTarget>,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET webhook_url = $1, webhook_secret = $2 WHERE id = $3")
+                .bind(target.map(|t| t.url.clone()))
+                .bind(target.map(|t| t.secret.clone()))
+                .bind(api_key_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn get_webhook(&self, api_key_id: &str) -> StoreResult<Option<WebhookTarget>> {
+        let row = sqlx::query(
+            "SELECT webhook_url, webhook_secret FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let url: Option<String> = r.try_get(0)?;
+        let secret: Option<String> = r.try_get(1)?;
+        Ok(url
+            .zip(secret)
+            .map(|(url, secret)| WebhookTarget { url, secret }))
+    }
+
+    pub async fn enqueue_webhook(&self, o: &OutboxRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+        )
+        .bind(&o.id)
+        .bind(&o.api_key_id)
+        .bind(&o.session_id)
+        .bind(&o.event)
+        .bind(&o.body)
+        .bind(o.created_at)
+        .bind(o.next_attempt_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Undelivered, not given up, due at `now`: oldest first.
+    pub async fn due_webhooks(&self, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    /// Claims a due delivery for one attempt by moving its `next_attempt_at` to `lease_until`,
+    /// only if nobody moved it since it was read: with several instances on one database, each
+    /// attempt is made by one of them.
+    pub async fn claim_webhook(
+        &self,
+        id: &str,
+        seen_next_attempt_at: i64,
+        lease_until: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt_at = $1 WHERE id = $2 AND next_attempt_at = $3 AND delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(seen_next_attempt_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn pending_webhooks(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn webhook_deliveries(&self, session_id: &str) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE session_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    /// Records one delivery attempt and its outcome on the outbox row: delivered, retry at
+    /// `next_attempt_at`, or given up (`give_up`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_webhook_attempt(
+        &self,
+        id: &str,
+        attempt: i64,
+        at: i64,
+        status: &str,
+        duration_ms: i64,
+        delivered: bool,
+        next_attempt_at: i64,
+        give_up: bool,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status, duration_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(at)
+        .bind(status)
+        .bind(duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = $1, last_status = $2, delivered_at = $3, failed_at = $4, next_attempt_at = $5 WHERE id = $6",
+        )
+        .bind(attempt)
+        .bind(status)
+        .bind(delivered.then_some(at))
+        .bind((give_up && !delivered).then_some(at))
+        .bind(next_attempt_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// (attempt, status) of every attempt of a delivery, in order.
+    pub async fn webhook_attempts(&self, delivery_id: &str) -> StoreResult<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT attempt, status FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    // ---- operators ----
+
+    pub async fn insert_operator(&self, username: &str, hash: &str, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO operators (username, password_hash, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(username)
+        .bind(hash)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The password hash of an enabled operator.
+    pub async fn operator_password(&self, username: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT password_hash FROM operators WHERE username = $1 AND disabled_at IS NULL",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// (username, created_at, disabled_at) of every operator.
+    pub async fn list_operators(&self) -> StoreResult<Vec<(String, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT username, created_at, disabled_at FROM operators ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Disables an operator and ends their logins.
+    pub async fn disable_operator(&self, username: &str, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE operators SET disabled_at = $1 WHERE username = $2 AND disabled_at IS NULL",
+        )
+        .bind(at)
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM operator_logins WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn insert_login(
+        &self,
+        token_hash: &str,
+        username: &str,
+        at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO operator_logins (token_hash, username, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(username)
+        .bind(at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The operator logged in with this token, if the login is unexpired and they are enabled.
+    pub async fn find_login(&self, token_hash: &str, now: i64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT l.username FROM operator_logins l JOIN operators o ON o.username = l.username WHERE l.token_hash = $1 AND l.expires_at > $2 AND o.disabled_at IS NULL",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_login(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM operator_logins WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- audit log ----
+
+    pub async fn insert_audit(&self, a: &AuditRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, operator, action, session_id, note) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.id)
+        .bind(a.at)
+        .bind(&a.operator)
+        .bind(&a.action)
+        .bind(&a.session_id)
+        .bind(&a.note)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The audit entries of one session, or every entry (`None`), oldest first.
+    pub async fn list_audit(&self, session_id: Option<&str>) -> StoreResult<Vec<AuditRow>> {
+        let rows = match session_id {
+            Some(id) => sqlx::query(
+                "SELECT id, at, operator, action, session_id, note FROM audit_log WHERE session_id = $1 ORDER BY at, id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "SELECT id, at, operator, action, session_id, note FROM audit_log ORDER BY at, id",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    operator: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    session_id: r.try_get(4)?,
+                    note: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- listings, review, deletion ----
+
+    pub async fn list_sessions(&self, f: &SessionFilter) -> StoreResult<Vec<SessionListing>> {
+        // Optional filters as `($n IS NULL OR col = $n)`, so one statement serves every filter.
+        let order = if f.oldest_first { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict FROM sessions \
+             WHERE ($1 IS NULL OR api_key_id = $1) AND ($2 IS NULL OR verdict_status = $2) \
+             AND ($3 IS NULL OR subject = $3) AND ($4 IS NULL OR created_at < $4) \
+             ORDER BY created_at {order}, id {order} LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.api_key_id.clone())
+            .bind(f.verdict_status.clone())
+            .bind(f.subject.clone())
+            .bind(f.created_before)
+            .bind(f.limit.clamp(1, 500))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionListing {
+                    id: r.try_get(0)?,
+                    api_key_id: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    state: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    ended_at: r.try_get(5)?,
+                    end_reason: r.try_get(6)?,
+                    verdict_status: r.try_get(7)?,
+                    verdict: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a verdict only while it still has `expected_status` (an operator decision must
+    /// not overwrite a decision made meanwhile); returns whether it did.
+    pub async fn replace_verdict(
+        &self,
+        id: &str,
+        expected_status: &str,
+        status: &str,
+        verdict_json: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET verdict_status = $1, verdict = $2 WHERE id = $3 AND verdict_status = $4",
+        )
+        .bind(status)
+        .bind(verdict_json)
+        .bind(id)
+        .bind(expected_status)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Session ids of a subject under one API key.
+    pub async fn subject_sessions(
+        &self,
+        api_key_id: &str,
+        subject: &str,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE api_key_id = $1 AND subject = $2 ORDER BY created_at",
+        )
+        .bind(api_key_id)
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes every row about these sessions (timeline, webhook deliveries and attempts, audit
+    /// entries, the sessions themselves) in one transaction.
+    pub async fn delete_sessions(&self, ids: &[String]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
+        for id in ids {
+            sqlx::query("DELETE FROM events WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_outbox WHERE session_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM webhook_outbox WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM audit_log WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            deleted += sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
