@@ -26,8 +26,11 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# nextest does not run doctests, hence the extra `cargo test --doc`.
+# nextest does not run doctests, hence the extra `cargo test --doc`. The store suite also runs
+# against a throwaway PostgreSQL server (scripts/test-postgres), and deploy/ is schema-checked.
 test: setup lint
+	scripts/validate-deploy
+	eval "$$(scripts/test-postgres start)"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --profile ci --no-tests=warn; \
 	  $(CARGO) test --doc; \
@@ -35,9 +38,8 @@ test: setup lint
 	  $(CARGO) test; \
 	fi
 
-# Placeholder: the `bench` subcommand arrives with a later issue.
 bench: setup
-	$(CARGO) run --release --bin vericall -- bench
+	$(CARGO) bench
 
 clean:
 	$(CARGO) clean

@@ -40,13 +40,10 @@ impl TestServer {
         Self::start_with(test_config()).await
     }
 
-    pub async fn start_with(mut cfg: Config) -> TestServer {
+    pub async fn start_with(cfg: Config) -> TestServer {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
-        cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
-        cfg.data_dir = dir.path().display().to_string();
-        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
-        let server = start(cfg, static_dir).await.expect("server starts");
+        let server = Self::boot(cfg, &dir).await;
         let api_key = server
             .created_api_key
             .clone()
@@ -55,6 +52,31 @@ impl TestServer {
             server,
             api_key,
             http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    async fn boot(mut cfg: Config, dir: &tempfile::TempDir) -> RunningServer {
+        cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
+        cfg.data_dir = dir.path().display().to_string();
+        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+        start(cfg, static_dir).await.expect("server starts")
+    }
+
+    /// Stops this server and starts another on the same database and data folder (new ports).
+    pub async fn restart(self, cfg: Config) -> TestServer {
+        let TestServer {
+            server,
+            api_key,
+            http,
+            dir,
+        } = self;
+        server.shutdown(Duration::from_secs(1)).await;
+        let server = Self::boot(cfg, &dir).await;
+        TestServer {
+            server,
+            api_key,
+            http,
             dir,
         }
     }

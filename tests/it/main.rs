@@ -10,4 +10,6 @@ mod matching;
 mod media;
 mod network;
 mod relay;
+mod relying;
+mod store;
 mod webrtc_peer;

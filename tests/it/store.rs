@@ -1,0 +1,335 @@
+//! The store suite: the same calls against a SQLite file and a real PostgreSQL server
+//! (`VERICALL_TEST_POSTGRES_URL`, which `make test` sets with scripts/test-postgres; in CI a
+//! missing server is a failure, elsewhere the PostgreSQL half is skipped with a message).
+
+use sqlx::Connection;
+use vericall::events::EventBus;
+use vericall::store::{
+    AuditRow, OutboxRow, SessionFilter, SessionRow, SigningKeyRow, Store, WebhookTarget,
+};
+
+fn session(id: &str, key: &str, subject: &str, created_at: i64) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        api_key_id: key.into(),
+        subject: Some(subject.into()),
+        state: "created".into(),
+        created_at,
+        expires_at: created_at + 1000,
+        connected_at: None,
+        ended_at: None,
+        end_reason: None,
+        network_summary: None,
+    }
+}
+
+fn outbox(id: &str, session: &str, next: i64) -> OutboxRow {
+    OutboxRow {
+        id: id.into(),
+        api_key_id: "k1".into(),
+        session_id: session.into(),
+        event: "verdict".into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: next,
+        attempts: 0,
+        next_attempt_at: next,
+        delivered_at: None,
+        failed_at: None,
+        last_status: None,
+    }
+}
+
+async fn ids(store: Store, f: SessionFilter) -> Vec<String> {
+    store
+        .list_sessions(&f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+async fn suite(store: Store, label: &str) {
+    // Keys and webhooks.
+    store.insert_api_key("k1", "wallet", "h1", 1).await.unwrap();
+    store.insert_api_key("k2", "other", "h2", 1).await.unwrap();
+    assert_eq!(store.count_active_api_keys().await.unwrap(), 2);
+    assert!(store.get_webhook("k1").await.unwrap().is_none());
+    let target = WebhookTarget {
+        url: "https://rp.example/hook".into(),
+        secret: "whsec_x".into(),
+    };
+    assert!(store.set_webhook("k1", Some(&target)).await.unwrap());
+    assert_eq!(
+        store.get_webhook("k1").await.unwrap().unwrap().url,
+        target.url
+    );
+
+    // Sessions, verdicts and listings.
+    for (i, (id, key, subject)) in [
+        ("s1", "k1", "alice"),
+        ("s2", "k1", "alice"),
+        ("s3", "k1", "bob"),
+        ("s4", "k2", "alice"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .insert_session(&session(id, key, subject, 100 + i as i64))
+            .await
+            .unwrap();
+    }
+    store
+        .set_verdict("s1", "needs_review", r#"{"status":"needs_review"}"#)
+        .await
+        .unwrap();
+    store
+        .set_verdict("s2", "failed", r#"{"status":"failed"}"#)
+        .await
+        .unwrap();
+    assert!(store.end_session("s2", 200, "completed").await.unwrap());
+    assert_eq!(store.count_failed_attempts("alice", 150).await.unwrap(), 1);
+    let list = |f: SessionFilter| ids(store.clone(), f);
+    let all_k1 = SessionFilter {
+        api_key_id: Some("k1".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(list(all_k1.clone()).await, ["s3", "s2", "s1"], "{label}");
+    assert_eq!(
+        list(SessionFilter {
+            subject: Some("alice".into()),
+            ..all_k1.clone()
+        })
+        .await,
+        ["s2", "s1"]
+    );
+    assert_eq!(
+        list(SessionFilter {
+            verdict_status: Some("needs_review".into()),
+            api_key_id: None,
+            oldest_first: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        ["s1"]
+    );
+    assert_eq!(
+        list(SessionFilter {
+            created_before: Some(102),
+            limit: 1,
+            ..all_k1.clone()
+        })
+        .await,
+        ["s2"]
+    );
+    // A decision replaces a verdict only while it is still under review.
+    assert!(store
+        .replace_verdict("s1", "needs_review", "passed", r#"{"status":"passed"}"#)
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_verdict("s1", "needs_review", "failed", r#"{"status":"failed"}"#)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_verdict("s1").await.unwrap().as_deref(),
+        Some(r#"{"status":"passed"}"#)
+    );
+
+    // Timeline.
+    let bus = EventBus::new("s1".into(), None);
+    let events = vec![
+        bus.publish_value("a", serde_json::json!({"x": 1})),
+        bus.publish_value("b", serde_json::Value::Null),
+    ];
+    store.insert_events(&events).await.unwrap();
+    assert_eq!(store.list_events("s1", 0).await.unwrap().len(), 2);
+
+    // Outbox: due order, claims, attempts, delivery.
+    store
+        .enqueue_webhook(&outbox("d1", "s1", 10))
+        .await
+        .unwrap();
+    store
+        .enqueue_webhook(&outbox("d2", "s3", 20))
+        .await
+        .unwrap();
+    let due: Vec<String> = store
+        .due_webhooks(15, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(due, ["d1"]);
+    assert!(store.claim_webhook("d1", 10, 1000).await.unwrap());
+    assert!(
+        !store.claim_webhook("d1", 10, 1000).await.unwrap(),
+        "a claim is taken once"
+    );
+    store
+        .record_webhook_attempt("d1", 1, 16, "500", 3, false, 40, false)
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt("d1", 2, 41, "200", 2, true, 41, false)
+        .await
+        .unwrap();
+    let d1 = &store.webhook_deliveries("s1").await.unwrap()[0];
+    assert_eq!(d1.delivered_at, Some(41));
+    assert_eq!(d1.attempts, 2);
+    assert_eq!(
+        store.webhook_attempts("d1").await.unwrap(),
+        [(1, "500".to_string()), (2, "200".to_string())]
+    );
+    assert_eq!(store.pending_webhooks().await.unwrap(), 1);
+
+    // Signing keys.
+    for (kid, at) in [("a", 1), ("b", 2)] {
+        store
+            .insert_signing_key(&SigningKeyRow {
+                kid: kid.into(),
+                pkcs8: "p".into(),
+                public_key: "x".into(),
+                created_at: at,
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.retire_signing_keys_except("b", 3).await.unwrap(), 1);
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys[0].kid, "b");
+    assert_eq!(keys[1].retired_at, Some(3));
+
+    // Operators, logins, audit.
+    store.insert_operator("ann", "hash", 1).await.unwrap();
+    store.insert_login("t1", "ann", 1, 100).await.unwrap();
+    assert_eq!(
+        store.find_login("t1", 50).await.unwrap().as_deref(),
+        Some("ann")
+    );
+    assert!(
+        store.find_login("t1", 100).await.unwrap().is_none(),
+        "expired"
+    );
+    for (id, session) in [("a1", Some("s1")), ("a2", Some("s3")), ("a3", None)] {
+        store
+            .insert_audit(&AuditRow {
+                id: id.into(),
+                at: 5,
+                operator: "ann".into(),
+                action: "view".into(),
+                session_id: session.map(String::from),
+                note: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.list_audit(Some("s1")).await.unwrap().len(), 1);
+    assert!(store.disable_operator("ann", 60).await.unwrap());
+    assert!(store.find_login("t1", 50).await.unwrap().is_none());
+
+    // Subject deletion removes alice's rows under k1 and nothing else.
+    let ids = store.subject_sessions("k1", "alice").await.unwrap();
+    assert_eq!(ids, ["s1", "s2"]);
+    assert_eq!(store.delete_sessions(&ids).await.unwrap(), 2);
+    assert!(store.get_session("s1").await.unwrap().is_none());
+    assert!(store.list_events("s1", 0).await.unwrap().is_empty());
+    assert!(store.webhook_deliveries("s1").await.unwrap().is_empty());
+    assert!(store.webhook_attempts("d1").await.unwrap().is_empty());
+    assert!(store.list_audit(Some("s1")).await.unwrap().is_empty());
+    assert!(store.get_session("s3").await.unwrap().is_some());
+    assert!(
+        store.get_session("s4").await.unwrap().is_some(),
+        "k2's alice stays"
+    );
+    assert_eq!(store.webhook_deliveries("s3").await.unwrap().len(), 1);
+    assert_eq!(store.list_audit(None).await.unwrap().len(), 2);
+
+    // Orphans: only this node's open sessions end on restart.
+    let mine = store.clone().for_node("pod-a");
+    let theirs = store.clone().for_node("pod-b");
+    mine.insert_session(&session("o1", "k1", "x", 1))
+        .await
+        .unwrap();
+    theirs
+        .insert_session(&session("o2", "k1", "x", 1))
+        .await
+        .unwrap();
+    assert_eq!(mine.end_orphaned_sessions(9).await.unwrap(), 1);
+    assert!(theirs
+        .get_session("o2")
+        .await
+        .unwrap()
+        .unwrap()
+        .ended_at
+        .is_none());
+    println!("store suite passed on {label}");
+}
+
+#[tokio::test]
+async fn store_suite_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/v.db?mode=rwc", dir.path().display());
+    suite(Store::connect(&url).await.unwrap(), "sqlite").await;
+    // Migrations are idempotent on reopen.
+    Store::connect(&url).await.unwrap();
+}
+
+/// A fresh schema per run on the PostgreSQL server, so runs never see each other's rows.
+async fn postgres_schema() -> Option<String> {
+    let Ok(base) = std::env::var("VERICALL_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL suite: make test starts the server (scripts/test-postgres)"
+        );
+        println!("VERICALL_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half (make test sets it)");
+        return None;
+    };
+    let schema = format!(
+        "t_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    );
+    sqlx::any::install_default_drivers();
+    let mut admin = sqlx::AnyConnection::connect(&base)
+        .await
+        .expect("the test PostgreSQL server accepts connections");
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Some(url)
+}
+
+#[tokio::test]
+async fn store_suite_on_postgres() {
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    suite(Store::connect(&url).await.unwrap(), "postgres").await;
+    Store::connect(&url).await.unwrap();
+}
+
+/// Several instances starting at once on an empty database migrate one at a time.
+#[tokio::test]
+async fn concurrent_starts_migrate_once_on_postgres() {
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    // Four instances' start-ups interleaved on one runtime (each on its own connections).
+    let starts = (0..4).map(|_| Store::connect(&url));
+    for result in futures_util::future::join_all(starts).await {
+        result.expect("every instance starts");
+    }
+}
