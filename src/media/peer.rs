@@ -32,6 +32,8 @@ use crate::events::{Event, EventBus};
 /// Datagrams queued per session before the mux drops (a stalled task must not grow memory).
 const INBOX_CAPACITY: usize = 2048;
 const STATS_TICK: Duration = Duration::from_secs(1);
+/// Video packets str0m holds back waiting for a missing one (a NACK repair) before it moves on.
+const VIDEO_REORDER_PACKETS: usize = 120;
 /// At most one keyframe request per this interval after losses.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -195,6 +197,10 @@ pub fn accept_offer(
         .enable_opus(true, false)
         .set_local_ice_credentials(local_ice.clone())
         .set_stats_interval(Some(STATS_TICK))
+        // Hold more packets for NACK repairs than str0m's default 30: at 1-2 Mbit/s that is only
+        // a few frames, so a retransmission delayed by jitter missed its frame. Verification
+        // prefers complete frames to low latency.
+        .set_reordering_size_video(VIDEO_REORDER_PACKETS)
         .build(now);
     let candidate = Candidate::host(cfg.advertised, "udp")
         .map_err(|e| SdpError::Rejected(format!("host candidate: {e}")))?;
