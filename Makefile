@@ -30,7 +30,7 @@ lint: setup
 # against a throwaway PostgreSQL server (scripts/test-postgres), and deploy/ is schema-checked.
 test: setup lint
 	scripts/validate-deploy
-	eval "$$(scripts/test-postgres start)"; \
+	pg="$$(scripts/test-postgres start)"; eval "$$pg"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --profile ci --no-tests=warn; \
 	  $(CARGO) test --doc; \

@@ -99,6 +99,11 @@ pub struct Config {
     pub node_id: Option<String>,
     /// On shutdown, running calls get this long to finish before they are ended.
     pub drain_secs: u64,
+    /// Allow webhook URLs on loopback/private addresses and plain http (tests, lab setups).
+    pub webhook_allow_internal: bool,
+    /// Take the client address for rate limits from the last `X-Forwarded-For` entry (set this
+    /// only behind a proxy or ingress that overwrites that header).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Config {
@@ -135,6 +140,8 @@ impl Default for Config {
             operator_login_hours: 12,
             node_id: None,
             drain_secs: 90,
+            webhook_allow_internal: false,
+            trust_forwarded_for: false,
         }
     }
 }

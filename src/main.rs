@@ -303,7 +303,7 @@ async fn signing_keys(db: DbArgs, action: SigningKeysAction) -> anyhow::Result<(
         SigningKeysAction::Rotate => {
             let row = vericall::notify::signing::rotate_key(&store).await?;
             println!(
-                "new signing key {} (running servers pick it up on restart)",
+                "new signing key {} (running servers switch to it within a minute)",
                 row.kid
             );
         }

@@ -42,6 +42,9 @@ pub enum ServerError {
 /// than stalling calls.
 const PERSIST_QUEUE: usize = 16 * 1024;
 
+/// Review-console login attempts per minute, per client address and per username.
+const LOGINS_PER_MINUTE: u32 = 10;
+
 pub struct RunningServer {
     pub http_addr: SocketAddr,
     pub media_addr: SocketAddr,
@@ -84,7 +87,13 @@ impl RunningServer {
         // Deliver what is due now (the verdicts of the calls just ended); anything left stays in
         // the outbox for the next start.
         let _ = self.webhook_stop.send(true);
-        let _ = self.webhook_task.await;
+        // A pass in flight may be waiting on a slow receiver (10 s per request): bounded.
+        if tokio::time::timeout(Duration::from_secs(15), self.webhook_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook worker did not stop in time; undelivered rows stay queued");
+        }
         self.webhooks.flush(Duration::from_secs(5)).await;
     }
 }
@@ -158,9 +167,14 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         let registry = registry.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(2));
+            let mut ticks = 0u64;
             loop {
                 every.tick().await;
                 registry.sweep().await;
+                if ticks % 30 == 0 {
+                    registry.end_stale_sessions().await;
+                }
+                ticks += 1;
             }
         })
     };
@@ -207,6 +221,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         base_url: base_url.clone().into(),
         session_limit: Arc::new(api::limits::RateLimiter::new(cfg.sessions_per_minute)),
         whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
+        login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
     };
     let app = api::router(state, static_dir);
     let (shutdown, mut shutdown_rx) = watch::channel(false);

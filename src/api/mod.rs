@@ -39,6 +39,8 @@ pub struct AppState {
     pub base_url: Arc<str>,
     pub session_limit: Arc<limits::RateLimiter>,
     pub whip_limit: Arc<limits::RateLimiter>,
+    /// Review-console logins, per client address and per username.
+    pub login_limit: Arc<limits::RateLimiter>,
 }
 
 pub fn router(state: AppState, static_dir: &str) -> Router {
@@ -91,6 +93,28 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .with_state(state)
 }
 
+/// The client address for rate limits: the TCP peer, or behind a trusted proxy the last
+/// `X-Forwarded-For` entry (the address that proxy saw).
+pub fn client_ip(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> String {
+    if state.cfg.trust_forwarded_for {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty());
+        if let Some(ip) = forwarded.and_then(|v| v.parse::<std::net::IpAddr>().ok()) {
+            return ip.to_string();
+        }
+    }
+    peer.ip().to_string()
+}
+
 /// Browser calls from the relying party's configured origins (none by default: same origin).
 fn cors(origins: &[String]) -> CorsLayer {
     let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
@@ -135,11 +159,16 @@ fn content_security_policy(origins: &[String]) -> String {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // A subject id is the relying party's identifier of a person: not for logs.
+    let logged_path = match path.strip_prefix("/v1/subjects/") {
+        Some(_) => "/v1/subjects/…".to_string(),
+        None => path.clone(),
+    };
     let started = std::time::Instant::now();
     let mut response = next.run(req).await;
     let status = response.status();
     state.metrics.count_http(status.as_u16());
-    tracing::debug!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "http");
+    tracing::debug!(%method, path = %logged_path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "http");
     let headers = response.headers_mut();
     headers.insert(
         "x-content-type-options",
@@ -149,7 +178,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         "referrer-policy",
         "no-referrer".parse().expect("static header"),
     );
-    if let Ok(v) = content_security_policy(&state.cfg.allowed_origins).parse() {
+    // The review console is never framed; the verification page may be, by configured origins.
+    let framers: &[String] = if path.starts_with("/review") || path.starts_with("/v1/review") {
+        &[]
+    } else {
+        &state.cfg.allowed_origins
+    };
+    let csp = content_security_policy(framers);
+    let csp = if framers.is_empty() && path.contains("review") {
+        csp.replace("frame-ancestors 'self'", "frame-ancestors 'none'")
+    } else {
+        csp
+    };
+    if let Ok(v) = csp.parse() {
         headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     headers.insert(

@@ -96,11 +96,29 @@ pub async fn set_webhook(
 ) -> Result<Json<Value>, ApiError> {
     let url =
         reqwest::Url::parse(&req.url).map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    if !(url.scheme() == "https" || (url.scheme() == "http" && (loopback || state.cfg.dev))) {
+    let private = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        None => true,
+    };
+    // Internal addresses only where explicitly allowed (development, tests): a webhook must not
+    // become a way to probe the operator's network.
+    let internal_ok = state.cfg.dev || state.cfg.webhook_allow_internal;
+    if private && !internal_ok {
         return Err(ApiError::Unprocessable(
-            "url must be https:// (http:// only for localhost or in development mode)".into(),
+            "url must not point at a loopback, private or link-local address".into(),
         ));
+    }
+    if !(url.scheme() == "https" || (url.scheme() == "http" && internal_ok)) {
+        return Err(ApiError::Unprocessable("url must be https://".into()));
     }
     let (secret, _) = crate::session::tokens::new_secret("whsec_");
     state
@@ -175,6 +193,17 @@ pub async fn delete_subject(
                 .registry
                 .end(&s, crate::media::peer::EndReason::Deleted)
                 .await;
+            // Wait until the end is recorded (verdict, webhook, evidence all written), so nothing
+            // is written back after the deletion below.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store
+                .get_session(id)
+                .await?
+                .is_some_and(|r| r.ended_at.is_none())
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             state.registry.forget(id);
         }
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -83,6 +83,12 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
         .is_ok()
 }
 
+/// A hash to check unknown usernames against (computed once).
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a real operator"))
+}
+
 // ---- authentication ----
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -153,19 +159,38 @@ pub struct Login {
 /// `POST /v1/review/login`.
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Json(req): Json<Login>,
 ) -> Result<Response, ApiError> {
     require_csrf(&headers)?;
+    let now = std::time::Instant::now();
+    let ip = super::client_ip(&state, peer, &headers);
+    let limited = state
+        .login_limit
+        .check(&format!("ip:{ip}"), now)
+        .and_then(|_| {
+            state
+                .login_limit
+                .check(&format!("user:{}", req.username), now)
+        });
+    if let Err(retry_after_secs) = limited {
+        return Err(ApiError::TooManyRequests {
+            code: "rate_limited",
+            message: "too many login attempts; retry later".into(),
+            retry_after_secs,
+        });
+    }
     let store = state.registry.store();
     let stored = store.operator_password(&req.username).await?;
     let password = req.password.clone();
-    let ok = match stored {
-        Some(hash) => tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        None => false,
-    };
+    // Unknown users cost the same hash as known ones, so timing does not tell which exist.
+    let known = stored.is_some();
+    let hash = stored.unwrap_or_else(|| dummy_hash().to_string());
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        && known;
     if !ok {
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         if req.username.len() <= 64 {

@@ -121,7 +121,13 @@ pub async fn get_one(
         .as_object_mut()
         .and_then(|m| m.remove("verdict"))
         .filter(|v| !v.is_null());
-    let verdict = match live_verdict {
+    // Once the end is recorded, the stored verdict wins: an operator may have changed it.
+    let stored = if row.ended_at.is_some() {
+        None
+    } else {
+        live_verdict
+    };
+    let verdict = match stored {
         Some(v) => v,
         None => state
             .registry

@@ -72,7 +72,10 @@ pub async fn offer(
 ) -> Result<Response, ApiError> {
     state
         .whip_limit
-        .check(&peer.ip().to_string(), std::time::Instant::now())
+        .check(
+            &super::client_ip(&state, peer, &headers),
+            std::time::Instant::now(),
+        )
         .map_err(|retry_after_secs| ApiError::TooManyRequests {
             code: "rate_limited",
             message: "too many offers from this address; retry later".into(),
@@ -164,9 +167,14 @@ pub async fn delete(
     Ok(StatusCode::OK)
 }
 
-/// Pre-flight (RFC 9725 section 4.6): the configured STUN/TURN servers in `Link` headers, so a
-/// client can configure its peer connection before it makes the offer.
-pub async fn options(State(state): State<AppState>) -> Response {
+/// Pre-flight (RFC 9725 section 4.6). With the session's client token it also carries the
+/// configured STUN/TURN servers in `Link` headers, so the client can configure its peer
+/// connection before the offer; without one it never does (TURN credentials are not public).
+pub async fn options(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let mut response = (
         StatusCode::NO_CONTENT,
         [
@@ -178,8 +186,10 @@ pub async fn options(State(state): State<AppState>) -> Response {
         ],
     )
         .into_response();
-    for link in link_headers(&state, None) {
-        response.headers_mut().append(header::LINK, link);
+    if client_session(&state, &id, &headers).is_ok() {
+        for link in link_headers(&state, None) {
+            response.headers_mut().append(header::LINK, link);
+        }
     }
     response
 }

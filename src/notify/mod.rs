@@ -69,6 +69,8 @@ impl Notifier {
             .unwrap_or_default();
         json!({
             "sid": n.session_id,
+            // The API key the verdict was issued to: a verdict is not proof for another client.
+            "aud": n.api_key_id,
             "sub": n.subject,
             "status": n.verdict["status"],
             "reasons": reasons,

@@ -41,7 +41,12 @@ pub enum SigningError {
 struct ActiveKey {
     kid: String,
     pair: Ed25519KeyPair,
+    loaded: std::time::Instant,
 }
+
+/// A running server re-reads the active key this often, so `vericall signing-keys rotate` takes
+/// effect everywhere within a minute.
+const KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Signs verdicts with the active key; reloads from the store after a rotation.
 pub struct VerdictSigner {
@@ -72,7 +77,9 @@ impl VerdictSigner {
 
     async fn active_key(&self) -> Result<Arc<ActiveKey>, SigningError> {
         if let Some(k) = self.active.read().await.clone() {
-            return Ok(k);
+            if k.loaded.elapsed() < KEY_RELOAD {
+                return Ok(k);
+            }
         }
         let mut slot = self.active.write().await;
         let keys = self.store.list_signing_keys().await?;
@@ -85,7 +92,11 @@ impl VerdictSigner {
             .map_err(|e| SigningError::BadKey(e.to_string()))?;
         let pair =
             Ed25519KeyPair::from_pkcs8(&der).map_err(|e| SigningError::BadKey(e.to_string()))?;
-        let key = Arc::new(ActiveKey { kid: row.kid, pair });
+        let key = Arc::new(ActiveKey {
+            kid: row.kid,
+            pair,
+            loaded: std::time::Instant::now(),
+        });
         *slot = Some(key.clone());
         Ok(key)
     }

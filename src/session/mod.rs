@@ -31,6 +31,8 @@ use tokens::{new_secret, new_session_id, SecretHash};
 
 /// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// Slack past a session's longest possible life before another instance ends it as orphaned.
+const STALE_MARGIN_SECS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -417,6 +419,8 @@ impl SessionRegistry {
         {
             return Err(SessionError::AtCapacity);
         }
+        // Devices work now: earlier pre-check failures no longer explain this session's end.
+        lock(&session.device_failures).clear();
         let peer_cfg = PeerConfig {
             session: session.id.clone(),
             advertised: SocketAddr::new(self.cfg.advertised_ip(), self.mux.local_addr().port()),
@@ -517,9 +521,11 @@ impl SessionRegistry {
         }
         {
             let mut failures = lock(&session.device_failures);
-            if !failures.contains(&code) {
-                failures.push(code);
+            if failures.contains(&code) {
+                // Already recorded: a retrying page must not flood the timeline.
+                return Ok(());
             }
+            failures.push(code);
         }
         session.bus.publish(
             "device_failure",
@@ -612,6 +618,38 @@ impl SessionRegistry {
             Err(e) => {
                 tracing::error!(session = %session.id, error = %e, "cannot record session end")
             }
+        }
+    }
+
+    /// Ends sessions whose node vanished (several instances on one database; a pod that died and
+    /// was replaced under another name never restarts to end its own). Nothing running can be
+    /// older than its token lifetime plus the longest call, so anything older is an orphan.
+    pub async fn end_stale_sessions(&self) {
+        let horizon = self.cfg.session_ttl_secs + self.cfg.max_call_secs + STALE_MARGIN_SECS;
+        let now = unix_ms_now();
+        let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
+            liveness: None,
+            face_match: None,
+            network_poor_ms: 0,
+            persistent_faults: Vec::new(),
+            ended_early: Some("other"),
+        });
+        let Ok(text) = serde_json::to_string(&verdict) else {
+            return;
+        };
+        match self
+            .store
+            .end_stale_sessions(
+                now - horizon as i64 * 1000,
+                now,
+                verdict.status.as_str(),
+                &text,
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "ended sessions whose server instance is gone"),
+            Err(e) => tracing::warn!(error = %e, "cannot end stale sessions"),
         }
     }
 

@@ -485,6 +485,27 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Ends sessions of any node that should have ended long ago (their node died without a
+    /// restart to end them): created before `cutoff`, still open. They get `verdict_json`.
+    pub async fn end_stale_sessions(
+        &self,
+        cutoff: i64,
+        at: i64,
+        status: &str,
+        verdict_json: &str,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'node_lost', verdict_status = $2, verdict = $3 WHERE ended_at IS NULL AND created_at < $4",
+        )
+        .bind(at)
+        .bind(status)
+        .bind(verdict_json)
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Session ids of a subject under one API key.
     pub async fn subject_sessions(
         &self,

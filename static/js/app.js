@@ -100,6 +100,8 @@ async function precheck() {
     meterEl.setAttribute('aria-valuenow', String(pct));
   });
 
+  // Audio contexts start suspended without a user gesture on some phones: any tap resumes it.
+  document.addEventListener('pointerdown', () => meter.resume?.(), { once: true });
   setCheck('network', 'running');
   if (navigator.onLine === false) {
     setCheck('network', 'fail');

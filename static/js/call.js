@@ -80,7 +80,7 @@ export class WhipCall {
     let iceServers = [];
     try {
       // Pre-flight (RFC 9725 4.6) for STUN/TURN servers; fine to skip when it fails.
-      const pre = await fetch(`/whip/${encodeURIComponent(this.session)}`, { method: 'OPTIONS' });
+      const pre = await fetch(`/whip/${encodeURIComponent(this.session)}`, { method: 'OPTIONS', headers: this.auth() });
       iceServers = iceServersFrom(pre.headers.get('Link'));
     } catch {
       // no pre-flight: host candidates only
@@ -214,7 +214,7 @@ export class WhipCall {
     this.restarting = true;
     this.restarts += 1;
     try {
-      this.pc.restartIce();
+      if (typeof this.pc.restartIce === 'function') this.pc.restartIce();
       const offer = await this.pc.createOffer({ iceRestart: true });
       await this.pc.setLocalDescription(offer);
       await new Promise((r) => setTimeout(r, RESTART_GATHER_MS));
@@ -241,6 +241,8 @@ export class WhipCall {
       return;
     }
     this.restarting = false;
+    // Candidates gathered after the restart PATCH went out.
+    this.flushCandidates();
   }
 
   /// Ends the call: DELETE the WHIP resource (keepalive so it survives page unload).

@@ -93,8 +93,9 @@ async function avoidInfrared(stream) {
 /// Also reports the loudest level seen, so the page can warn about a muted microphone.
 export function meterMicrophone(stream, onLevel) {
   const [track] = stream.getAudioTracks();
-  if (!track || typeof AudioContext !== 'function') return { stop() {}, peak: () => null };
-  const ctx = new AudioContext();
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!track || typeof Ctx !== 'function') return { stop() {}, peak: () => null };
+  const ctx = new Ctx();
   const analyser = ctx.createAnalyser();
   analyser.fftSize = 1024;
   ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
@@ -117,7 +118,10 @@ export function meterMicrophone(stream, onLevel) {
       clearInterval(timer);
       ctx.close().catch(() => {});
     },
-    peak: () => peak,
+    // A context still suspended (no user gesture yet, e.g. Android web views) heard nothing:
+    // the level is unknown rather than silent.
+    peak: () => (ctx.state === 'running' ? peak : null),
+    resume: () => ctx.resume().catch(() => {}),
   };
 }
 

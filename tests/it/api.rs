@@ -573,8 +573,15 @@ async fn client_reports_are_authorised_validated_and_recorded() {
         post(Some(&s.token), ok.clone()).await.unwrap().status(),
         202
     );
+    // A repeat of the same code is accepted but not recorded again (a retrying page must not
+    // flood the timeline); another code is.
+    let missing = serde_json::json!({"code": "DEVICE_NOT_FOUND", "device": "microphone", "detail": "NotFoundError"});
+    assert_eq!(post(Some(&s.token), missing).await.unwrap().status(), 202);
     let v = ts.session(&s.id).await;
-    assert_eq!(v["device_failures"], serde_json::json!(["DEVICE_IN_USE"]));
+    assert_eq!(
+        v["device_failures"],
+        serde_json::json!(["DEVICE_IN_USE", "DEVICE_NOT_FOUND"])
+    );
     // The timeline is written asynchronously: wait for both reports.
     let deadline = Instant::now() + Duration::from_secs(5);
     let details = loop {
@@ -590,7 +597,7 @@ async fn client_reports_are_authorised_validated_and_recorded() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(details, ["NotReadablescriptError", "NotReadableError"]);
+    assert_eq!(details, ["NotReadablescriptError", "NotFoundError"]);
     // Ended: refused.
     let del = ts
         .http

@@ -56,8 +56,19 @@ impl TestServer {
         }
     }
 
+    /// A server on another database (PostgreSQL) with its own data folder.
+    pub async fn start_on_database(cfg: Config, database_url: &str) -> TestServer {
+        Self::start_with(Config {
+            database_url: database_url.to_string(),
+            ..cfg
+        })
+        .await
+    }
+
     async fn boot(mut cfg: Config, dir: &tempfile::TempDir) -> RunningServer {
-        cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
+        if !cfg.database_url.starts_with("postgres") {
+            cfg.database_url = format!("sqlite://{}/vericall.db?mode=rwc", dir.path().display());
+        }
         cfg.data_dir = dir.path().display().to_string();
         let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
         start(cfg, static_dir).await.expect("server starts")

@@ -76,6 +76,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
 fn fast_webhooks() -> Config {
     Config {
         webhook_retry_base_ms: 300,
+        webhook_allow_internal: true,
         ..test_config()
     }
 }
@@ -423,6 +424,24 @@ async fn rate_limits_cors_and_security_headers() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
+    // Webhooks may not point into the operator's network (unless configured for a lab).
+    for internal in [
+        "http://127.0.0.1:9/hook",
+        "https://10.0.0.5/hook",
+        "https://169.254.169.254/latest",
+        "https://localhost/hook",
+        "http://wallet.example/hook",
+    ] {
+        let r = ts
+            .http
+            .put(ts.url("/v1/webhook"))
+            .bearer_auth(&ts.api_key)
+            .json(&json!({ "url": internal }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{internal}");
+    }
     let page = ts.http.get(ts.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
@@ -444,7 +463,7 @@ async fn rate_limits_cors_and_security_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_a_session_in_the_review_console() {
     let (receiver, url) = Receiver::start(0).await;
-    let ts = TestServer::start().await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
     set_webhook(&ts, &url).await;
     let s = create_for(&ts, "user-9").await;
     cancel(&ts, &s).await;

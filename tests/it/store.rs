@@ -268,6 +268,21 @@ async fn suite(store: Store, label: &str) {
         .unwrap()
         .ended_at
         .is_none());
+    // Stale sessions of any node (a pod that vanished) end with the given verdict.
+    theirs
+        .insert_session(&session("o3", "k1", "x", 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .end_stale_sessions(6, 10, "failed", r#"{"status":"failed"}"#)
+            .await
+            .unwrap(),
+        2,
+        "o2 and o3 are open and old"
+    );
+    let o3 = store.get_session("o3").await.unwrap().unwrap();
+    assert_eq!(o3.end_reason.as_deref(), Some("node_lost"));
     println!("store suite passed on {label}");
 }
 
@@ -332,4 +347,54 @@ async fn concurrent_starts_migrate_once_on_postgres() {
     for result in futures_util::future::join_all(starts).await {
         result.expect("every instance starts");
     }
+}
+
+/// The whole server on PostgreSQL: create, end, read the signed verdict, list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_postgres() {
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    let ts = crate::common::TestServer::start_on_database(crate::common::test_config(), &url).await;
+    let s = ts.create_session().await;
+    let r = ts
+        .http
+        .delete(&s.whip_url)
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = ts
+        .wait_session(&s.id, std::time::Duration::from_secs(5), |v| {
+            v["state"] == "ended"
+        })
+        .await;
+    assert_eq!(v["verdict"]["status"], "cancelled");
+    let jwks: serde_json::Value = ts
+        .http
+        .get(ts.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims =
+        vericall::notify::signing::verify(v["signed_verdict"].as_str().unwrap(), &jwks).unwrap();
+    assert_eq!(claims["sid"], s.id.as_str());
+    let list: serde_json::Value = ts
+        .http
+        .get(ts.url("/v1/sessions?status=cancelled"))
+        .bearer_auth(&ts.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"][0]["id"], s.id.as_str());
+    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    assert!(timeline.iter().any(|e| e["type"] == "session_ended"));
+    ts.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
