@@ -300,7 +300,7 @@ impl ReasonCode {
             ),
             ChallengeTimeout => (
                 "CHALLENGE_TIMEOUT",
-                "A liveness step (turn, nod, blink, open mouth, move closer) was not completed in its time.",
+                "A liveness step (turn, nod, blink, open mouth, move closer) was not begun within 5 s or not completed in its time.",
                 true,
                 "Follow the on-screen instruction when it appears, then return to looking straight at the camera.",
                 "请在提示出现时按照指示完成动作，然后重新正视摄像头。",

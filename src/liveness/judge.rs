@@ -54,7 +54,7 @@ pub struct Thresholds {
     pub blink_ratio: f32,
     /// ... and completes when they reopen to at least this fraction of it (default 0.9).
     pub blink_reopen_ratio: f32,
-    /// Mouth-open ratio the mouth must reach (default 0.3).
+    /// Mouth-open ratio the mouth must reach (default 0.25: a wide-open mouth reads 0.3 and more, a closed one 0.0-0.1).
     pub mouth_open: f32,
     /// ... and completes when it closes to at most this (default 0.15).
     pub mouth_closed: f32,
@@ -64,6 +64,10 @@ pub struct Thresholds {
     /// Face samples whose median eye aspect ratio is the open-eye baseline, taken before the first
     /// step (default 10; 0 counts as 1).
     pub baseline_samples: usize,
+    /// The asked motion must begin (cross its threshold) within this long of the step's start or
+    /// its last resume after a pause (default 5 s), even when the step's time limit is longer. A person reacts to
+    /// the instruction; a looped recording only hits the asked action when its loop happens to.
+    pub reaction: Duration,
 }
 
 impl Default for Thresholds {
@@ -74,10 +78,11 @@ impl Default for Thresholds {
             return_deg: 8.0,
             blink_ratio: 0.8,
             blink_reopen_ratio: 0.9,
-            mouth_open: 0.3,
+            mouth_open: 0.25,
             mouth_closed: 0.15,
             closer_ratio: 1.25,
             baseline_samples: 10,
+            reaction: Duration::from_secs(5),
         }
     }
 }
@@ -142,6 +147,8 @@ struct Running {
     /// Move closer: inter-eye distance at the start of the step.
     reference_px: Option<f32>,
     crossed: bool,
+    /// Start of the current reaction window: the step's start, or its last resume.
+    reacting_since: Instant,
     evidence: StepEvidence,
 }
 
@@ -254,6 +261,8 @@ impl ChallengeJudge {
                 (None, Some(since)) => {
                     r.paused_total += at.saturating_duration_since(since);
                     r.paused_since = None;
+                    // The instruction is shown again: the person gets a full reaction window.
+                    r.reacting_since = at;
                     out.push(JudgeEvent::Resumed {
                         step_id: step.id,
                         remaining: r.remaining(step.time_limit, at),
@@ -355,8 +364,11 @@ impl ChallengeJudge {
                     if r.paused_since.is_some() {
                         return;
                     }
-                    let deadline =
+                    let mut deadline =
                         r.started_at + r.paused_total + self.plan.steps[self.index].time_limit;
+                    if !r.crossed {
+                        deadline = deadline.min(r.reacting_since + self.th.reaction);
+                    }
                     if at < deadline {
                         return;
                     }
@@ -406,6 +418,7 @@ impl ChallengeJudge {
                         paused_since: None,
                         reference_px: self.last_inter_eye_px,
                         crossed: false,
+                        reacting_since: at,
                         evidence,
                     }));
                 }
@@ -659,6 +672,13 @@ mod tests {
         }
     }
 
+    /// A run whose steps wait the whole time limit for the motion to begin (tests of the time
+    /// limit itself; the default reaction window ends motionless steps earlier).
+    fn patient(mut run: Run) -> Run {
+        run.judge.th.reaction = Duration::from_secs(3600);
+        run
+    }
+
     fn one_step(action: Action) -> Run {
         Run::new(ChallengePlan::from_actions(
             &[action],
@@ -666,11 +686,41 @@ mod tests {
         ))
     }
 
-    /// Lips that rest slightly apart (0.2) close "again" at their own rest, not at the fixed 0.15;
-    /// a mouth that never closes does not pass.
+    /// No motion within the reaction window ends the step then, not at the longer time limit; a
+    /// motion begun in time may finish later; paused time does not count.
+    #[test]
+    fn the_motion_must_begin_within_the_reaction_window() {
+        let mut run = one_step(Action::TurnLeft);
+        run.frames(0..150, |_, _| None);
+        // Started at 600 ms; 5 s to begin moving.
+        assert!(
+            matches!(
+                run.outcome(),
+                JudgeEvent::Failed { reason: ReasonCode::ChallengeTimeout, evidence, .. }
+                    if evidence.elapsed_ms == 5000 && evidence.crossed_at_ms.is_none()
+            ),
+            "{:?}",
+            run.outcome()
+        );
+        let mut run = one_step(Action::TurnLeft);
+        run.frames(0..150, |t, s| {
+            // Begins 4 s after the step started: crosses 15 degrees 4.3 s in (inside the
+            // reaction window) and is back within 8 degrees 5.8 s in (inside the 6 s limit).
+            s.yaw = motion(t, 4.6, 0.0, 25.0);
+            None
+        });
+        assert!(
+            matches!(run.outcome(), JudgeEvent::Passed { .. }),
+            "{:?}",
+            run.outcome()
+        );
+    }
+
+    /// Lips that rest slightly apart (0.16) close "again" at their own rest, not at the fixed
+    /// 0.15; a mouth that never closes does not pass.
     #[test]
     fn open_mouth_closes_against_the_resting_mouth() {
-        for (rest, passes) in [(0.2_f32, true), (0.05, true)] {
+        for (rest, passes) in [(0.16_f32, true), (0.05, true)] {
             let mut run = one_step(Action::OpenMouth);
             run.frames(0..150, |t, s| {
                 s.mouth_open = motion(t, 1.0, rest, 0.45);
@@ -764,7 +814,7 @@ mod tests {
                 Action::OpenMouth,
                 |t, s| s.mouth_open = motion(t, 1.0, 0.05, 0.5),
                 0.5,
-                0.3,
+                0.25,
             ),
             // Completes as soon as it crosses: 60 px -> 80 px at 1.0 s.
             (
@@ -798,7 +848,7 @@ mod tests {
 
     #[test]
     fn wrong_direction_times_out_and_is_recorded() {
-        let mut run = one_step(Action::TurnLeft);
+        let mut run = patient(one_step(Action::TurnLeft));
         // Turns to the person's own right (image-left) instead.
         run.frames(0..150, |t, s| {
             s.yaw = motion(t, 1.0, 0.0, -25.0);
@@ -906,7 +956,7 @@ mod tests {
     }
 
     fn pause_scenario(block: bool) -> Run {
-        let mut run = one_step(Action::TurnLeft);
+        let mut run = patient(one_step(Action::TurnLeft));
         run.frames(0..200, |t, s| {
             s.yaw = motion(t, 6.5, 0.0, 25.0);
             if !block {
@@ -976,7 +1026,7 @@ mod tests {
 
     #[test]
     fn samples_while_paused_are_not_judged() {
-        let mut run = one_step(Action::TurnLeft);
+        let mut run = patient(one_step(Action::TurnLeft));
         run.frames(0..200, |t, s| {
             s.yaw = motion(t, 2.0, 0.0, 25.0);
             (1.0..5.0)
@@ -1134,7 +1184,7 @@ mod tests {
             Duration::from_secs(6),
         );
         plan.steps[1].lead_in = Duration::from_millis(500);
-        let mut run = Run::new(plan);
+        let mut run = patient(Run::new(plan));
         run.frames(0..10, |_, _| None);
         assert_eq!(run.started_ms(), vec![600]);
         // No calls for 20 s.

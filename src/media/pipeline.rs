@@ -35,6 +35,9 @@ use crate::verdict::{decide, Verdict, VerdictInputs};
 /// Encoded frames waiting for the decoder (about 2 s of video at 30 fps plus audio).
 pub const QUEUE_CAPACITY: usize = 160;
 const TICK: Duration = Duration::from_millis(100);
+/// No video for this long (after the first frame) pauses the running challenge step: the network
+/// dropped, and the page is reconnecting. The peer's reconnect grace decides when to give up.
+const MEDIA_GAP_PAUSE: Duration = Duration::from_millis(1000);
 const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
 const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
 /// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
@@ -234,6 +237,8 @@ struct Worker {
     last_network_tick: Option<Instant>,
     /// Since when the plan has been blocked without interruption.
     blocked_since: Option<Instant>,
+    /// When the last video input arrived (media gaps pause the challenge).
+    last_video_at: Option<Instant>,
     /// Embeddings of good frontal frames, for the reference-photo match.
     live_embeddings: Vec<Embedding>,
     next_embedding: Option<Instant>,
@@ -275,6 +280,7 @@ impl Worker {
             network_poor_ms: 0,
             last_network_tick: None,
             blocked_since: None,
+            last_video_at: None,
             live_embeddings: Vec::new(),
             next_embedding: None,
             reference: cfg.reference.clone(),
@@ -354,6 +360,7 @@ impl Worker {
                 discontinuity,
                 arrival,
             } => {
+                self.last_video_at = Some(Instant::now());
                 self.pending_video.fetch_sub(1, Ordering::AcqRel);
                 self.on_video(&data, codec, keyframe, discontinuity, arrival);
             }
@@ -417,7 +424,16 @@ impl Worker {
     }
 
     /// What keeps a challenge step from being judged right now, most fundamental first.
+    /// Video stopped arriving mid-call (a network drop): nothing the person can fix here.
+    fn media_gap(&self, now: Instant) -> bool {
+        self.last_video_at
+            .is_some_and(|t| now.duration_since(t) >= MEDIA_GAP_PAUSE)
+    }
+
     fn blocking(&self) -> Option<ReasonCode> {
+        if self.media_gap(Instant::now()) {
+            return Some(ReasonCode::NetworkFrozen);
+        }
         let camera = self.camera.active();
         let faces = self.face_guidance.active();
         let capture = self.guidance.active();
@@ -452,7 +468,10 @@ impl Worker {
         }
         let events = l.on_tick(now, blocking);
         self.publish_judge(events);
+        // A media gap pauses the step but is not the person's to fix: the call's reconnect
+        // grace, not MAX_BLOCKED, bounds it.
         self.blocked_since = match blocking {
+            Some(_) if self.media_gap(now) => self.blocked_since,
             Some(_) => Some(self.blocked_since.unwrap_or(now)),
             None => None,
         };

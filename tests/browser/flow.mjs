@@ -41,6 +41,9 @@ const { values: opts } = parseArgs({
     until: { type: 'string', default: 'result' },
     timeout: { type: 'string', default: '90' },
     screens: { type: 'string' },
+    // Hide the page's own ICE candidates from the server (as a NAT would): the server can then
+    // only answer the page's checks, so media takes the path the page chose.
+    'hide-client-candidates': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -77,6 +80,7 @@ function reactiveCamera(manifest) {
   let clip = 'idle';
   let frame = 0;
   let lastStep = '';
+  let lastAction = '';
   let idleSince = 0;
   const tick = 1000 / manifest.fps;
   function next() {
@@ -84,8 +88,11 @@ function reactiveCamera(manifest) {
     const step = el ? el.dataset.stepId : '';
     const action = el ? el.dataset.action : '';
     const asked = action && manifest.clips[action];
-    // A new step: react. The same step still asked long after the clip ended: try again.
-    if (asked && (step !== lastStep || (clip === 'idle' && frame - idleSince > 1.5 * manifest.fps))) {
+    // A new step, or the instruction shown again after a pause: react. The same step still
+    // asked long after the clip ended: try again.
+    const reshown = action && !lastAction;
+    lastAction = action;
+    if (asked && (step !== lastStep || reshown || (clip === 'idle' && frame - idleSince > 1.5 * manifest.fps))) {
       lastStep = step;
       clip = action;
       frame = 0;
@@ -215,6 +222,15 @@ try {
       route.fulfill({ path: join(cameraDir, rel), contentType: 'image/jpeg' });
     });
     await page.addInitScript(reactiveCamera, manifest);
+  }
+  if (opts['hide-client-candidates']) {
+    await page.route('**/whip/**', (route) => {
+      const req = route.request();
+      const body = req.postData();
+      if (!body || !['POST', 'PATCH'].includes(req.method())) return route.continue();
+      const stripped = body.split(/\r?\n/).filter((l) => !l.startsWith('a=candidate:')).join('\r\n');
+      return route.continue({ postData: stripped });
+    });
   }
   const started = Date.now();
   await page.goto(url.href, { waitUntil: 'load' });

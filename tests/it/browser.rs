@@ -407,3 +407,162 @@ async fn a_denied_permission_is_shown_and_recorded() {
     }
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A UDP forwarder the page's media goes through (the server advertises its address), which can
+/// black out both directions completely, STUN included, like a phone losing its network.
+struct Blackout {
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Datagrams dropped while blocked, and page-to-server datagrams forwarded.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackout {
+    async fn start(bind: std::net::SocketAddr, server: std::net::SocketAddr) -> Blackout {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let outer = tokio::net::UdpSocket::bind(bind)
+            .await
+            .expect("bind 127.0.0.2");
+        let inner = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        inner.connect(server).await.unwrap();
+        let blocked = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = blocked.clone();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let drops = dropped.clone();
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let passed = forwarded.clone();
+        let task = tokio::spawn(async move {
+            let mut client: Option<std::net::SocketAddr> = None;
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    r = outer.recv_from(&mut a) => {
+                        let Ok((n, from)) = r else { continue };
+                        // The page's address can change with an ICE restart: follow the latest.
+                        client = Some(from);
+                        if !flag.load(Ordering::Relaxed) {
+                            let _ = inner.send(&a[..n]).await;
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    r = inner.recv(&mut b) => {
+                        let Ok(n) = r else { continue };
+                        if let (Some(to), false) = (client, flag.load(Ordering::Relaxed)) {
+                            let _ = outer.send_to(&b[..n], to).await;
+                        } else {
+                            drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+        Blackout {
+            blocked,
+            dropped,
+            forwarded,
+            task,
+        }
+    }
+
+    fn set(&self, on: bool) {
+        self.blocked.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Blackout {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The network drops completely for 12 s after the first step passed: the page restarts ICE over
+/// WHIP PATCH, the call continues on the same session and the person still passes, the step done
+/// before the drop counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_restarts_ice_after_a_network_drop_and_keeps_its_progress() {
+    let frames = person_frames();
+    let ts = TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        // The media path is through the forwarder at 127.0.0.2 (same port as the server's).
+        public_ip: Some("127.0.0.2".parse().unwrap()),
+        idle_timeout_secs: 30,
+        reconnect_grace_secs: 30,
+        ..test_config()
+    })
+    .await;
+    let media = ts.server.media_addr;
+    let forwarder = Blackout::start(
+        std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), media.port()),
+        media,
+    )
+    .await;
+    let s = ts.create_session().await;
+    let c = clips();
+    let url = s.page_url.clone();
+    let frames = frames.to_path_buf();
+    let tone = c.tone.clone();
+    let page = tokio::spawn(async move {
+        flow(
+            &url,
+            &[
+                "--camera-dir",
+                frames.to_str().unwrap(),
+                "--audio",
+                tone.to_str().unwrap(),
+                "--timeout",
+                "120",
+                "--hide-client-candidates",
+                "--screens",
+                &shots("page-1280x800-en-reconnect"),
+            ],
+        )
+        .await
+    });
+    // Wait for the first passed step, then drop everything for 9 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = ts.timeline(&s.id).await;
+        if t.iter().any(|e| e["type"] == "challenge_passed") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no step passed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "forwarded before the blackout: {}",
+        forwarder
+            .forwarded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // Long enough that the browser reports the connection lost (about 5 s without answers) and
+    // the page's restart (2.5 s later) happens while the network is still down.
+    forwarder.set(true);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    forwarder.set(false);
+    let dropped = forwarder.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    println!("blackout dropped {dropped} datagrams");
+    assert!(dropped > 100, "the media did not go through the forwarder");
+    let report = page.await.unwrap();
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(30), |v| v["state"] == "ended")
+        .await;
+    let timeline = ts.timeline(&s.id).await;
+    let kinds: Vec<&str> = timeline
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|k| {
+            k.starts_with("challenge") || *k == "ice_restart" || k.starts_with("connection")
+        })
+        .collect();
+    println!("reconnect: {kinds:?}; verdict {}", v["verdict"]);
+    assert!(
+        kinds.contains(&"ice_restart"),
+        "the page restarted ICE: {kinds:?}"
+    );
+    assert_eq!(report["result"]["status"], "passed", "{report}");
+    assert_eq!(v["verdict"]["status"], "passed", "{v:#}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
