@@ -148,15 +148,11 @@ pub async fn delete_webhook(
 /// `GET /v1/sessions/{id}/deliveries`: the webhook deliveries of a session and their attempts.
 pub async fn deliveries(
     State(state): State<AppState>,
-    ApiKey(key): ApiKey,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    key.owned_session(&state, &id).await?;
     let store = state.registry.store();
-    store
-        .get_session(&id)
-        .await?
-        .filter(|r| r.api_key_id == key.id)
-        .ok_or(ApiError::NotFound)?;
     let mut out = Vec::new();
     for d in store.webhook_deliveries(&id).await? {
         let attempts: Vec<Value> = store

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState};
 use crate::notify::VerdictNotice;
 use crate::session::tokens::{bearer, SecretHash};
-use crate::store::ApiKeyRow;
+use crate::store::{ApiKeyRow, SessionRow};
 
 /// A request authenticated with a relying-party API key (`Authorization: Bearer vck_...`).
 pub struct ApiKey(pub ApiKeyRow);
@@ -28,6 +28,20 @@ impl FromRequestParts<AppState> for ApiKey {
         let hash = SecretHash::of(key).to_hex();
         let row = state.registry.store().find_api_key(&hash).await?;
         row.map(ApiKey).ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl ApiKey {
+    /// The stored session `id` if it belongs to this key; `404` otherwise (another key's sessions
+    /// are indistinguishable from missing ones).
+    pub async fn owned_session(&self, state: &AppState, id: &str) -> Result<SessionRow, ApiError> {
+        state
+            .registry
+            .store()
+            .get_session(id)
+            .await?
+            .filter(|r| r.api_key_id == self.0.id)
+            .ok_or(ApiError::NotFound)
     }
 }
 
@@ -96,16 +110,10 @@ pub fn events_url(base: &str, id: &str, events_token: &str) -> String {
 
 pub async fn get_one(
     State(state): State<AppState>,
-    ApiKey(key): ApiKey,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row = state
-        .registry
-        .store()
-        .get_session(&id)
-        .await?
-        .filter(|r| r.api_key_id == key.id)
-        .ok_or(ApiError::NotFound)?;
+    let row = key.owned_session(&state, &id).await?;
     let live = state.registry.get(&id).map(|s| s.view());
     let mut network = match &live {
         Some(v) if v.network.is_some() => serde_json::to_value(&v.network).unwrap_or(Value::Null),
@@ -200,15 +208,11 @@ pub async fn get_one(
 
 pub async fn timeline(
     State(state): State<AppState>,
-    ApiKey(key): ApiKey,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    key.owned_session(&state, &id).await?;
     let store = state.registry.store();
-    store
-        .get_session(&id)
-        .await?
-        .filter(|r| r.api_key_id == key.id)
-        .ok_or(ApiError::NotFound)?;
     let events: Vec<Value> = store
         .list_events(&id, 0)
         .await?

@@ -116,6 +116,34 @@ impl TestServer {
         }
     }
 
+    /// `GET path` with the API key, as JSON (any status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Ends a session from the client side before any call (a real `cancelled` verdict) and
+    /// waits for the end to be recorded.
+    pub async fn end_unused(&self, s: &CreatedSession) -> Value {
+        let r = self
+            .http
+            .delete(&s.whip_url)
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        self.wait_session(&s.id, Duration::from_secs(5), |v| v["state"] == "ended")
+            .await
+    }
+
     pub async fn session(&self, id: &str) -> Value {
         let resp = self
             .http

@@ -116,18 +116,8 @@ async fn create_for(ts: &TestServer, subject: &str) -> CreatedSession {
     }
 }
 
-/// Ends a session from the client side before any call: a real `cancelled` verdict.
 async fn cancel(ts: &TestServer, s: &CreatedSession) {
-    let r = ts
-        .http
-        .delete(&s.whip_url)
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    ts.wait_session(&s.id, Duration::from_secs(5), |v| v["state"] == "ended")
-        .await;
+    ts.end_unused(s).await;
 }
 
 async fn jwks(ts: &TestServer) -> Value {
@@ -212,15 +202,8 @@ async fn a_webhook_survives_failures_and_a_restart_and_is_accepted_once() {
 
     // The delivery log shows every attempt.
     let log: Value = ts
-        .http
-        .get(ts.url(&format!("/v1/sessions/{}/deliveries", s.id)))
-        .bearer_auth(&ts.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/sessions/{}/deliveries", s.id))
+        .await;
     let d = &log["deliveries"][0];
     let statuses: Vec<&str> = d["attempts"]
         .as_array()
@@ -269,27 +252,9 @@ async fn a_signed_verdict_verifies_with_the_jwks_and_tampering_fails() {
     );
     assert!(verify(&forged, &keys).is_err());
 
-    let listed: Value = ts
-        .http
-        .get(ts.url("/v1/sessions?status=cancelled&limit=10"))
-        .bearer_auth(&ts.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = ts.get_json("/v1/sessions?status=cancelled&limit=10").await;
     assert_eq!(listed["sessions"][0]["id"], s.id.as_str());
-    let none: Value = ts
-        .http
-        .get(ts.url("/v1/sessions?status=passed"))
-        .bearer_auth(&ts.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Value = ts.get_json("/v1/sessions?status=passed").await;
     assert_eq!(none["sessions"], json!([]));
     let bad = ts
         .http

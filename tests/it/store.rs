@@ -357,19 +357,7 @@ async fn the_server_runs_on_postgres() {
     };
     let ts = crate::common::TestServer::start_on_database(crate::common::test_config(), &url).await;
     let s = ts.create_session().await;
-    let r = ts
-        .http
-        .delete(&s.whip_url)
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v = ts
-        .wait_session(&s.id, std::time::Duration::from_secs(5), |v| {
-            v["state"] == "ended"
-        })
-        .await;
+    let v = ts.end_unused(&s).await;
     assert_eq!(v["verdict"]["status"], "cancelled");
     let jwks: serde_json::Value = ts
         .http
@@ -383,16 +371,7 @@ async fn the_server_runs_on_postgres() {
     let claims =
         vericall::notify::signing::verify(v["signed_verdict"].as_str().unwrap(), &jwks).unwrap();
     assert_eq!(claims["sid"], s.id.as_str());
-    let list: serde_json::Value = ts
-        .http
-        .get(ts.url("/v1/sessions?status=cancelled"))
-        .bearer_auth(&ts.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = ts.get_json("/v1/sessions?status=cancelled").await;
     assert_eq!(list["sessions"][0]["id"], s.id.as_str());
     let timeline = ts.timeline_until(&s.id, "session_ended").await;
     assert!(timeline.iter().any(|e| e["type"] == "session_ended"));
