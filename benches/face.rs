@@ -16,13 +16,16 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use vericall::analysis::face::detector::{self, Detection};
 use vericall::analysis::face::mesh::{self, idx, Roi};
 use vericall::analysis::face::{FaceModels, FaceTracker, REDETECT_EVERY};
 use vericall::analysis::image::rgb_to_i420;
 use vericall::testkit::render::RgbImage;
+
+mod support;
+use support::{ms, stats};
 
 /// Interleaved rounds; every measurement gets `ROUNDS x` its per-round count of samples.
 const ROUNDS: usize = 5;
@@ -72,25 +75,6 @@ fn selfie() -> Planes {
         u,
         v,
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// (median, p95, n) of a sample in milliseconds.
-fn stats(samples: &[f64]) -> (f64, f64, usize) {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = s.len();
-    assert!(n > 0);
-    let median = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    let p95 = s[((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1];
-    (median, p95, n)
 }
 
 fn median(samples: &[f64]) -> f64 {

@@ -19,6 +19,9 @@ use vericall::media::decode::{
 use vericall::testkit::clip::encode_tone;
 use vericall::testkit::fixtures::{render, Scene};
 
+mod support;
+use support::{ms, stats};
+
 /// Frames in the encoded clip (one keyframe, then inter frames).
 const FRAMES: usize = 150;
 /// Timed passes over the clip (after one untimed warm-up pass).
@@ -72,25 +75,6 @@ fn encode_clip(codec: VideoCodec, width: usize, height: usize, source: &[Decoded
         height,
         frames,
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// (median, p95, n) of a sample in milliseconds.
-fn stats(samples: &[f64]) -> (f64, f64, usize) {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = s.len();
-    assert!(n > 0);
-    let median = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    let p95 = s[((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1];
-    (median, p95, n)
 }
 
 fn codec_name(c: VideoCodec) -> &'static str {

@@ -599,25 +599,10 @@ async fn client_reports_are_authorised_validated_and_recorded() {
     };
     assert_eq!(details, ["NotReadablescriptError", "NotFoundError"]);
     // Ended: refused.
-    let del = ts
-        .http
-        .delete(&s.whip_url)
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 200);
+    ts.end_unused(&s).await;
     assert_eq!(post(Some(&s.token), ok).await.unwrap().status(), 409);
 
-    let catalog: serde_json::Value = ts
-        .http
-        .get(ts.url("/v1/reasons"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog = ts.get_json("/v1/reasons").await;
     let list = catalog["reasons"].as_array().unwrap();
     assert_eq!(list.len(), vericall::reasons::ReasonCode::ALL.len());
     let denied = list

@@ -116,7 +116,7 @@ impl TestServer {
         }
     }
 
-    /// `GET path` with the API key, as JSON (any status).
+    /// `GET path` with the API key (public endpoints ignore it), as JSON (any status).
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))

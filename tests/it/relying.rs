@@ -121,14 +121,7 @@ async fn cancel(ts: &TestServer, s: &CreatedSession) {
 }
 
 async fn jwks(ts: &TestServer) -> Value {
-    ts.http
-        .get(ts.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    ts.get_json("/.well-known/jwks.json").await
 }
 
 /// The receiver fails three times, the server restarts in between, and exactly one delivery is

@@ -359,15 +359,7 @@ async fn the_server_runs_on_postgres() {
     let s = ts.create_session().await;
     let v = ts.end_unused(&s).await;
     assert_eq!(v["verdict"]["status"], "cancelled");
-    let jwks: serde_json::Value = ts
-        .http
-        .get(ts.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = ts.get_json("/.well-known/jwks.json").await;
     let claims =
         vericall::notify::signing::verify(v["signed_verdict"].as_str().unwrap(), &jwks).unwrap();
     assert_eq!(claims["sid"], s.id.as_str());
