@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Checks the face models that scripts/setup prepares in models/.
+"""Checks the face and OCR models that scripts/setup prepares in models/.
 
 Loads every ONNX model with onnxruntime, prints its input/output names and
 shapes, checks them against the layouts the Rust code relies on (see
 models/README.md), and runs the pipeline once on the astronaut still:
 BlazeFace must find exactly one face with score > 0.5, the face mesh's
 presence logit must be > 0, the iris and MobileFaceNet models must give
-finite outputs of the expected shape.
+finite outputs of the expected shape. The OCR pair reads back a line of text
+rendered with Pillow's default font (detector box, then recognizer with the
+charset from its metadata key "character", greedy CTC decoding).
 
 Needs numpy, onnxruntime and Pillow (scripts/setup runs it inside the
 throwaway venv it uses for the tflite -> ONNX conversion).
@@ -24,7 +26,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 # name -> (inputs, outputs) as [(name, shape)], what the Rust side expects.
 EXPECTED = {
@@ -45,7 +47,18 @@ EXPECTED = {
         [("input", [2, 3, 112, 112])],
         [("embeddings", [2, 192])],
     ),
+    # PP-OCRv4 (paddle2onnx): dynamic dims keep their exporter names.
+    "ocr_det.onnx": (
+        [("x", ["p2o.DynamicDimension.0", 3, "p2o.DynamicDimension.1", "p2o.DynamicDimension.2"])],
+        [("sigmoid_0.tmp_0", ["p2o.DynamicDimension.3", 1, "p2o.DynamicDimension.4", "p2o.DynamicDimension.5"])],
+    ),
+    "ocr_rec.onnx": (
+        [("x", ["p2o.DynamicDimension.0", 3, "?", "p2o.DynamicDimension.1"])],
+        [("softmax_11.tmp_0", ["p2o.DynamicDimension.2", "p2o.DynamicDimension.3", 6625])],
+    ),
 }
+
+OCR_TEXT = "Vericall 4721"
 
 # Standard 112x112 five-point template (eyes, nose tip, mouth corners).
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -225,6 +238,9 @@ def main():
     if FAILURES:
         return finish(result, args.json)
 
+    print("ocr (rendered text line)")
+    result["checks"]["ocr"] = check_ocr(sessions["ocr_det.onnx"], sessions["ocr_rec.onnx"])
+
     img = Image.open(os.path.join(stills, "astronaut.png")).convert("RGB")
     print(f"astronaut.png {img.size[0]}x{img.size[1]}")
     faces = run_blazeface(sessions["blazeface_128.onnx"], img)
@@ -276,6 +292,52 @@ def main():
         emb_checks["astronaut_vs_tom_hanks"] = round(diff, 3)
     result["checks"]["mobilefacenet"] = emb_checks
     return finish(result, args.json)
+
+
+def check_ocr(det, rec):
+    """Renders OCR_TEXT black on white, finds it with the detector (probability
+    map > 0.3, bounding box of the hits, grown by 0.6 x its height as the DB
+    maps are shrunk), reads the crop with the recognizer. Both take BGR scaled
+    to [-1, 1], as in the wheel's own pipeline (cv2 images, mean = std = 0.5);
+    the recognizer's input is 48 px high, right-padded with 0 to >= 320 px."""
+    img = Image.new("RGB", (320, 96), "white")
+    font = ImageFont.load_default(size=32)
+    ImageDraw.Draw(img).text((24, 28), OCR_TEXT, fill="black", font=font)
+    x = (np.asarray(img, dtype=np.float32)[:, :, ::-1] / 127.5 - 1.0).transpose(2, 0, 1)[None]
+    prob = det.run(None, {"x": x})[0]
+    check(list(prob.shape) == [1, 1, 96, 320], f"ocr_det: probability map {list(prob.shape)} == [1,1,96,320]")
+    ys, xs = np.nonzero(prob[0, 0] > 0.3)
+    check(len(xs) > 0, f"ocr_det: text pixels above 0.3: {len(xs)}")
+    if not len(xs):
+        return {"det_pixels": 0}
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    pad = int(round(0.6 * (y1 - y0)))
+    box = (max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, img.width), min(y1 + pad, img.height))
+    print(f"    ocr_det: {len(xs)} text pixels, box x0,y0,x1,y1 = {list(box)} px")
+
+    charset = rec.get_modelmeta().custom_metadata_map.get("character", "").split("\n")
+    charset = [c for c in charset if c]
+    classes = ["<blank>"] + charset + [" "]
+    n_out = rec.get_outputs()[0].shape[-1]
+    check(len(classes) == n_out, f"ocr_rec: blank + {len(charset)} metadata characters + space == {n_out} classes")
+    crop = img.crop(box)
+    w = int(math.ceil(48 * crop.width / crop.height))
+    c = np.zeros((1, 3, 48, max(w, 320)), dtype=np.float32)
+    c[0, :, :, :w] = (np.asarray(crop.resize((w, 48), Image.BILINEAR), dtype=np.float32)[:, :, ::-1]
+                      / 127.5 - 1.0).transpose(2, 0, 1)
+    p = rec.run(None, {"x": c})[0][0]
+    idx = p.argmax(1)
+    out, prev = [], 0
+    for i in idx:
+        if i != prev and i != 0 and i < len(classes):
+            out.append(classes[i])
+        prev = i
+    text = "".join(out)
+    conf = float(p.max(1)[idx > 0].mean()) if (idx > 0).any() else 0.0
+    print(f"    ocr_rec: read {text!r} (mean confidence {conf:.3f}), rendered {OCR_TEXT!r}")
+    check(text == OCR_TEXT, f"ocr_rec: reads back the rendered text ({text!r})")
+    return {"rendered": OCR_TEXT, "read": text, "confidence": round(conf, 3), "box_px": list(box),
+            "charset_size": len(charset)}
 
 
 def finish(result, path):

@@ -45,6 +45,15 @@ pub enum ReasonCode {
     DeviceUnsupported,
     BrowserUnsupported,
     ReviewRejected,
+    DocumentNotShown,
+    DocumentTooFar,
+    DocumentTilted,
+    DocumentGlare,
+    DocumentBlur,
+    DocumentCutOff,
+    DocumentPortraitMismatch,
+    IdNumberInvalid,
+    IdInfoMismatch,
 }
 
 /// Everything documented about one code.
@@ -59,7 +68,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 36] = [
+    pub const ALL: [ReasonCode; 45] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -96,6 +105,15 @@ impl ReasonCode {
         ReasonCode::DeviceUnsupported,
         ReasonCode::BrowserUnsupported,
         ReasonCode::ReviewRejected,
+        ReasonCode::DocumentNotShown,
+        ReasonCode::DocumentTooFar,
+        ReasonCode::DocumentTilted,
+        ReasonCode::DocumentGlare,
+        ReasonCode::DocumentBlur,
+        ReasonCode::DocumentCutOff,
+        ReasonCode::DocumentPortraitMismatch,
+        ReasonCode::IdNumberInvalid,
+        ReasonCode::IdInfoMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -401,6 +419,78 @@ impl ReasonCode {
                 "We could not confirm your identity from this verification. Please contact support.",
                 "我们无法通过本次验证确认您的身份。请联系客服。",
                 "The operator, their note and the original verdict (audit log).",
+            ),
+            DocumentNotShown => (
+                "DOCUMENT_NOT_SHOWN",
+                "No ID card was seen during the document step.",
+                true,
+                "Hold the front of your ID card up to the camera, with the photo side facing it.",
+                "请将身份证人像面对准摄像头。",
+                "Seconds without a card, the best capture's measurements if any.",
+            ),
+            DocumentTooFar => (
+                "DOCUMENT_TOO_FAR",
+                "The card is too small in the picture to read.",
+                true,
+                "Bring your ID card closer to the camera, so it fills most of the frame.",
+                "请将证件靠近摄像头，使其占据画面的大部分。",
+                "Card width in pixels and as a share of the frame, the thresholds.",
+            ),
+            DocumentTilted => (
+                "DOCUMENT_TILTED",
+                "The card is turned away from the camera (strong perspective).",
+                true,
+                "Hold your ID card flat, facing the camera straight on.",
+                "请将证件正对摄像头放平，不要倾斜。",
+                "Ratio of opposite card sides, the threshold.",
+            ),
+            DocumentGlare => (
+                "DOCUMENT_GLARE",
+                "A reflection blows out part of the card.",
+                true,
+                "There is a reflection on your ID card. Tilt it slightly or move away from the lamp or window.",
+                "证件上有反光。请稍微倾斜证件，或避开灯光和窗户。",
+                "Share of the card's pixels that are blown out, the threshold.",
+            ),
+            DocumentBlur => (
+                "DOCUMENT_BLUR",
+                "The card is blurred or its text could not be read.",
+                true,
+                "Your ID card is blurry. Hold it still for a moment and let the camera focus.",
+                "证件画面模糊。请保持证件静止片刻，让摄像头对焦。",
+                "Sharpness of the card, the threshold, which fields could not be read.",
+            ),
+            DocumentCutOff => (
+                "DOCUMENT_CUT_OFF",
+                "Part of the card is outside the picture.",
+                true,
+                "Part of your ID card is outside the frame. Move it so all four corners are visible.",
+                "证件有部分在画面之外。请移动证件，使四个角都在画面内。",
+                "Which side touches the frame's edge.",
+            ),
+            DocumentPortraitMismatch => (
+                "DOCUMENT_PORTRAIT_MISMATCH",
+                "The portrait on the card does not match the live face (or no portrait was found on it).",
+                false,
+                "The photo on the ID card does not match your face. Use your own ID card.",
+                "证件上的照片与您本人不一致。请使用您本人的证件。",
+                "Similarity of the card portrait to the live face, the threshold.",
+            ),
+            IdNumberInvalid => (
+                "ID_NUMBER_INVALID",
+                "The number read from the card fails its check digit (GB 11643 MOD 11-2, ICAO 9303) or holds an impossible date.",
+                true,
+                "The ID number could not be confirmed. Use your original ID card and hold it steady so the number is sharp.",
+                "无法核验证件号码。请使用本人原件，并保持证件稳定使号码清晰。",
+                "Which check failed (check digit, length, date); never the number itself in logs.",
+            ),
+            IdInfoMismatch => (
+                "ID_INFO_MISMATCH",
+                "The name, number or birth date on the card differ from the identity the relying party expects.",
+                false,
+                "The information on this ID card does not match your account. Use the ID card registered with your account.",
+                "证件信息与您的账户信息不一致。请使用账户登记的本人证件。",
+                "Which fields matched, differed or could not be read (no values).",
             ),
         };
         ReasonInfo {

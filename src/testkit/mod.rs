@@ -11,6 +11,7 @@ pub mod http;
 pub mod load;
 pub mod peer;
 pub mod render;
+pub mod specimen;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

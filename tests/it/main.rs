@@ -4,6 +4,7 @@ mod api;
 mod browser;
 mod call;
 mod common;
+mod document;
 mod face;
 mod liveness;
 mod matching;

@@ -347,7 +347,18 @@ pub fn embed_reference(models: &FaceModels, bytes: &[u8]) -> Result<Embedding, R
     }
     let rgb = decoded.to_rgb8();
     drop(decoded);
-    let planes = Planes::from_rgb(&rgb);
+    embed_single_face(models, &rgb)
+}
+
+/// Embeds the one face in `rgb` (a reference photo, or the portrait cut from an ID card): the
+/// detector on the whole image, then, if nothing is found, on the image centred at half the
+/// size of a 512x512 canvas (for small or tightly cropped faces).
+pub fn embed_single_face(
+    models: &FaceModels,
+    rgb: &image::RgbImage,
+) -> Result<Embedding, ReferenceError> {
+    let (w, h) = (rgb.width(), rgb.height());
+    let planes = Planes::from_rgb(rgb);
     let frame = planes.i420();
     let mut scratch = Vec::with_capacity(3 * 192 * 192);
     let mut faces = find_faces(models, &frame, &mut scratch)?;
@@ -358,7 +369,7 @@ pub fn embed_reference(models: &FaceModels, bytes: &[u8]) -> Result<Embedding, R
             ((w as f32 * scale).round() as u32).max(1),
             ((h as f32 * scale).round() as u32).max(1),
         );
-        let small = imageops::resize(&rgb, nw, nh, imageops::FilterType::Triangle);
+        let small = imageops::resize(rgb, nw, nh, imageops::FilterType::Triangle);
         let mut canvas = image::RgbImage::from_pixel(CANVAS, CANVAS, Rgb([128, 128, 128]));
         let (ox, oy) = ((CANVAS - nw) / 2, (CANVAS - nh) / 2);
         imageops::replace(&mut canvas, &small, ox as i64, oy as i64);

@@ -32,7 +32,9 @@ pub enum ModelError {
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process.
-fn environment(library: &Path) -> Result<&'static ort::environment::Environment, ModelError> {
+pub(crate) fn environment(
+    library: &Path,
+) -> Result<&'static ort::environment::Environment, ModelError> {
     let result = ENVIRONMENT.get_or_init(|| {
         let builder = ort::init_from(library).map_err(|e| e.to_string())?;
         builder
@@ -131,14 +133,8 @@ pub struct FaceModels {
 impl FaceModels {
     /// Loads the models from `dir` (as written by `scripts/setup`), one session per core.
     pub fn load(dir: &Path) -> Result<Arc<FaceModels>, ModelError> {
-        let library = ort_library();
-        if !library.exists() {
-            return Err(ModelError::RuntimeMissing(library.display().to_string()));
-        }
-        let env = environment(&library)?;
-        let instances = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let env = runtime()?;
+        let instances = pool_size();
         let iris_path = dir.join("iris_landmark.onnx");
         let embedder_path = dir.join("mobilefacenet.onnx");
         Ok(Arc::new(FaceModels {
@@ -156,6 +152,22 @@ impl FaceModels {
             },
         }))
     }
+}
+
+/// ONNX Runtime from [`ort_library`], loaded once; a clear error when setup has not fetched it.
+pub fn runtime() -> Result<&'static ort::environment::Environment, ModelError> {
+    let library = ort_library();
+    if !library.exists() {
+        return Err(ModelError::RuntimeMissing(library.display().to_string()));
+    }
+    environment(&library)
+}
+
+/// Sessions per model pool: one per core.
+pub fn pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// Runs `session` on one f32 input and copies the named outputs out.

@@ -1,0 +1,846 @@
+//! Finding an ID-1 card in a video frame, rectifying it, and judging the capture.
+//!
+//! The card is the best quadrilateral made of four straight edges: a Hough transform over
+//! gradient edges (each edge pixel votes only near its own gradient direction) gives candidate
+//! lines; two near-parallel pairs meeting at a plausible angle make a quad; a quad is kept when
+//! its sides are really backed by edges along their length and its aspect is a card's. A frame
+//! border may stand in for one side: that card is cut off. The winner is rectified through a
+//! homography to 85.60 x 53.98 mm at 10 px/mm and judged for size, cut-off, tilt, glare and
+//! sharpness.
+
+use image::RgbImage;
+
+use crate::analysis::image::sample_rgb;
+use crate::analysis::quality::I420;
+
+/// ID-1 (ISO/IEC 7810) card size.
+pub const CARD_WIDTH_MM: f32 = 85.60;
+pub const CARD_HEIGHT_MM: f32 = 53.98;
+/// The rectified card, 10 px/mm.
+pub const RECTIFIED_WIDTH: u32 = 856;
+pub const RECTIFIED_HEIGHT: u32 = 540;
+
+/// Edge detection runs on the luma plane scaled down to at most this width.
+const WORK_WIDTH: usize = 320;
+/// Sobel magnitude (4x a luma step) an edge pixel needs.
+const EDGE_MAGNITUDE: i32 = 60;
+/// Hough resolution: 1 degree, 1 work pixel; each edge votes +-8 degrees around its gradient
+/// (stair-stepped edges of a rotated card scatter the local gradient direction that much).
+const THETA_BINS: usize = 180;
+const VOTE_SPREAD_DEG: i32 = 8;
+/// Lines kept from the Hough peaks.
+const MAX_LINES: usize = 24;
+/// Sides of a pair differ by at most this angle (perspective makes them converge).
+const PARALLEL_DEG: f32 = 25.0;
+/// The two pairs meet at 90 degrees +- this.
+const CORNER_DEG: f32 = 30.0;
+/// Aspect (long / short side) a card can show; 1.586 seen square-on.
+const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.1;
+/// Share of a side's length that must lie on matching edges.
+const MIN_SIDE_SUPPORT: f32 = 0.65;
+/// Area of the quad, as a share of the frame.
+const AREA_RANGE: std::ops::RangeInclusive<f32> = 0.03..=0.95;
+
+/// Capture judgement thresholds (see `judge`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureThresholds {
+    /// The card's long side must span at least this share of the frame width...
+    pub min_width_share: f32,
+    /// ...and at least this many frame pixels (about 3.5 px/mm: digits about 12 px high).
+    pub min_width_px: f32,
+    /// Ratio of opposite sides above which the card is tilted away from the camera.
+    pub max_side_ratio: f32,
+    /// Share of the card's pixels at or above `GLARE_LUMA` that is glare.
+    pub max_glare: f32,
+    /// Mean absolute Laplacian on the half-size rectified card below which it is blurred.
+    pub min_sharpness: f32,
+}
+
+impl Default for CaptureThresholds {
+    fn default() -> Self {
+        CaptureThresholds {
+            min_width_share: 0.40,
+            min_width_px: 300.0,
+            max_side_ratio: 1.25,
+            max_glare: 0.02,
+            min_sharpness: 4.0,
+        }
+    }
+}
+
+/// Luma at or above which a card pixel is blown out (printed cards stay below ~235).
+pub const GLARE_LUMA: u8 = 245;
+
+/// A card found in a frame: corners in frame pixels, top-left, top-right, bottom-right,
+/// bottom-left (the long sides are top and bottom).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CardQuad {
+    pub corners: [(f32, f32); 4],
+    /// One side is the frame's border: part of the card is outside the picture.
+    pub cut_off: bool,
+    /// Mean edge support of the measured sides (0..1).
+    pub support: f32,
+}
+
+impl CardQuad {
+    fn side(&self, i: usize) -> f32 {
+        let (a, b) = (self.corners[i], self.corners[(i + 1) % 4]);
+        ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+    }
+
+    /// Mean length of the long (top, bottom) sides in frame pixels.
+    pub fn width_px(&self) -> f32 {
+        (self.side(0) + self.side(2)) / 2.0
+    }
+
+    /// The larger ratio of opposite sides: 1 when square-on, more when tilted.
+    pub fn side_ratio(&self) -> f32 {
+        let r = |a: f32, b: f32| a.max(b) / a.min(b).max(1.0);
+        r(self.side(0), self.side(2)).max(r(self.side(1), self.side(3)))
+    }
+}
+
+/// What is wrong with a capture, each fixable by the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureIssue {
+    CutOff,
+    TooFar,
+    Tilted,
+    Glare,
+    Blur,
+}
+
+/// The judged capture: measurements, issues (most fundamental first) and a score to pick the
+/// best capture by.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CaptureJudgement {
+    pub width_share: f32,
+    pub width_px: f32,
+    pub side_ratio: f32,
+    pub glare: f32,
+    pub sharpness: f32,
+    pub issues: Vec<CaptureIssue>,
+    pub score: f32,
+}
+
+/// Reusable buffers for `find_card`.
+#[derive(Default)]
+pub struct CardScratch {
+    luma: Vec<u8>,
+    edges: Vec<(u16, u16, u8)>,
+    edge_map: Vec<u8>,
+    votes: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// Normal angle in degrees [0, 180) and distance: x cos(t) + y sin(t) = rho.
+    theta: f32,
+    rho: f32,
+    border: bool,
+}
+
+impl Line {
+    fn intersect(&self, other: &Line) -> Option<(f32, f32)> {
+        let (s1, c1) = self.theta.to_radians().sin_cos();
+        let (s2, c2) = other.theta.to_radians().sin_cos();
+        let det = c1 * s2 - s1 * c2;
+        if det.abs() < 1e-3 {
+            return None;
+        }
+        Some((
+            (self.rho * s2 - other.rho * s1) / det,
+            (c1 * other.rho - c2 * self.rho) / det,
+        ))
+    }
+}
+
+/// Angle between two line normals, 0..=90 degrees.
+fn angle_between(a: f32, b: f32) -> f32 {
+    let d = (a - b).rem_euclid(180.0);
+    d.min(180.0 - d)
+}
+
+/// Finds the card in `frame`, if one is there.
+pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
+    if !frame.is_valid() {
+        return None;
+    }
+    let k = frame.width.div_ceil(WORK_WIDTH).max(1);
+    let (w, h) = (frame.width / k, frame.height / k);
+    if w < 32 || h < 32 {
+        return None;
+    }
+    // Box-downscaled luma.
+    let luma = &mut scratch.luma;
+    luma.clear();
+    luma.resize(w * h, 0);
+    for y in 0..h {
+        for x in 0..w {
+            let mut sum = 0u32;
+            for dy in 0..k {
+                let row = &frame.y[(y * k + dy) * frame.y_stride + x * k..][..k];
+                sum += row.iter().map(|&v| v as u32).sum::<u32>();
+            }
+            luma[y * w + x] = (sum / (k * k) as u32) as u8;
+        }
+    }
+    // A 3x3 box blur steadies the gradient direction along stair-stepped edges.
+    let mut blurred = vec![0u8; w * h];
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let mut sum = 0u32;
+            for yy in y - 1..=y + 1 {
+                sum += luma[yy * w + x - 1..=yy * w + x + 1]
+                    .iter()
+                    .map(|&v| v as u32)
+                    .sum::<u32>();
+            }
+            blurred[y * w + x] = (sum / 9) as u8;
+        }
+    }
+    // Sobel, thinned to local maxima along the gradient.
+    let at = |x: usize, y: usize| blurred[y * w + x] as i32;
+    let mut mags = vec![0i32; w * h];
+    let mut dirs = vec![0u8; w * h];
+    for y in 2..h - 2 {
+        for x in 2..w - 2 {
+            let gx = at(x + 1, y - 1) + 2 * at(x + 1, y) + at(x + 1, y + 1)
+                - at(x - 1, y - 1)
+                - 2 * at(x - 1, y)
+                - at(x - 1, y + 1);
+            let gy = at(x - 1, y + 1) + 2 * at(x, y + 1) + at(x + 1, y + 1)
+                - at(x - 1, y - 1)
+                - 2 * at(x, y - 1)
+                - at(x + 1, y - 1);
+            let m = ((gx * gx + gy * gy) as f32).sqrt() as i32;
+            mags[y * w + x] = m;
+            // Gradient direction in whole degrees, folded to [0, 180).
+            let deg = (gy as f32).atan2(gx as f32).to_degrees().rem_euclid(180.0);
+            dirs[y * w + x] = (deg as u8).min(179);
+        }
+    }
+    let edges = &mut scratch.edges;
+    edges.clear();
+    let edge_map = &mut scratch.edge_map;
+    edge_map.clear();
+    edge_map.resize(w * h, 255);
+    for y in 2..h - 2 {
+        for x in 2..w - 2 {
+            let m = mags[y * w + x];
+            if m < EDGE_MAGNITUDE {
+                continue;
+            }
+            let d = dirs[y * w + x] as f32;
+            let (dx, dy) = match d {
+                d if !(22.5..157.5).contains(&d) => (1isize, 0isize),
+                d if d < 67.5 => (1, 1),
+                d if d < 112.5 => (0, 1),
+                _ => (-1, 1),
+            };
+            let n1 = mags[(y as isize + dy) as usize * w + (x as isize + dx) as usize];
+            let n2 = mags[(y as isize - dy) as usize * w + (x as isize - dx) as usize];
+            if m >= n1 && m >= n2 {
+                edges.push((x as u16, y as u16, dirs[y * w + x]));
+                edge_map[y * w + x] = dirs[y * w + x];
+            }
+        }
+    }
+    // Hough votes near each edge's own direction.
+    let diag = ((w * w + h * h) as f32).sqrt().ceil() as usize;
+    let rho_bins = 2 * diag + 1;
+    let votes = &mut scratch.votes;
+    votes.clear();
+    votes.resize(THETA_BINS * rho_bins, 0);
+    let trig: Vec<(f32, f32)> = (0..THETA_BINS)
+        .map(|t| (t as f32).to_radians().sin_cos())
+        .collect();
+    for &(x, y, d) in edges.iter() {
+        for off in -VOTE_SPREAD_DEG..=VOTE_SPREAD_DEG {
+            let t = (d as i32 + off).rem_euclid(THETA_BINS as i32) as usize;
+            let (s, c) = trig[t];
+            let rho = x as f32 * c + y as f32 * s;
+            let r = (rho.round() as isize + diag as isize) as usize;
+            votes[t * rho_bins + r] = votes[t * rho_bins + r].saturating_add(1);
+        }
+    }
+    let min_votes = (w.min(h) as f32 * 0.12) as u16;
+    let mut peaks: Vec<(u16, usize, usize)> = Vec::new();
+    for t in 0..THETA_BINS {
+        for r in 0..rho_bins {
+            let v = votes[t * rho_bins + r];
+            if v < min_votes {
+                continue;
+            }
+            let mut is_max = true;
+            'n: for dt in -3i32..=3 {
+                let tt = (t as i32 + dt).rem_euclid(THETA_BINS as i32) as usize;
+                for dr in -3i32..=3 {
+                    let rr = r as i32 + dr;
+                    if rr < 0 || rr >= rho_bins as i32 || (dt == 0 && dr == 0) {
+                        continue;
+                    }
+                    let o = votes[tt * rho_bins + rr as usize];
+                    // Ties go to the earlier bin.
+                    if o > v || (o == v && (dt, dr) < (0, 0)) {
+                        is_max = false;
+                        break 'n;
+                    }
+                }
+            }
+            if is_max {
+                peaks.push((v, t, r));
+            }
+        }
+    }
+    peaks.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut lines: Vec<Line> = peaks
+        .iter()
+        .take(MAX_LINES)
+        .map(|&(_, t, r)| Line {
+            theta: t as f32,
+            rho: r as f32 - diag as f32,
+            border: false,
+        })
+        .collect();
+    if std::env::var_os("CARD_DEBUG").is_some() {
+        eprintln!(
+            "k={k} w={w} h={h} edges={} peaks={:?}",
+            edges.len(),
+            &peaks[..peaks.len().min(24)]
+        );
+    }
+    let (wf, hf) = (w as f32, h as f32);
+    for (theta, rho) in [(0.0, 0.0), (0.0, wf - 1.0), (90.0, 0.0), (90.0, hf - 1.0)] {
+        lines.push(Line {
+            theta,
+            rho,
+            border: true,
+        });
+    }
+    // Pairs of near-parallel lines far enough apart.
+    let min_gap = w.min(h) as f32 * 0.12;
+    let mut pairs: Vec<(usize, usize, f32)> = Vec::new();
+    for i in 0..lines.len() {
+        for j in i + 1..lines.len() {
+            let (a, b) = (lines[i], lines[j]);
+            if a.border && b.border {
+                continue;
+            }
+            if angle_between(a.theta, b.theta) > PARALLEL_DEG {
+                continue;
+            }
+            // Normals on opposite ends of [0, 180) describe the same direction with rho negated.
+            let rho_b = if (a.theta - b.theta).abs() > 90.0 {
+                -b.rho
+            } else {
+                b.rho
+            };
+            if (a.rho - rho_b).abs() < min_gap {
+                continue;
+            }
+            pairs.push((i, j, a.theta));
+        }
+    }
+    let mut best: Option<(f32, CardQuad)> = None;
+    for (pi, p) in pairs.iter().enumerate() {
+        for q in &pairs[pi + 1..] {
+            let crossing = angle_between(p.2, q.2);
+            if (90.0 - crossing).abs() > CORNER_DEG {
+                continue;
+            }
+            let sides = [lines[p.0], lines[q.0], lines[p.1], lines[q.1]];
+            if sides.iter().filter(|l| l.border).count() > 1 {
+                continue;
+            }
+            let Some(quad) = quad_from(&sides, wf, hf, sides.iter().any(|l| l.border)) else {
+                continue;
+            };
+            let Some((score, support)) = score_quad(&quad, &sides, edge_map, w, h) else {
+                continue;
+            };
+            // A whole card always beats a quad that leans on the frame's border.
+            let cut_off = sides.iter().any(|l| l.border);
+            let score = if cut_off { score } else { score + 1e6 };
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((
+                    score,
+                    CardQuad {
+                        corners: quad,
+                        cut_off,
+                        support,
+                    },
+                ));
+            }
+        }
+    }
+    let (_, mut card) = best?;
+    // Back to frame pixels (work pixel centres sit at k * (x + 0.5)).
+    for c in card.corners.iter_mut() {
+        *c = ((c.0 + 0.5) * k as f32, (c.1 + 0.5) * k as f32);
+    }
+    card.corners = orient(card.corners);
+    Some(card)
+}
+
+/// Corners of the quad bounded by lines [a1, b1, a2, b2] (a's parallel, b's parallel), in
+/// order, if it is convex, inside the frame (a little slack) and of a card's size and aspect
+/// (any aspect when `partial`: one side is the frame's border).
+fn quad_from(sides: &[Line; 4], w: f32, h: f32, partial: bool) -> Option<[(f32, f32); 4]> {
+    let mut corners = [(0.0, 0.0); 4];
+    for i in 0..4 {
+        corners[i] = sides[i].intersect(&sides[(i + 1) % 4])?;
+    }
+    let slack = 3.0;
+    if corners
+        .iter()
+        .any(|&(x, y)| x < -slack || y < -slack || x > w + slack || y > h + slack)
+    {
+        return None;
+    }
+    // Convex: every turn has the same sign.
+    let cross = |i: usize| {
+        let (a, b, c) = (corners[i], corners[(i + 1) % 4], corners[(i + 2) % 4]);
+        (b.0 - a.0) * (c.1 - b.1) - (b.1 - a.1) * (c.0 - b.0)
+    };
+    let turns: Vec<f32> = (0..4).map(cross).collect();
+    if !(turns.iter().all(|&t| t > 0.0) || turns.iter().all(|&t| t < 0.0)) {
+        return None;
+    }
+    let area = 0.5
+        * (0..4)
+            .map(|i| {
+                let (a, b) = (corners[i], corners[(i + 1) % 4]);
+                a.0 * b.1 - b.0 * a.1
+            })
+            .sum::<f32>()
+            .abs();
+    if !AREA_RANGE.contains(&(area / (w * h))) {
+        return None;
+    }
+    let len = |i: usize| {
+        let (a, b) = (corners[i], corners[(i + 1) % 4]);
+        ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+    };
+    let (s0, s1) = ((len(0) + len(2)) / 2.0, (len(1) + len(3)) / 2.0);
+    let aspect = s0.max(s1) / s0.min(s1).max(1.0);
+    // Only part of a cut-off card shows: its aspect says nothing.
+    (partial || ASPECT_RANGE.contains(&aspect)).then_some(corners)
+}
+
+/// Edge support of a quad: for each measured side, the share of its points with an edge pixel of
+/// matching direction within a pixel. Returns (score, mean support) when every measured side is
+/// supported; the score is the supported length (border sides add nothing).
+fn score_quad(
+    corners: &[(f32, f32); 4],
+    sides: &[Line; 4],
+    edge_map: &[u8],
+    w: usize,
+    h: usize,
+) -> Option<(f32, f32)> {
+    let mut score = 0.0;
+    let mut supports = 0.0;
+    let mut measured = 0;
+    for i in 0..4 {
+        // The side from corner i-1 to corner i lies on line i... corners[i] = side i x side i+1,
+        // so side i runs from corners[i-1] to corners[i].
+        let line = sides[i];
+        if line.border {
+            continue;
+        }
+        let (a, b) = (corners[(i + 3) % 4], corners[i]);
+        let len = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+        let n = (len as usize).max(2);
+        let mut hits = 0;
+        for s in 0..n {
+            let t = (s as f32 + 0.5) / n as f32;
+            let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+            let (xi, yi) = (x.round() as isize, y.round() as isize);
+            let mut hit = false;
+            'near: for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (xx, yy) = (xi + dx, yi + dy);
+                    if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
+                        continue;
+                    }
+                    let d = edge_map[yy as usize * w + xx as usize];
+                    if d != 255 && angle_between(d as f32, line.theta) <= 20.0 {
+                        hit = true;
+                        break 'near;
+                    }
+                }
+            }
+            hits += hit as usize;
+        }
+        let support = hits as f32 / n as f32;
+        if support < MIN_SIDE_SUPPORT {
+            return None;
+        }
+        score += support * len;
+        supports += support;
+        measured += 1;
+    }
+    (measured >= 3).then(|| (score, supports / measured as f32))
+}
+
+/// Orders corners top-left, top-right, bottom-right, bottom-left (clockwise on screen), with
+/// the long sides at the top and bottom.
+fn orient(corners: [(f32, f32); 4]) -> [(f32, f32); 4] {
+    let cx = corners.iter().map(|c| c.0).sum::<f32>() / 4.0;
+    let cy = corners.iter().map(|c| c.1).sum::<f32>() / 4.0;
+    let mut sorted = corners;
+    // Clockwise on screen (y down) is increasing atan2.
+    sorted.sort_by(|a, b| {
+        (a.1 - cy)
+            .atan2(a.0 - cx)
+            .total_cmp(&(b.1 - cy).atan2(b.0 - cx))
+    });
+    // Start at the corner nearest the top-left.
+    let start = (0..4)
+        .min_by(|&i, &j| (sorted[i].0 + sorted[i].1).total_cmp(&(sorted[j].0 + sorted[j].1)))
+        .unwrap_or(0);
+    let mut out = [(0.0, 0.0); 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = sorted[(start + i) % 4];
+    }
+    let len = |a: (f32, f32), b: (f32, f32)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    let top = len(out[0], out[1]) + len(out[2], out[3]);
+    let left = len(out[1], out[2]) + len(out[3], out[0]);
+    if left > top {
+        // Held on its side: make the long side the top, reading from the upper-left corner.
+        out = [out[3], out[0], out[1], out[2]];
+    }
+    out
+}
+
+/// The homography taking rectified-card pixels (u, v) to frame pixels: the four corners of
+/// `[0, W] x [0, H]` onto the quad's corners. Row-major 3x3 with `h[8] = 1`.
+pub fn homography(corners: &[(f32, f32); 4], width: f32, height: f32) -> Option<[f64; 9]> {
+    let src = [
+        (0.0, 0.0),
+        (width as f64, 0.0),
+        (width as f64, height as f64),
+        (0.0, height as f64),
+    ];
+    let mut a = [[0.0f64; 9]; 8];
+    for i in 0..4 {
+        let (u, v) = src[i];
+        let (x, y) = (corners[i].0 as f64, corners[i].1 as f64);
+        a[2 * i] = [u, v, 1.0, 0.0, 0.0, 0.0, -u * x, -v * x, x];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, u, v, 1.0, -u * y, -v * y, y];
+    }
+    // Gaussian elimination with partial pivoting on the 8x8 system.
+    for col in 0..8 {
+        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for row in 0..8 {
+            if row != col {
+                let f = a[row][col] / a[col][col];
+                for k in col..9 {
+                    a[row][k] -= f * a[col][k];
+                }
+            }
+        }
+    }
+    let mut h = [0.0; 9];
+    for i in 0..8 {
+        h[i] = a[i][8] / a[i][i];
+    }
+    h[8] = 1.0;
+    Some(h)
+}
+
+fn apply(h: &[f64; 9], u: f64, v: f64) -> (f32, f32) {
+    let w = h[6] * u + h[7] * v + h[8];
+    (
+        ((h[0] * u + h[1] * v + h[2]) / w) as f32,
+        ((h[3] * u + h[4] * v + h[5]) / w) as f32,
+    )
+}
+
+/// The card cut out of `frame` and flattened to `width` x `height` (bilinear).
+pub fn rectify(frame: &I420, card: &CardQuad, width: u32, height: u32) -> Option<RgbImage> {
+    let h = homography(&card.corners, width as f32, height as f32)?;
+    let mut out = RgbImage::new(width, height);
+    for (v, row) in out
+        .as_mut()
+        .chunks_exact_mut(width as usize * 3)
+        .enumerate()
+    {
+        for (u, px) in row.chunks_exact_mut(3).enumerate() {
+            let (x, y) = apply(&h, u as f64 + 0.5, v as f64 + 0.5);
+            let rgb = sample_rgb(frame, x, y);
+            for (o, c) in px.iter_mut().zip(rgb) {
+                *o = (c + 0.5) as u8;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Judges a capture: `card` found in a `frame_width`-wide frame, `rectified` its flattened image
+/// (any size; measured at its own resolution).
+pub fn judge(
+    card: &CardQuad,
+    rectified: &RgbImage,
+    frame_width: usize,
+    t: &CaptureThresholds,
+) -> CaptureJudgement {
+    let (w, h) = (rectified.width() as usize, rectified.height() as usize);
+    let luma: Vec<u8> = rectified
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8)
+        .collect();
+    // Inset 3% so the card's own edge and the background never count.
+    let (mx, my) = (w * 3 / 100, h * 3 / 100);
+    let mut bright = 0usize;
+    let mut total = 0usize;
+    for y in my..h - my {
+        for x in mx..w - mx {
+            total += 1;
+            bright += (luma[y * w + x] >= GLARE_LUMA) as usize;
+        }
+    }
+    let glare = bright as f32 / total.max(1) as f32;
+    // Sharpness at half resolution (so it does not depend on the rectified size much): mean
+    // absolute 4-neighbour Laplacian.
+    let (hw, hh) = (w / 2, h / 2);
+    let half = |x: usize, y: usize| {
+        let i = 2 * y * w + 2 * x;
+        (luma[i] as i32 + luma[i + 1] as i32 + luma[i + w] as i32 + luma[i + w + 1] as i32) / 4
+    };
+    let mut lap = 0i64;
+    let mut n = 0i64;
+    for y in (my / 2).max(1)..hh - (my / 2).max(1) {
+        for x in (mx / 2).max(1)..hw - (mx / 2).max(1) {
+            let l =
+                4 * half(x, y) - half(x - 1, y) - half(x + 1, y) - half(x, y - 1) - half(x, y + 1);
+            lap += l.abs() as i64;
+            n += 1;
+        }
+    }
+    let sharpness = lap as f32 / n.max(1) as f32;
+    let width_px = card.width_px();
+    let width_share = width_px / frame_width.max(1) as f32;
+    let side_ratio = card.side_ratio();
+    let mut issues = Vec::new();
+    if card.cut_off {
+        issues.push(CaptureIssue::CutOff);
+    }
+    if width_share < t.min_width_share || width_px < t.min_width_px {
+        issues.push(CaptureIssue::TooFar);
+    }
+    if side_ratio > t.max_side_ratio {
+        issues.push(CaptureIssue::Tilted);
+    }
+    if glare > t.max_glare {
+        issues.push(CaptureIssue::Glare);
+    }
+    if sharpness < t.min_sharpness {
+        issues.push(CaptureIssue::Blur);
+    }
+    let score = width_share.min(0.8)
+        * (sharpness / t.min_sharpness).min(3.0)
+        * (1.0 - glare * 10.0).max(0.05)
+        / side_ratio;
+    CaptureJudgement {
+        width_share,
+        width_px,
+        side_ratio,
+        glare,
+        sharpness,
+        issues,
+        score,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::image::rgb_to_i420;
+    use crate::testkit::card::render_card;
+    use crate::testkit::render::RgbImage as TestImage;
+
+    /// A light card with dark stripes (text-like) on a mid-grey background.
+    fn card_art() -> TestImage {
+        let mut card = TestImage::new(428, 270, [215, 225, 232]);
+        for row in 0..6 {
+            for y in 40 + row * 35..52 + row * 35 {
+                for x in 30..(300 - row * 20) {
+                    if (x / 6) % 3 != 0 {
+                        card.set_pixel(x, y, [40, 40, 50]);
+                    }
+                }
+            }
+        }
+        card
+    }
+
+    fn frame_of(img: &TestImage) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        rgb_to_i420(img.width, img.height, &img.data)
+    }
+
+    fn i420<'a>(w: usize, h: usize, p: &'a (Vec<u8>, Vec<u8>, Vec<u8>)) -> I420<'a> {
+        I420 {
+            width: w,
+            height: h,
+            y: &p.0,
+            u: &p.1,
+            v: &p.2,
+            y_stride: w,
+            uv_stride: w.div_ceil(2),
+        }
+    }
+
+    #[test]
+    fn finds_a_tilted_card_within_a_few_pixels() {
+        let background = TestImage::new(640, 480, [90, 100, 110]);
+        let card = card_art();
+        // 428 px art at scale 0.9: 385 x 243 px, centred at (330, 250), rolled 8 degrees.
+        let img = render_card(
+            &card,
+            &background,
+            (330.0, 250.0),
+            0.9,
+            0.0,
+            0.0,
+            8.0,
+            800.0,
+        );
+        let planes = frame_of(&img);
+        let found =
+            find_card(&i420(640, 480, &planes), &mut CardScratch::default()).expect("card found");
+        assert!(!found.cut_off, "{found:?}");
+        let (s, c) = 8f32.to_radians().sin_cos();
+        let (hw, hh) = (428.0 * 0.9 / 2.0, 270.0 * 0.9 / 2.0);
+        let truth = [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]
+            .map(|(x, y)| (330.0 + x * c - y * s, 250.0 + x * s + y * c));
+        for (f, t) in found.corners.iter().zip(truth) {
+            let err = ((f.0 - t.0).powi(2) + (f.1 - t.1).powi(2)).sqrt();
+            assert!(err < 5.0, "corner {f:?} vs truth {t:?}: {err:.1} px");
+        }
+        assert!(
+            (found.width_px() - 385.2).abs() < 6.0,
+            "{}",
+            found.width_px()
+        );
+        // Rectified, the stripes come back level: row 0's dark band is at y 40..52 of 270.
+        let flat = rectify(&i420(640, 480, &planes), &found, 428, 270).unwrap();
+        let dark = |y: u32| {
+            (60..200)
+                .filter(|&x| flat.get_pixel(x, y).0[0] < 120)
+                .count()
+        };
+        assert!(dark(46) > 60, "stripe row dark: {}", dark(46));
+        assert!(dark(60) < 10, "gap row light: {}", dark(60));
+        let j = judge(&found, &flat, 640, &CaptureThresholds::default());
+        assert!(j.issues.is_empty(), "{j:?}");
+    }
+
+    #[test]
+    fn a_card_past_the_frame_edge_is_cut_off_and_no_card_is_none() {
+        let background = TestImage::new(640, 480, [90, 100, 110]);
+        let img = render_card(
+            &card_art(),
+            &background,
+            (560.0, 240.0),
+            0.9,
+            0.0,
+            0.0,
+            0.0,
+            800.0,
+        );
+        let planes = frame_of(&img);
+        let found = find_card(&i420(640, 480, &planes), &mut CardScratch::default())
+            .expect("partial card found");
+        assert!(found.cut_off, "{found:?}");
+        let empty = frame_of(&background);
+        assert!(find_card(&i420(640, 480, &empty), &mut CardScratch::default()).is_none());
+    }
+
+    #[test]
+    fn glare_small_and_tilted_cards_are_judged() {
+        let background = TestImage::new(640, 480, [90, 100, 110]);
+        let mut art = card_art();
+        for y in 60..200 {
+            for x in 120..300 {
+                art.set_pixel(x, y, [255, 255, 255]);
+            }
+        }
+        let img = render_card(&art, &background, (320.0, 240.0), 0.9, 0.0, 0.0, 0.0, 800.0);
+        let planes = frame_of(&img);
+        let frame = i420(640, 480, &planes);
+        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
+        let j = judge(
+            &found,
+            &rectify(&frame, &found, 428, 270).unwrap(),
+            640,
+            &CaptureThresholds::default(),
+        );
+        assert_eq!(j.issues, vec![CaptureIssue::Glare], "{j:?}");
+
+        let img = render_card(
+            &card_art(),
+            &background,
+            (320.0, 240.0),
+            0.5,
+            0.0,
+            0.0,
+            0.0,
+            800.0,
+        );
+        let planes = frame_of(&img);
+        let frame = i420(640, 480, &planes);
+        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
+        let j = judge(
+            &found,
+            &rectify(&frame, &found, 428, 270).unwrap(),
+            640,
+            &CaptureThresholds::default(),
+        );
+        assert!(j.issues.contains(&CaptureIssue::TooFar), "{j:?}");
+
+        let img = render_card(
+            &card_art(),
+            &background,
+            (320.0, 240.0),
+            0.9,
+            35.0,
+            0.0,
+            0.0,
+            500.0,
+        );
+        let planes = frame_of(&img);
+        let frame = i420(640, 480, &planes);
+        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
+        let j = judge(
+            &found,
+            &rectify(&frame, &found, 428, 270).unwrap(),
+            640,
+            &CaptureThresholds::default(),
+        );
+        assert!(j.issues.contains(&CaptureIssue::Tilted), "{j:?}");
+    }
+
+    #[test]
+    fn homography_maps_corners_exactly() {
+        let corners = [(10.0, 20.0), (300.0, 35.0), (280.0, 210.0), (25.0, 190.0)];
+        let h = homography(&corners, 856.0, 540.0).unwrap();
+        for (c, (u, v)) in
+            corners
+                .iter()
+                .zip([(0.0, 0.0), (856.0, 0.0), (856.0, 540.0), (0.0, 540.0)])
+        {
+            let p = apply(&h, u, v);
+            assert!(
+                (p.0 - c.0).abs() < 1e-3 && (p.1 - c.1).abs() < 1e-3,
+                "{p:?} vs {c:?}"
+            );
+        }
+    }
+}
