@@ -77,7 +77,8 @@ fn same_row(a: &TextLine, b: &TextLine) -> bool {
     (a.centre_y() - b.centre_y()).abs() < a.height().min(b.height()) * 0.6
 }
 
-/// The text after `label` in its box, or the nearest box to its right on the same row.
+/// The text after `label` in its box, or the nearest box to its right on the same row (boxes
+/// are grown by the detector's unclip margin, so neighbours may overlap a little).
 fn value_after<'a>(lines: &'a [TextLine], label: &str) -> Option<(String, &'a TextLine)> {
     let (i, l) = lines
         .iter()
@@ -94,7 +95,7 @@ fn value_after<'a>(lines: &'a [TextLine], label: &str) -> Option<(String, &'a Te
     lines
         .iter()
         .enumerate()
-        .filter(|(j, o)| *j != i && same_row(l, o) && o.bbox[0] >= l.bbox[2] - 4.0)
+        .filter(|(j, o)| *j != i && same_row(l, o) && (o.bbox[0] + o.bbox[2]) / 2.0 > l.bbox[2])
         .min_by(|a, b| a.1.bbox[0].total_cmp(&b.1.bbox[0]))
         .map(|(_, o)| (o.text.trim().to_string(), o))
 }

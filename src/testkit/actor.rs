@@ -223,3 +223,50 @@ pub fn photo_attack(stage: Arc<Stage>) -> VideoSource {
         ))
     }))
 }
+
+/// How a person holds their ID card up in a clip: where the card settles, its size and tilt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CardHold {
+    /// Card centre in the frame once settled (pixels).
+    pub centre: (f32, f32),
+    /// Card width in the frame once settled (pixels).
+    pub width_px: f32,
+    pub roll: f32,
+    pub yaw: f32,
+    pub pitch: f32,
+    /// Seconds spent bringing the card up from far away (too small to read) before settling.
+    pub approach_s: f32,
+}
+
+impl Default for CardHold {
+    fn default() -> Self {
+        CardHold {
+            centre: (320.0, 330.0),
+            width_px: 400.0,
+            roll: 0.0,
+            yaw: 0.0,
+            pitch: 0.0,
+            approach_s: 0.8,
+        }
+    }
+}
+
+/// Frame `index` of a person (idle) holding `card` (a rectified card image) in front of the
+/// camera: it comes up from a small, far position, then settles with a slight hand sway.
+pub fn holding_card(stage: &Stage, card: &RgbImage, hold: &CardHold, index: u64) -> RgbImage {
+    let t = index as f32 / FPS as f32;
+    let person = stage.renderer.render(&idle(index)).0;
+    let settle = (t / hold.approach_s.max(0.01)).clamp(0.0, 1.0);
+    let width = hold.width_px * (0.5 + 0.5 * settle);
+    let (sx, sy) = ((t * 2.1).sin() * 4.0, (t * 1.7).cos() * 3.0);
+    render_card(
+        card,
+        &person,
+        (hold.centre.0 + sx, hold.centre.1 + sy + 30.0 * (1.0 - settle)),
+        width / card.width as f32,
+        hold.yaw + (t * 1.3).sin() * 3.0,
+        hold.pitch + (t * 1.1).cos() * 2.0,
+        hold.roll + (t * 1.9).sin() * 1.5,
+        900.0,
+    )
+}
