@@ -161,7 +161,38 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     let (webhook_stop, webhook_stop_rx) = watch::channel(false);
     let webhook_task = tokio::spawn(webhooks.clone().run(webhook_stop_rx));
     let notifier = Arc::new(Notifier::new(store.clone(), signer, webhooks.clone()));
-    let registry = SessionRegistry::new(cfg.clone(), store, mux, persist_tx, face_models, notifier);
+    // The ID-document step needs the face models (portrait) and the OCR models.
+    let document_reader = match &face_models {
+        Some(faces) => {
+            let dir = std::path::PathBuf::from(&cfg.models_dir);
+            match tokio::task::spawn_blocking(move || crate::document::ocr::OcrModels::load(&dir))
+                .await
+            {
+                Ok(Ok(ocr)) => Some(Arc::new(crate::document::DocumentReader {
+                    ocr,
+                    faces: faces.clone(),
+                })),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "ID-document checks are unavailable");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ID-document checks are unavailable");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let registry = SessionRegistry::new(
+        cfg.clone(),
+        store,
+        mux,
+        persist_tx,
+        face_models,
+        document_reader,
+        notifier,
+    );
 
     let sweeper = {
         let registry = registry.clone();
@@ -183,10 +214,17 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     let purger = {
         let data_dir = std::path::PathBuf::from(&cfg.data_dir);
         let retention = Duration::from_secs(cfg.retention_days * 86_400);
+        let store = registry.store().clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
+                let cutoff = crate::events::unix_ms_now() - retention.as_millis() as i64;
+                match store.purge_document_fields(cutoff).await {
+                    Ok(n) if n > 0 => tracing::info!(sessions = n, "purged document text"),
+                    Err(e) => tracing::warn!(error = %e, "document text purge failed"),
+                    _ => {}
+                }
                 let dir = data_dir.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     crate::store::evidence::purge(&dir, retention, std::time::SystemTime::now())

@@ -54,6 +54,10 @@ pub struct CreateSession {
     /// Require a microphone (default true).
     #[serde(default)]
     pub audio: Option<bool>,
+    /// The ID-document step: `{"mode": "off|optional|required", "kind": "cn_resident_id|passport|id1_card",
+    /// "retain": "none|text|text_and_image", "expected": {...}}`.
+    #[serde(default)]
+    pub document: Option<crate::document::DocumentPolicy>,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,8 +89,20 @@ pub async fn create(
             "subject is limited to 256 bytes".into(),
         ));
     }
+    let document = req.document.unwrap_or_default();
+    if let Some(expected) = &document.expected {
+        expected
+            .validate()
+            .map_err(|m| ApiError::Unprocessable(m.into()))?;
+    }
+    if document.is_on() && !state.registry.documents_available() {
+        return Err(ApiError::Unprocessable(
+            "document checks are unavailable on this server (face or OCR models not loaded; run scripts/setup)".into(),
+        ));
+    }
     let policy = crate::session::SessionPolicy {
         audio: req.audio.unwrap_or(true),
+        document,
     };
     let created = state.registry.create(&key.id, req.subject, policy).await?;
     let id = created.session.id.to_string();
@@ -190,9 +206,17 @@ pub async fn get_one(
         ),
         _ => None,
     };
+    // The text read from the ID document (only here, for the relying party; purged by retention).
+    let document_fields = state
+        .registry
+        .store()
+        .get_document_fields(&row.id)
+        .await?
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     Ok(Json(json!({
         "id": row.id,
         "subject": row.subject,
+        "document_fields": document_fields,
         "state": state_name,
         "created_at": row.created_at,
         "expires_at": row.expires_at,

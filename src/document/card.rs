@@ -294,7 +294,7 @@ pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
             }
         }
     }
-    peaks.sort_by(|a, b| b.0.cmp(&a.0));
+    peaks.sort_by_key(|p| std::cmp::Reverse(p.0));
     let mut lines: Vec<Line> = peaks
         .iter()
         .take(MAX_LINES)
@@ -537,11 +537,12 @@ pub fn homography(corners: &[(f32, f32); 4], width: f32, height: f32) -> Option<
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..8 {
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..9 {
-                    a[row][k] -= f * a[col][k];
+                let f = r[col] / pivot_row[col];
+                for (v, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *v -= f * p;
                 }
             }
         }

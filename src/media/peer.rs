@@ -123,6 +123,11 @@ pub struct PeerConfig {
     pub face_models: Option<std::sync::Arc<crate::analysis::face::FaceModels>>,
     /// The liveness plan for this call (none: no challenges, no verdict from the call).
     pub liveness: Option<crate::liveness::plan::ChallengePlan>,
+    /// The ID-document step after the challenges, and the models that read the card.
+    pub document: Option<(
+        crate::document::DocumentPolicy,
+        std::sync::Arc<crate::document::DocumentReader>,
+    )>,
     /// The reference photo's embedding, when the relying party uploaded one.
     pub reference: crate::session::SharedReference,
     /// Where evidence frames are written.
@@ -218,6 +223,7 @@ pub fn accept_offer(
             wants_audio: cfg.wants_audio,
             face_models: cfg.face_models.clone(),
             liveness: cfg.liveness.clone(),
+            document: cfg.document.clone(),
             reference: cfg.reference.clone(),
             evidence_dir: cfg.evidence_dir.clone(),
         },

@@ -25,6 +25,12 @@ use crate::analysis::quality::{
     luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer, QualityMetrics, Thresholds,
     I420,
 };
+use crate::document::card::{CaptureThresholds, CardScratch};
+use crate::document::fields::DocumentRead;
+use crate::document::step::{Capture, DocumentStep, StepEvent};
+use crate::document::{
+    compare_portrait, examine, today_utc, DocumentOutcome, DocumentPolicy, DocumentReader, Retain,
+};
 use crate::events::{unix_ms_now, EventBus};
 use crate::liveness::judge::JudgeEvent;
 use crate::liveness::plan::ChallengePlan;
@@ -60,6 +66,21 @@ pub struct PipelineConfig {
     pub reference: crate::session::SharedReference,
     /// Where this session's evidence frames go (none: not kept).
     pub evidence_dir: Option<std::path::PathBuf>,
+    /// The ID-document step after the challenges (policy, and the models that read the card).
+    pub document: Option<(DocumentPolicy, Arc<DocumentReader>)>,
+}
+
+/// The document step's state inside the pipeline: the sans-IO step plus what it found.
+struct DocumentPhase {
+    policy: DocumentPolicy,
+    reader: Arc<DocumentReader>,
+    step: Option<DocumentStep>,
+    step_id: u32,
+    scratch: CardScratch,
+    thresholds: CaptureThresholds,
+    /// The last capture read, its read and the card portrait's embedding.
+    read: Option<(Capture, DocumentRead, Option<Embedding>)>,
+    outcome: Option<DocumentOutcome>,
 }
 
 #[derive(Debug)]
@@ -231,6 +252,7 @@ struct Worker {
     face: Option<FaceTracker>,
     face_guidance: FaceGuidance,
     liveness: Option<LivenessSession>,
+    document: Option<DocumentPhase>,
     network_poor: bool,
     /// Poor-network time while liveness steps were running.
     network_poor_ms: u64,
@@ -276,6 +298,16 @@ impl Worker {
                 .clone()
                 .filter(|_| cfg.face_models.is_some())
                 .map(LivenessSession::new),
+            document: cfg.document.clone().map(|(policy, reader)| DocumentPhase {
+                policy,
+                reader,
+                step: None,
+                step_id: rand::random::<u32>(),
+                scratch: CardScratch::default(),
+                thresholds: CaptureThresholds::default(),
+                read: None,
+                outcome: None,
+            }),
             network_poor: false,
             network_poor_ms: 0,
             last_network_tick: None,
@@ -459,6 +491,15 @@ impl Worker {
     }
 
     fn tick_liveness(&mut self, now: Instant) {
+        if let Some(step) = self
+            .document
+            .as_mut()
+            .and_then(|d| d.step.as_mut())
+            .filter(|s| !s.is_done())
+        {
+            let events = step.on_tick(now);
+            self.on_document_events(events, now);
+        }
         let blocking = self.blocking();
         let Some(l) = self.liveness.as_mut() else {
             return;
@@ -493,6 +534,7 @@ impl Worker {
                         .as_ref()
                         .and_then(|l| l.position(step.id))
                         .unwrap_or((0, 1));
+                    let steps = steps + self.document.is_some() as usize;
                     self.bus.publish(
                         "challenge",
                         &json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64, "index": index, "steps": steps }),
@@ -531,9 +573,162 @@ impl Worker {
                 JudgeEvent::Finished { .. } => finished = true,
             }
         }
-        if finished {
+        if finished && !self.start_document(Instant::now()) {
             self.conclude(None);
         }
+    }
+
+    /// Starts the ID-document step after the challenges, announced like them. False when the
+    /// session has none (or it already ran).
+    fn start_document(&mut self, now: Instant) -> bool {
+        let steps = self
+            .liveness
+            .as_ref()
+            .map_or(0, |l| l.outcome().steps.len());
+        let Some(doc) = self.document.as_mut().filter(|d| d.step.is_none()) else {
+            return false;
+        };
+        let step = DocumentStep::new(now);
+        self.bus.publish(
+            "challenge",
+            &json!({
+                "id": doc.step_id,
+                "action": "show_document",
+                "document": doc.policy.kind,
+                "deadline_ms": step.remaining(now).as_millis() as u64,
+                "index": steps,
+                "steps": steps + 1,
+            }),
+        );
+        doc.step = Some(step);
+        true
+    }
+
+    /// Looks for the card in the frame just decoded, while the document step runs.
+    fn analyze_document(&mut self, captured: Instant) {
+        let Some(doc) = self.document.as_mut() else {
+            return;
+        };
+        let Some(step) = doc.step.as_mut().filter(|s| !s.is_done()) else {
+            return;
+        };
+        let capture = examine(
+            &self.frame.view(),
+            captured,
+            &mut doc.scratch,
+            &doc.thresholds,
+        );
+        let events = step.on_frame(captured, capture);
+        self.on_document_events(events, captured);
+    }
+
+    fn on_document_events(&mut self, events: Vec<StepEvent>, at: Instant) {
+        let mut pending = std::collections::VecDeque::from(events);
+        while let Some(event) = pending.pop_front() {
+            match event {
+                StepEvent::Guidance { code, active } => {
+                    self.publish_guidance(code, active, "document", at)
+                }
+                StepEvent::GaveUp { code } => self.finish_document(Some(code)),
+                StepEvent::ReadyToRead => {
+                    let Some(doc) = self.document.as_mut() else {
+                        return;
+                    };
+                    let Some(step) = doc.step.as_mut() else {
+                        return;
+                    };
+                    let Some(best) = step.take_best() else {
+                        continue;
+                    };
+                    let kind = doc.policy.kind;
+                    let started = Instant::now();
+                    let read = match doc.reader.read(&best, kind, today_utc()) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(session = %self.bus.session_id(), error = %e, "document OCR failed");
+                            pending.extend(step.on_read(at, false));
+                            continue;
+                        }
+                    };
+                    let complete = read.is_complete(kind);
+                    let portrait = doc.reader.portrait(&best, kind);
+                    // Timing only: the text itself is never logged.
+                    tracing::debug!(session = %self.bus.session_id(), complete, ms = started.elapsed().as_millis() as u64, "document read");
+                    doc.read = Some((best, read, portrait));
+                    pending.extend(step.on_read(at, complete));
+                    if complete {
+                        self.finish_document(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the document step (a failure code when no readable capture came), builds its
+    /// outcome, and moves on to the verdict.
+    fn finish_document(&mut self, failure: Option<ReasonCode>) {
+        let Some(doc) = self.document.as_mut() else {
+            return;
+        };
+        if doc.outcome.is_some() {
+            return;
+        }
+        let captures = doc.step.as_ref().map_or(0, |s| s.captures);
+        let (read, capture, portrait) = match &doc.read {
+            Some((c, r, p)) => (
+                Some(r.clone()),
+                Some(c),
+                Some(compare_portrait(p.as_ref(), &self.live_embeddings)),
+            ),
+            None => (None, None, None),
+        };
+        let expected = match (&doc.policy.expected, &read) {
+            (Some(e), Some(r)) => e.compare(&r.fields),
+            _ => Vec::new(),
+        };
+        doc.outcome = Some(DocumentOutcome {
+            mode: doc.policy.mode,
+            kind: doc.policy.kind,
+            failure: if read.is_some() { None } else { failure },
+            read,
+            expected,
+            portrait,
+            capture: capture.map(|c| c.judgement.clone()),
+            captures,
+        });
+        let card_image = capture
+            .filter(|_| doc.policy.retain == Retain::TextAndImage)
+            .map(|c| c.image.clone());
+        let id = doc.step_id;
+        match failure.filter(|_| doc.read.is_none()) {
+            Some(code) => {
+                self.bus.publish(
+                    "challenge_failed",
+                    &json!({ "id": id, "reason": code, "hint_key": code.hint_key() }),
+                );
+            }
+            None => {
+                self.bus.publish("challenge_passed", &json!({ "id": id }));
+            }
+        }
+        if let (Some(img), Some(dir)) = (card_image, &self.cfg.evidence_dir) {
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            let (y, u, v) = crate::analysis::image::rgb_to_i420(w, h, img.as_raw());
+            let planes = I420 {
+                width: w,
+                height: h,
+                y: &y,
+                u: &u,
+                v: &v,
+                y_stride: w,
+                uv_stride: w.div_ceil(2),
+            };
+            match crate::store::evidence::write_jpeg(dir, "document", &planes) {
+                Ok(file) => self.evidence.push(file),
+                Err(e) => tracing::warn!(error = %e, "cannot write the document frame"),
+            }
+        }
+        self.conclude(None);
     }
 
     /// Decides the verdict once (when the plan finishes, or when the call ends first).
@@ -551,7 +746,34 @@ impl Worker {
                 .iter()
                 .filter_map(|i| ReasonCode::from_code(i.code())),
         );
+        let document = self.document.as_ref().and_then(|d| {
+            d.outcome.clone().or_else(|| {
+                // The call ended during the step: what kept the card from being read.
+                d.step.as_ref().map(|s| DocumentOutcome {
+                    mode: d.policy.mode,
+                    kind: d.policy.kind,
+                    failure: Some(
+                        s.active()
+                            .into_iter()
+                            .next()
+                            .unwrap_or(ReasonCode::DocumentNotShown),
+                    ),
+                    read: None,
+                    expected: Vec::new(),
+                    portrait: None,
+                    capture: None,
+                    captures: s.captures,
+                })
+            })
+        });
+        let document_fields = self
+            .document
+            .as_ref()
+            .filter(|d| d.policy.retain != Retain::None)
+            .and_then(|d| d.read.as_ref())
+            .and_then(|(_, r, _)| serde_json::to_value(&r.fields).ok());
         let verdict = decide(&VerdictInputs {
+            document,
             liveness: self.liveness.as_ref().map(|l| l.outcome()),
             face_match: self.face_match(),
             network_poor_ms: self.network_poor_ms,
@@ -564,6 +786,7 @@ impl Worker {
         });
         let mut verdict = verdict;
         verdict.frames = self.evidence.clone();
+        verdict.document_fields = document_fields;
         self.bus.publish("verdict", &verdict.for_client());
         tracing::info!(session = %self.bus.session_id(), status = verdict.status.as_str(), "verdict");
         *slot = Some(verdict);
@@ -705,6 +928,7 @@ impl Worker {
                 }
             }
         }
+        self.analyze_document(captured);
         // A black camera is a device fault; lighting hints would only confuse.
         if !metrics.black {
             for change in self.guidance.update(captured, &metrics) {

@@ -85,15 +85,21 @@ enum MediaSlot {
 }
 
 /// What the relying party asked of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionPolicy {
     /// A microphone is required (`MIC_MISSING` when the call has no audio).
     pub audio: bool,
+    /// The ID-document step (off by default).
+    #[serde(default)]
+    pub document: crate::document::DocumentPolicy,
 }
 
 impl Default for SessionPolicy {
     fn default() -> Self {
-        SessionPolicy { audio: true }
+        SessionPolicy {
+            audio: true,
+            document: Default::default(),
+        }
     }
 }
 
@@ -227,6 +233,7 @@ pub struct SessionRegistry {
     active: AtomicUsize,
     accepting: std::sync::atomic::AtomicBool,
     face_models: Option<Arc<crate::analysis::face::FaceModels>>,
+    document_reader: Option<Arc<crate::document::DocumentReader>>,
 }
 
 impl SessionRegistry {
@@ -236,6 +243,7 @@ impl SessionRegistry {
         mux: Arc<MediaMux>,
         persist: mpsc::Sender<Arc<Event>>,
         face_models: Option<Arc<crate::analysis::face::FaceModels>>,
+        document_reader: Option<Arc<crate::document::DocumentReader>>,
         notifier: Arc<Notifier>,
     ) -> Arc<Self> {
         Arc::new(SessionRegistry {
@@ -249,7 +257,13 @@ impl SessionRegistry {
             active: AtomicUsize::new(0),
             accepting: std::sync::atomic::AtomicBool::new(true),
             face_models,
+            document_reader,
         })
+    }
+
+    /// Whether sessions may ask for the ID-document step (face and OCR models loaded).
+    pub fn documents_available(&self) -> bool {
+        self.document_reader.is_some()
     }
 
     pub fn store(&self) -> &Store {
@@ -436,6 +450,11 @@ impl SessionRegistry {
                 std::path::Path::new(&self.cfg.data_dir),
                 &session.id,
             )),
+            document: self
+                .document_reader
+                .clone()
+                .filter(|_| session.policy.document.is_on())
+                .map(|reader| (session.policy.document.clone(), reader)),
             liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
                 crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
             }),
@@ -571,6 +590,7 @@ impl SessionRegistry {
                 face_match: None,
                 network_poor_ms: 0,
                 persistent_faults: session.device_failures(),
+                document: None,
                 ended_early: Some(match reason {
                     "expired" => "expired",
                     "deleted" => "deleted",
@@ -585,6 +605,15 @@ impl SessionRegistry {
                 .await
             {
                 Ok(()) => {
+                    if let Some(fields) = &verdict.document_fields {
+                        if let Err(e) = self
+                            .store
+                            .set_document_fields(&session.id, &fields.to_string())
+                            .await
+                        {
+                            tracing::error!(session = %session.id, error = %e, "cannot store the document fields");
+                        }
+                    }
                     let notice = VerdictNotice {
                         session_id: &session.id,
                         api_key_id: &session.api_key_id,
@@ -632,6 +661,7 @@ impl SessionRegistry {
             face_match: None,
             network_poor_ms: 0,
             persistent_faults: Vec::new(),
+            document: None,
             ended_early: Some("other"),
         });
         let Ok(text) = serde_json::to_string(&verdict) else {

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_foundation.sql")),
     (2, include_str!("../../migrations/0002_verdicts.sql")),
     (3, include_str!("../../migrations/0003_relying_party.sql")),
+    (4, include_str!("../../migrations/0004_documents.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +288,38 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The text read from the session's ID document (JSON), when its policy retains it.
+    pub async fn set_document_fields(&self, id: &str, fields_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET document_fields = $1 WHERE id = $2")
+            .bind(fields_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_document_fields(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT document_fields FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// Retention: clears the document text of sessions that ended before `before_ms`; returns
+    /// how many sessions had some.
+    pub async fn purge_document_fields(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET document_fields = NULL WHERE document_fields IS NOT NULL AND ended_at < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn get_verdict(&self, id: &str) -> StoreResult<Option<String>> {

@@ -182,6 +182,25 @@ pub fn live_person(stage: Arc<Stage>, recording: Arc<Mutex<Vec<FaceEdit>>>) -> V
     }))
 }
 
+/// A rendered person who follows the challenges and, when asked for their ID, holds `card` up
+/// as `hold` says (the approach starts when the step is announced).
+pub fn live_person_with_card(
+    stage: Arc<Stage>,
+    card: Arc<RgbImage>,
+    hold: CardHold,
+) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    reactive(Box::new(move |index, events| {
+        match current_challenge(events, &seen, index) {
+            Some((action, t)) if action == "show_document" => {
+                frame_of(&holding_card(&stage, &card, &hold, (t * FPS as f32) as u64))
+            }
+            Some((action, t)) => stage.frame(&perform(&action, t, index)),
+            None => stage.frame(&idle(index)),
+        }
+    }))
+}
+
 /// A recording of a person, looped frame by frame whatever the server asks (a replay attack).
 pub fn replay(stage: Arc<Stage>, recording: Vec<FaceEdit>) -> VideoSource {
     reactive(Box::new(move |index, _| {
@@ -262,7 +281,10 @@ pub fn holding_card(stage: &Stage, card: &RgbImage, hold: &CardHold, index: u64)
     render_card(
         card,
         &person,
-        (hold.centre.0 + sx, hold.centre.1 + sy + 30.0 * (1.0 - settle)),
+        (
+            hold.centre.0 + sx,
+            hold.centre.1 + sy + 30.0 * (1.0 - settle),
+        ),
         width / card.width as f32,
         hold.yaw + (t * 1.3).sin() * 3.0,
         hold.pitch + (t * 1.1).cos() * 2.0,

@@ -6,6 +6,8 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::document::fields::{DocumentKind, FieldMatch, NumberCheck};
+use crate::document::{DocumentMode, DocumentOutcome};
 use crate::liveness::spoof::{
     looks_planar, FlatMotion, PlanarityScore, FLAT_MOTION_MIN_FRAMES, PLANAR_RESIDUAL_MAX,
 };
@@ -67,6 +69,10 @@ pub struct Verdict {
     pub scores: Value,
     /// Evidence frames stored with the session (file names under its evidence folder).
     pub frames: Vec<String>,
+    /// Text read from the ID document, kept apart from the verdict (its own column, purged by
+    /// retention) and only when the session's policy retains it.
+    #[serde(skip)]
+    pub document_fields: Option<Value>,
 }
 
 impl Verdict {
@@ -102,6 +108,8 @@ pub struct VerdictInputs {
     pub persistent_faults: Vec<ReasonCode>,
     /// The call ended before the plan finished (how it ended).
     pub ended_early: Option<&'static str>,
+    /// The ID-document step's result, when the session asked for one.
+    pub document: Option<crate::document::DocumentOutcome>,
 }
 
 /// Poor network for at least this long during the steps makes failures the network's fault.
@@ -122,12 +130,16 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
     if let Some(l) = &v.liveness {
         scores.insert("flat_motion".into(), flat_json(&l.flat));
     }
+    if let Some(d) = &v.document {
+        scores.insert("document".into(), d.checks_json());
+    }
     let scores = Value::Object(scores);
     let verdict = |status, reasons| Verdict {
         status,
         reasons,
         scores: scores.clone(),
         frames: Vec::new(),
+        document_fields: None,
     };
     let network_poor = v.network_poor_ms >= NETWORK_BLAME_MS;
     let device_fault = v.persistent_faults.iter().copied().find(|c| {
@@ -232,6 +244,10 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         reasons.push(fault_reason(code));
         return verdict(VerdictStatus::Failed, reasons);
     }
+    if let Some((status, mut found)) = v.document.as_ref().and_then(document_reasons) {
+        reasons.append(&mut found);
+        return verdict(status, reasons);
+    }
     match &spoof {
         None => {
             // No head motion to judge the geometry by: a person should look at it.
@@ -249,6 +265,87 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
             verdict(VerdictStatus::NeedsReview, reasons)
         }
         Some(_) => verdict(VerdictStatus::Passed, reasons),
+    }
+}
+
+/// What the ID document says against the session, most decisive first: a portrait of someone
+/// else, a number that fails its check, data that differs from what the relying party expects,
+/// then a capture that never became readable (only when the document is required).
+fn document_reasons(d: &DocumentOutcome) -> Option<(VerdictStatus, Vec<VerdictReason>)> {
+    let required = d.mode == DocumentMode::Required;
+    if let Some(p) = d.portrait {
+        match p.similarity {
+            Some(s) if s < p.threshold => {
+                return Some((
+                    VerdictStatus::Failed,
+                    vec![VerdictReason::new(
+                        ReasonCode::DocumentPortraitMismatch,
+                        json!(p),
+                    )],
+                ))
+            }
+            None if d.kind != DocumentKind::Passport || required => {
+                return Some((
+                    VerdictStatus::NeedsReview,
+                    vec![VerdictReason::new(
+                        ReasonCode::DocumentPortraitMismatch,
+                        json!({ "portrait": "not found on the card", "threshold": p.threshold }),
+                    )],
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(read) = &d.read {
+        if let NumberCheck::Invalid { why } = &read.number_check {
+            return Some((
+                VerdictStatus::Failed,
+                vec![VerdictReason::new(
+                    ReasonCode::IdNumberInvalid,
+                    json!({ "check": why }),
+                )],
+            ));
+        }
+        let differing: Vec<&str> = d
+            .expected
+            .iter()
+            .filter(|(_, m)| *m == FieldMatch::Mismatch)
+            .map(|(k, _)| *k)
+            .collect();
+        if !differing.is_empty() || read.birth_date_conflict {
+            return Some((
+                VerdictStatus::Failed,
+                vec![VerdictReason::new(
+                    ReasonCode::IdInfoMismatch,
+                    json!({ "differing": differing, "birth_date_conflict": read.birth_date_conflict }),
+                )],
+            ));
+        }
+        let unread: Vec<&str> = d
+            .expected
+            .iter()
+            .filter(|(_, m)| *m == FieldMatch::Unread)
+            .map(|(k, _)| *k)
+            .collect();
+        if !unread.is_empty() {
+            return Some((
+                VerdictStatus::NeedsReview,
+                vec![VerdictReason::new(
+                    ReasonCode::DocumentBlur,
+                    json!({ "unread": unread }),
+                )],
+            ));
+        }
+    }
+    match d.failure {
+        Some(code) if required => Some((
+            VerdictStatus::Failed,
+            vec![VerdictReason::new(
+                code,
+                json!({ "capture": d.capture, "captures": d.captures }),
+            )],
+        )),
+        _ => None,
     }
 }
 
@@ -307,6 +404,7 @@ mod tests {
             network_poor_ms: 0,
             persistent_faults: vec![],
             ended_early: None,
+            document: None,
         }
     }
 

@@ -97,11 +97,17 @@ impl TestServer {
     }
 
     pub async fn create_session(&self) -> CreatedSession {
+        self.create_session_with(serde_json::json!({ "subject": "test-user" }))
+            .await
+    }
+
+    /// `POST /v1/sessions` with `body` (must be accepted).
+    pub async fn create_session_with(&self, body: Value) -> CreatedSession {
         let resp = self
             .http
             .post(self.url("/v1/sessions"))
             .bearer_auth(&self.api_key)
-            .json(&serde_json::json!({ "subject": "test-user" }))
+            .json(&body)
             .send()
             .await
             .unwrap();

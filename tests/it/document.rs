@@ -6,17 +6,22 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use vericall::analysis::face::embed::embed_faces;
+use vericall::analysis::face::embed::{embed_faces, MATCH_THRESHOLD};
 use vericall::document::card::{CaptureThresholds, CardScratch};
+use vericall::document::fields::{salted_hash, ExpectedIdentity};
 use vericall::document::fields::{DocumentKind, DocumentRead};
 use vericall::document::ocr::OcrModels;
 use vericall::document::step::{Capture, DocumentStep, StepEvent};
 use vericall::document::{compare_portrait, examine, DocumentReader};
+use vericall::document::{DocumentMode, DocumentOutcome};
+use vericall::liveness::plan::{Action, ChallengePlan};
 use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
 use vericall::reasons::ReasonCode;
 use vericall::testkit::actor::{holding_card, CardHold, FPS};
 use vericall::testkit::render::RgbImage;
+use vericall::testkit::specimen::add_glare;
 use vericall::testkit::specimen::{load_cjk_font, render_cn_id, SpecimenData};
+use vericall::verdict::{decide, VerdictInputs, VerdictStatus};
 
 use crate::face::{models, repo, stage};
 
@@ -38,23 +43,35 @@ pub fn astronaut_portrait() -> RgbImage {
     RgbImage::from_raw(200, 250, crop.into_raw()).expect("portrait")
 }
 
+/// Tom Hanks (insightface's aligned still): someone else's portrait.
+fn other_portrait() -> RgbImage {
+    let img = image::open(repo().join("models/stills/tom_hanks_112.png"))
+        .expect("still")
+        .to_rgb8();
+    RgbImage::from_raw(112, 112, img.into_raw()).expect("portrait")
+}
+
 #[test]
-fn flat_specimen_is_read() {
+fn a_flat_specimen_is_read_exactly() {
     let font = load_cjk_font().expect("font");
-    let mut rng = StdRng::seed_from_u64(1);
-    let data = SpecimenData::random(&mut rng);
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(1));
     let card = render_cn_id(&data, &astronaut_portrait(), &font);
     let out = repo().join("tests/artifacts");
     std::fs::create_dir_all(&out).unwrap();
     card.save_png(&out.join("specimen.png")).unwrap();
     let img = image::RgbImage::from_raw(card.width as u32, card.height as u32, card.data.clone())
         .unwrap();
-    let t = std::time::Instant::now();
     let lines = ocr().read(&img).unwrap();
-    eprintln!("{:?} {} ms", data, t.elapsed().as_millis());
-    for l in &lines {
-        eprintln!("{:?} {:.2} {:?}", l.text, l.confidence, l.bbox);
-    }
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    println!("flat specimen: {texts:?}");
+    let read = vericall::document::fields::read_cn_id(&lines, (2026, 11, 30));
+    assert_eq!(read.fields.name.as_deref(), Some(data.name.as_str()));
+    assert_eq!(read.fields.number.as_deref(), Some(data.number.as_str()));
+    let (y, m, d) = data.birth;
+    assert_eq!(
+        read.fields.birth_date,
+        Some(format!("{y:04}-{m:02}-{d:02}"))
+    );
 }
 
 /// Encodes `frames` with VP8 at a call's bitrate and decodes them again, as the server would
@@ -76,38 +93,52 @@ pub fn through_vp8(frames: &[RgbImage], bitrate_kbps: u32) -> Vec<DecodedFrame> 
     out
 }
 
-/// Runs the document step over decoded frames at 15 fps; returns the read (if any), the
-/// guidance raised, the give-up code, and per-frame examine times (ms).
-pub fn run_step(
-    reader: &DocumentReader,
-    frames: &[DecodedFrame],
-) -> (Option<(DocumentRead, Capture)>, Vec<ReasonCode>, Option<ReasonCode>, Vec<f64>) {
+/// What the document step did with one clip.
+pub struct StepRun {
+    pub read: Option<(DocumentRead, Capture)>,
+    /// Guidance codes raised, in order.
+    pub guidance: Vec<ReasonCode>,
+    pub gave_up: Option<ReasonCode>,
+    /// Per-frame find + rectify + judge time (ms).
+    pub examine_ms: Vec<f64>,
+    /// OCR + field checks time of each read (ms).
+    pub read_ms: Vec<f64>,
+}
+
+/// Runs the document step over decoded frames at 15 fps, reading captures as it asks.
+pub fn run_step(reader: &DocumentReader, frames: &[DecodedFrame]) -> StepRun {
     let t0 = Instant::now();
     let mut step = DocumentStep::new(t0);
     let mut scratch = CardScratch::default();
     let thresholds = CaptureThresholds::default();
-    let mut guidance = Vec::new();
-    let mut times = Vec::new();
-    let mut read = None;
-    let mut gave_up = None;
+    let mut run = StepRun {
+        read: None,
+        guidance: Vec::new(),
+        gave_up: None,
+        examine_ms: Vec::new(),
+        read_ms: Vec::new(),
+    };
     for (i, f) in frames.iter().enumerate() {
         let at = t0 + Duration::from_millis(i as u64 * 1000 / FPS as u64);
         let start = Instant::now();
         let capture = examine(&f.view(), at, &mut scratch, &thresholds);
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
-        for e in step.on_frame(at, capture) {
+        run.examine_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        let mut events = step.on_frame(at, capture);
+        while let Some(e) = events.pop() {
             match e {
-                StepEvent::Guidance { code, active: true } => guidance.push(code),
+                StepEvent::Guidance { code, active: true } => run.guidance.push(code),
                 StepEvent::Guidance { .. } => {}
-                StepEvent::GaveUp { code } => gave_up = Some(code),
+                StepEvent::GaveUp { code } => run.gave_up = Some(code),
                 StepEvent::ReadyToRead => {
                     let best = step.take_best().unwrap();
-                    let r = reader.read(&best, DocumentKind::CnResidentId, (2026, 11, 30)).unwrap();
+                    let start = Instant::now();
+                    let r = reader
+                        .read(&best, DocumentKind::CnResidentId, (2026, 11, 30))
+                        .unwrap();
+                    run.read_ms.push(start.elapsed().as_secs_f64() * 1000.0);
                     let complete = r.is_complete(DocumentKind::CnResidentId);
-                    read = Some((r, best));
-                    if let Some(StepEvent::GaveUp { code }) = step.on_read(at, complete).pop() {
-                        gave_up = Some(code);
-                    }
+                    run.read = Some((r, best));
+                    events.extend(step.on_read(at, complete));
                 }
             }
         }
@@ -115,7 +146,7 @@ pub fn run_step(
             break;
         }
     }
-    (read, guidance, gave_up, times)
+    run
 }
 
 pub fn reader() -> DocumentReader {
@@ -125,58 +156,264 @@ pub fn reader() -> DocumentReader {
     }
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut t = v.to_vec();
+    t.sort_by(f64::total_cmp);
+    t.get(t.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A clip of `seconds` of the rendered person holding `card`, as the server decodes it.
+fn clip(card: &RgbImage, hold: &CardHold, frames: u64) -> Vec<DecodedFrame> {
+    let stage = stage();
+    let rendered: Vec<RgbImage> = (0..frames)
+        .map(|i| holding_card(stage, card, hold, i))
+        .collect();
+    through_vp8(&rendered, 900)
+}
+
+fn random_hold(rng: &mut StdRng) -> CardHold {
+    CardHold {
+        centre: (rng.gen_range(300.0..340.0), rng.gen_range(290.0..320.0)),
+        width_px: rng.gen_range(390.0..430.0),
+        roll: rng.gen_range(-6.0..6.0),
+        yaw: rng.gen_range(-10.0..10.0),
+        pitch: rng.gen_range(-8.0..8.0),
+        approach_s: 0.8,
+    }
+}
+
+/// The live face's embeddings, from the rendered person looking straight ahead.
+fn live_embeddings() -> Vec<vericall::analysis::face::embed::Embedding> {
+    embed_faces(
+        &models(),
+        &stage().frame(&Default::default()).view(),
+        &mut Vec::new(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(_, e)| e)
+    .collect()
+}
+
 #[test]
 fn specimen_clips_are_read_exactly() {
     let font = load_cjk_font().expect("font");
-    let stage = stage();
     let portrait = astronaut_portrait();
     let reader = reader();
-    let live = embed_faces(&models(), &stage.frame(&Default::default()).view(), &mut Vec::new()).unwrap();
-    let live: Vec<_> = live.into_iter().map(|(_, e)| e).collect();
+    let live = live_embeddings();
     let mut exact = 0;
-    for clip in 0..10u64 {
-        let mut rng = StdRng::seed_from_u64(100 + clip);
+    let (mut examine_ms, mut read_ms) = (Vec::new(), Vec::new());
+    for n in 0..10u64 {
+        let mut rng = StdRng::seed_from_u64(100 + n);
         let data = SpecimenData::random(&mut rng);
         let card = render_cn_id(&data, &portrait, &font);
-        let hold = CardHold {
-            centre: (rng.gen_range(300.0..340.0), rng.gen_range(290.0..320.0)),
-            width_px: rng.gen_range(390.0..430.0),
-            roll: rng.gen_range(-6.0..6.0),
-            yaw: rng.gen_range(-10.0..10.0),
-            pitch: rng.gen_range(-8.0..8.0),
-            approach_s: 0.8,
-        };
-        let frames: Vec<RgbImage> = (0..60).map(|i| holding_card(&stage, &card, &hold, i)).collect();
-        if clip == 0 {
-            frames[30].save_png(&repo().join("tests/artifacts/document-clip.png")).unwrap();
-        }
-        let decoded = through_vp8(&frames, 900);
-        let (read, guidance, gave_up, times) = run_step(&reader, &decoded);
-        let median = {
-            let mut t = times.clone();
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        };
-        let (fields, sim) = match &read {
+        let frames = clip(&card, &random_hold(&mut rng), 60);
+        let run = run_step(&reader, &frames);
+        examine_ms.extend(&run.examine_ms);
+        read_ms.extend(&run.read_ms);
+        let (fields, similarity) = match &run.read {
             Some((r, best)) => {
                 let p = reader.portrait(best, DocumentKind::CnResidentId);
-                (r.fields.clone(), compare_portrait(p.as_ref(), &live).similarity)
+                (
+                    r.fields.clone(),
+                    compare_portrait(p.as_ref(), &live).similarity,
+                )
             }
             None => (Default::default(), None),
         };
         let ok = fields.name.as_deref() == Some(data.name.as_str())
             && fields.number.as_deref() == Some(data.number.as_str());
         exact += ok as usize;
-        if let (false, Some((_, best))) = (ok, &read) {
-            let lines = reader.ocr.read(&best.image).unwrap();
-            eprintln!("clip {clip} lines: {:?}", lines.iter().map(|l| &l.text).collect::<Vec<_>>());
-            best.image.save(repo().join(format!("tests/artifacts/document-miss-{clip}.png"))).unwrap();
-        }
-        eprintln!(
-            "clip {clip}: exact={ok} read={:?}/{:?} truth={}/{} guidance={guidance:?} gave_up={gave_up:?} portrait={sim:?} examine median {median:.1} ms",
-            fields.name, fields.number, data.name, data.number
+        println!(
+            "clip {n}: exact={ok} name {:?} vs {} number {:?} vs {} guidance {:?} portrait similarity {similarity:?}",
+            fields.name, data.name, fields.number, data.number, run.guidance
         );
+        if ok {
+            let s = similarity.expect("the card portrait is found");
+            assert!(
+                s >= MATCH_THRESHOLD,
+                "same person on the card: {s} < {MATCH_THRESHOLD}"
+            );
+        }
     }
-    eprintln!("{exact}/10 clips read exactly");
+    println!(
+        "{exact}/10 clips read exactly; examine median {:.1} ms/frame, read median {:.1} ms/capture",
+        median(&examine_ms),
+        median(&read_ms)
+    );
     assert!(exact >= 9, "{exact}/10 clips read exactly");
+}
+
+/// The verdict a finished, passing liveness plus this document outcome gets.
+fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
+    use vericall::liveness::spoof::{FlatMotion, PlanarityScore};
+    use vericall::liveness::LivenessOutcome;
+    let plan = ChallengePlan::from_actions(&[Action::TurnLeft], Duration::from_secs(6));
+    decide(&VerdictInputs {
+        liveness: Some(LivenessOutcome {
+            steps: plan
+                .steps
+                .into_iter()
+                .map(|s| (s, Some(true), None))
+                .collect(),
+            finished: true,
+            spoof: Some(PlanarityScore {
+                homography_residual: 0.06,
+                affine_residual: 0.06,
+                frames: 10,
+                max_yaw: 20.0,
+                max_pitch: 0.0,
+            }),
+            flat: FlatMotion {
+                frames: 0,
+                max_ratio_change: 0.0,
+            },
+        }),
+        face_match: None,
+        network_poor_ms: 0,
+        persistent_faults: vec![],
+        ended_early: None,
+        document: Some(document),
+    })
+}
+
+/// Runs one clip of `card` and turns it into the verdict, as the pipeline does.
+fn clip_verdict(
+    card: &RgbImage,
+    expected: Option<ExpectedIdentity>,
+) -> (StepRun, vericall::verdict::Verdict) {
+    let reader = reader();
+    let mut rng = StdRng::seed_from_u64(7);
+    let run = run_step(&reader, &clip(card, &random_hold(&mut rng), 60));
+    let read = run.read.as_ref().map(|(r, _)| r.clone());
+    let portrait = run.read.as_ref().map(|(_, best)| {
+        compare_portrait(
+            reader.portrait(best, DocumentKind::CnResidentId).as_ref(),
+            &live_embeddings(),
+        )
+    });
+    let outcome = DocumentOutcome {
+        mode: DocumentMode::Required,
+        kind: DocumentKind::CnResidentId,
+        failure: if read.is_some() { None } else { run.gave_up },
+        expected: match (&expected, &read) {
+            (Some(e), Some(r)) => e.compare(&r.fields),
+            _ => vec![],
+        },
+        read,
+        portrait,
+        capture: run.read.as_ref().map(|(_, b)| b.judgement.clone()),
+        captures: run.examine_ms.len(),
+    };
+    let v = verdict_with(outcome);
+    (run, v)
+}
+
+fn codes(v: &vericall::verdict::Verdict) -> Vec<ReasonCode> {
+    v.reasons.iter().map(|r| r.code).collect()
+}
+
+#[test]
+fn a_wrong_check_digit_is_id_number_invalid() {
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(3)).with_wrong_check_char();
+    let (run, v) = clip_verdict(&render_cn_id(&data, &astronaut_portrait(), &font), None);
+    let read = &run.read.as_ref().expect("card read").0;
+    println!(
+        "wrong check digit: read {:?}, verdict {:?}",
+        read.fields.number,
+        codes(&v)
+    );
+    assert_eq!(read.fields.number.as_deref(), Some(data.number.as_str()));
+    assert_eq!(v.status, VerdictStatus::Failed);
+    assert_eq!(codes(&v), vec![ReasonCode::IdNumberInvalid]);
+    assert_eq!(v.reasons[0].evidence["check"], "check_digit");
+}
+
+#[test]
+fn expected_data_that_differs_is_id_info_mismatch_and_matching_data_passes() {
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(4));
+    let card = render_cn_id(&data, &astronaut_portrait(), &font);
+    let salt = "rp-salt-1";
+    let matching = ExpectedIdentity {
+        salt: Some(salt.into()),
+        name_sha256: Some(salted_hash(salt, &data.name)),
+        number_sha256: Some(salted_hash(salt, &data.number)),
+        ..Default::default()
+    };
+    let (_, v) = clip_verdict(&card, Some(matching));
+    println!(
+        "hashed expected identity, same person: {:?} {:?}",
+        v.status,
+        codes(&v)
+    );
+    assert_eq!(v.status, VerdictStatus::Passed, "{:#?}", v.reasons);
+    let differing = ExpectedIdentity {
+        name: Some(data.name.clone()),
+        number: Some(SpecimenData::random(&mut StdRng::seed_from_u64(99)).number),
+        ..Default::default()
+    };
+    let (_, v) = clip_verdict(&card, Some(differing));
+    println!(
+        "expected number differs: {:?} {:?} {}",
+        v.status,
+        codes(&v),
+        v.reasons[0].evidence
+    );
+    assert_eq!(codes(&v), vec![ReasonCode::IdInfoMismatch]);
+    assert_eq!(
+        v.reasons[0].evidence["differing"],
+        serde_json::json!(["number"])
+    );
+}
+
+#[test]
+fn a_glare_patch_over_the_text_raises_document_glare() {
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(5));
+    let mut card = render_cn_id(&data, &astronaut_portrait(), &font);
+    add_glare(&mut card, (260.0, 230.0), 230.0);
+    card.save_png(&repo().join("tests/artifacts/specimen-glare.png"))
+        .unwrap();
+    let reader = reader();
+    let mut rng = StdRng::seed_from_u64(7);
+    // 8 s of holding it there: guidance comes while the step still runs.
+    let run = run_step(&reader, &clip(&card, &random_hold(&mut rng), 120));
+    println!(
+        "glare: guidance {:?}, read {}",
+        run.guidance,
+        run.read.is_some()
+    );
+    assert!(
+        run.guidance.contains(&ReasonCode::DocumentGlare),
+        "{:?}",
+        run.guidance
+    );
+    assert!(
+        run.read.is_none(),
+        "a glared card is never taken as the capture"
+    );
+}
+
+#[test]
+fn a_card_with_another_persons_portrait_is_document_portrait_mismatch() {
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(6));
+    let card = render_cn_id(&data, &other_portrait(), &font);
+    let (_, v) = clip_verdict(&card, None);
+    println!(
+        "other portrait: {:?} {}",
+        codes(&v),
+        v.reasons
+            .first()
+            .map(|r| r.evidence.clone())
+            .unwrap_or_default()
+    );
+    assert_eq!(v.status, VerdictStatus::Failed);
+    assert_eq!(codes(&v), vec![ReasonCode::DocumentPortraitMismatch]);
+    let s = v.reasons[0].evidence["similarity"]
+        .as_f64()
+        .expect("a face found on the card");
+    assert!(s < MATCH_THRESHOLD as f64, "{s}");
 }
