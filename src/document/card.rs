@@ -40,6 +40,9 @@ const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.1;
 const MIN_SIDE_SUPPORT: f32 = 0.65;
 /// Area of the quad, as a share of the frame.
 const AREA_RANGE: std::ops::RangeInclusive<f32> = 0.03..=0.95;
+/// A quad leaning on the frame's border may cover at most this share of it: larger ones are
+/// mostly door frames, picture edges and the like meeting the border, not a card held up.
+const MAX_CUT_OFF_AREA: f32 = 0.45;
 
 /// Capture judgement thresholds (see `judge`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -416,7 +419,8 @@ fn quad_from(sides: &[Line; 4], w: f32, h: f32, partial: bool) -> Option<[(f32, 
             })
             .sum::<f32>()
             .abs();
-    if !AREA_RANGE.contains(&(area / (w * h))) {
+    let share = area / (w * h);
+    if !AREA_RANGE.contains(&share) || (partial && share > MAX_CUT_OFF_AREA) {
         return None;
     }
     let len = |i: usize| {
