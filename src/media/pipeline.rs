@@ -689,7 +689,8 @@ impl Worker {
         doc.outcome = Some(DocumentOutcome {
             mode: doc.policy.mode,
             kind: doc.policy.kind,
-            failure: if read.is_some() { None } else { failure },
+            // Set whenever the step gave up, even after an incomplete read.
+            failure,
             read,
             expected,
             portrait,
@@ -700,7 +701,7 @@ impl Worker {
             .filter(|_| doc.policy.retain == Retain::TextAndImage)
             .map(|c| c.image.clone());
         let id = doc.step_id;
-        match failure.filter(|_| doc.read.is_none()) {
+        match failure {
             Some(code) => {
                 self.bus.publish(
                     "challenge_failed",

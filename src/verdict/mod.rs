@@ -500,4 +500,54 @@ mod tests {
             VerdictStatus::NeedsReview
         );
     }
+
+    #[test]
+    fn a_required_document_that_was_never_read_fails_with_the_capture_reason() {
+        use crate::document::fields::{DocumentRead, ReadFields};
+        let incomplete = DocumentRead {
+            fields: ReadFields::default(),
+            number_check: NumberCheck::Unread,
+            birth_date_conflict: false,
+        };
+        let outcome = |mode, failure, read: Option<DocumentRead>| DocumentOutcome {
+            mode,
+            kind: DocumentKind::CnResidentId,
+            failure,
+            read,
+            expected: vec![],
+            portrait: None,
+            capture: None,
+            captures: 40,
+        };
+        let with = |d: DocumentOutcome| {
+            let mut i = inputs(outcome_of_three_passes());
+            i.document = Some(d);
+            decide(&i)
+        };
+        let v = with(outcome(
+            DocumentMode::Required,
+            Some(ReasonCode::DocumentBlur),
+            Some(incomplete.clone()),
+        ));
+        assert_eq!(v.status, VerdictStatus::Failed);
+        assert_eq!(codes(&v), vec![ReasonCode::DocumentBlur]);
+        let v = with(outcome(
+            DocumentMode::Required,
+            Some(ReasonCode::DocumentGlare),
+            None,
+        ));
+        assert_eq!(codes(&v), vec![ReasonCode::DocumentGlare]);
+        // Optional: reported in the scores, not held against the person.
+        let v = with(outcome(
+            DocumentMode::Optional,
+            Some(ReasonCode::DocumentNotShown),
+            None,
+        ));
+        assert_eq!(v.status, VerdictStatus::Passed);
+        assert_eq!(v.scores["document"]["failure"], "DOCUMENT_NOT_SHOWN");
+    }
+
+    fn outcome_of_three_passes() -> LivenessOutcome {
+        outcome(&[Some(true); 3], Some(0.06))
+    }
 }

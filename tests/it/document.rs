@@ -295,7 +295,7 @@ fn clip_verdict(
     let outcome = DocumentOutcome {
         mode: DocumentMode::Required,
         kind: DocumentKind::CnResidentId,
-        failure: if read.is_some() { None } else { run.gave_up },
+        failure: run.gave_up,
         expected: match (&expected, &read) {
             (Some(e), Some(r)) => e.compare(&r.fields),
             _ => vec![],
