@@ -38,6 +38,10 @@ const CORNER_DEG: f32 = 30.0;
 const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.1;
 /// Share of a side's length that must lie on matching edges.
 const MIN_SIDE_SUPPORT: f32 = 0.65;
+/// How far past a corner a side's line is checked (share of the side), and the edge support
+/// above which it "runs on": the line is a longer structure, not the card's edge.
+const OVERRUN_REACH: f32 = 0.2;
+const MAX_OVERRUN_SUPPORT: f32 = 0.6;
 /// Area of the quad, as a share of the frame.
 const AREA_RANGE: std::ops::RangeInclusive<f32> = 0.03..=0.95;
 /// A quad leaning on the frame's border may cover at most this share of it: larger ones are
@@ -433,9 +437,54 @@ fn quad_from(sides: &[Line; 4], w: f32, h: f32, partial: bool) -> Option<[(f32, 
     (partial || ASPECT_RANGE.contains(&aspect)).then_some(corners)
 }
 
+/// Share of the points on the segment a-b (one per pixel) with an edge pixel of direction
+/// `theta` (+-20 degrees) within a pixel; points outside the frame are skipped. `None` when the
+/// whole segment is outside.
+fn segment_support(
+    a: (f32, f32),
+    b: (f32, f32),
+    theta: f32,
+    edge_map: &[u8],
+    w: usize,
+    h: usize,
+) -> Option<f32> {
+    let len = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    let n = (len as usize).max(2);
+    let (mut hits, mut inside) = (0usize, 0usize);
+    for s in 0..n {
+        let t = (s as f32 + 0.5) / n as f32;
+        let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+        let (xi, yi) = (x.round() as isize, y.round() as isize);
+        if xi < 0 || yi < 0 || xi >= w as isize || yi >= h as isize {
+            continue;
+        }
+        inside += 1;
+        let mut hit = false;
+        'near: for dy in -1..=1 {
+            for dx in -1..=1 {
+                let (xx, yy) = (xi + dx, yi + dy);
+                if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
+                    continue;
+                }
+                let d = edge_map[yy as usize * w + xx as usize];
+                if d != 255 && angle_between(d as f32, theta) <= 20.0 {
+                    hit = true;
+                    break 'near;
+                }
+            }
+        }
+        hits += hit as usize;
+    }
+    (inside > 0).then(|| hits as f32 / inside as f32)
+}
+
 /// Edge support of a quad: for each measured side, the share of its points with an edge pixel of
-/// matching direction within a pixel. Returns (score, mean support) when every measured side is
-/// supported; the score is the supported length (border sides add nothing).
+/// matching direction within a pixel. A card's edges end at its corners: a quad that leans on the
+/// frame's border is dropped when one of its sides runs on strongly past a corner (a door frame,
+/// a picture's edge meeting the border). Whole quads are not held to this: their sides are
+/// backed by four edges already, and the background beyond a real card's corner may line up.
+/// Returns (score, mean support) when every measured side is supported; the score is the
+/// supported length (border sides add nothing).
 fn score_quad(
     corners: &[(f32, f32); 4],
     sides: &[Line; 4],
@@ -447,39 +496,30 @@ fn score_quad(
     let mut supports = 0.0;
     let mut measured = 0;
     for i in 0..4 {
-        // The side from corner i-1 to corner i lies on line i... corners[i] = side i x side i+1,
-        // so side i runs from corners[i-1] to corners[i].
+        // corners[i] = side i x side i+1, so side i runs from corners[i-1] to corners[i].
         let line = sides[i];
         if line.border {
             continue;
         }
         let (a, b) = (corners[(i + 3) % 4], corners[i]);
         let len = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
-        let n = (len as usize).max(2);
-        let mut hits = 0;
-        for s in 0..n {
-            let t = (s as f32 + 0.5) / n as f32;
-            let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
-            let (xi, yi) = (x.round() as isize, y.round() as isize);
-            let mut hit = false;
-            'near: for dy in -1..=1 {
-                for dx in -1..=1 {
-                    let (xx, yy) = (xi + dx, yi + dy);
-                    if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
-                        continue;
-                    }
-                    let d = edge_map[yy as usize * w + xx as usize];
-                    if d != 255 && angle_between(d as f32, line.theta) <= 20.0 {
-                        hit = true;
-                        break 'near;
-                    }
-                }
-            }
-            hits += hit as usize;
-        }
-        let support = hits as f32 / n as f32;
+        let support = segment_support(a, b, line.theta, edge_map, w, h)?;
         if support < MIN_SIDE_SUPPORT {
             return None;
+        }
+        // A quad leaning on the border: past each end of its sides, by a fifth of the side (a
+        // margin of 3 px keeps the corner itself out).
+        let partial = sides.iter().any(|l| l.border);
+        let (ux, uy) = ((b.0 - a.0) / len.max(1.0), (b.1 - a.1) / len.max(1.0));
+        let reach = len * OVERRUN_REACH;
+        for (from, dir) in [(b, 1.0), (a, -1.0)].into_iter().filter(|_| partial) {
+            let start = (from.0 + dir * ux * 3.0, from.1 + dir * uy * 3.0);
+            let end = (from.0 + dir * ux * reach, from.1 + dir * uy * reach);
+            if segment_support(start, end, line.theta, edge_map, w, h)
+                .is_some_and(|s| s > MAX_OVERRUN_SUPPORT)
+            {
+                return None;
+            }
         }
         score += support * len;
         supports += support;

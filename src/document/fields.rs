@@ -277,8 +277,8 @@ fn mrz_error_code(e: &MrzError) -> &'static str {
 
 /// Identity data the relying party expects, in clear or as salted SHA-256 hashes
 /// (`hex(sha256(salt || value))`, value normalised as in [`normalise`]), so the server never
-/// needs the clear values.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// needs the clear values. Its `Debug` names the fields given, never their values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +324,18 @@ pub fn salted_hash(salt: &str, value: &str) -> String {
     h.update(salt.as_bytes());
     h.update(normalise(value).as_bytes());
     hex::encode(h.finalize())
+}
+
+impl std::fmt::Debug for ExpectedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ExpectedIdentity")
+            .field("name", &given(&self.name))
+            .field("number", &given(&self.number))
+            .field("birth_date", &given(&self.birth_date))
+            .field("hashed", &self.salt.is_some())
+            .finish()
+    }
 }
 
 impl ExpectedIdentity {
@@ -534,6 +546,11 @@ mod tests {
         assert_eq!(
             unread.compare(&ReadFields::default()),
             vec![("birth_date", FieldMatch::Unread)]
+        );
+        let debug = format!("{clear:?}");
+        assert!(
+            !debug.contains("张伟") && !debug.contains("1101"),
+            "{debug}"
         );
         let no_salt = ExpectedIdentity {
             name_sha256: Some("ab".repeat(32)),

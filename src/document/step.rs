@@ -124,18 +124,19 @@ impl DocumentStep {
         }
         match capture {
             None => {
-                // The card left the picture: its issues no longer apply.
-                for (issue, s) in ISSUES.iter().zip(self.streaks.iter_mut()) {
-                    s.0 = 0;
-                    if s.2 {
-                        s.2 = false;
-                        events.push(StepEvent::Guidance {
-                            code: issue_code(*issue),
-                            active: false,
-                        });
-                    }
-                }
+                // A card missed for a frame or two (motion, a hand) keeps its hints, so they do
+                // not flicker; once it is gone long enough, "show your card" replaces them.
                 if !self.not_shown && at.duration_since(self.last_card_at) >= NOT_SHOWN_AFTER {
+                    for (issue, s) in ISSUES.iter().zip(self.streaks.iter_mut()) {
+                        s.0 = 0;
+                        if s.2 {
+                            s.2 = false;
+                            events.push(StepEvent::Guidance {
+                                code: issue_code(*issue),
+                                active: false,
+                            });
+                        }
+                    }
                     self.not_shown = true;
                     events.push(StepEvent::Guidance {
                         code: ReasonCode::DocumentNotShown,

@@ -185,6 +185,9 @@ function setInstruction(text, action = '', stepId = '') {
   el.dataset.action = action;
   el.dataset.stepId = String(stepId);
   $('arrow').dataset.action = action;
+  // The ID step shows a card-shaped frame instead of the face oval.
+  $('cardframe').dataset.action = action;
+  $('oval').hidden = action === 'show_document';
 }
 
 const stepStates = [];

@@ -390,6 +390,20 @@ fn a_glare_patch_over_the_text_raises_document_glare() {
         "{:?}",
         run.guidance
     );
+    let raised = run
+        .guidance
+        .iter()
+        .filter(|c| **c == ReasonCode::DocumentGlare)
+        .count();
+    assert!(
+        raised <= 2,
+        "the glare hint holds steady, it does not flicker: raised {raised} times"
+    );
+    assert!(
+        run.guidance.iter().all(|c| *c == ReasonCode::DocumentGlare),
+        "only glare is wrong with this card: {:?}",
+        run.guidance
+    );
     assert!(
         run.read.is_none(),
         "a glared card is never taken as the capture"
@@ -416,4 +430,94 @@ fn a_card_with_another_persons_portrait_is_document_portrait_mismatch() {
         .as_f64()
         .expect("a face found on the card");
     assert!(s < MATCH_THRESHOLD as f64, "{s}");
+}
+
+/// End to end over WebRTC: a rendered person does the challenges, then holds up a specimen card
+/// whose number differs from what the relying party expects. The verdict is ID_INFO_MISMATCH,
+/// the relying party's API returns what was read, and the text never reaches events or logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_fields() {
+    use vericall::testkit::actor::live_person_with_card;
+    use vericall::testkit::peer::{run_peer, PeerOptions};
+
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(11));
+    let card = render_cn_id(&data, &astronaut_portrait(), &font);
+    let ts = crate::common::TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..crate::common::test_config()
+    })
+    .await;
+    let other_number = SpecimenData::random(&mut StdRng::seed_from_u64(12)).number;
+    let s = ts
+        .create_session_with(serde_json::json!({
+            "subject": "card-holder",
+            "document": {
+                "mode": "required",
+                "kind": "cn_resident_id",
+                "expected": { "name": data.name, "number": other_number }
+            }
+        }))
+        .await;
+    let hold = CardHold {
+        centre: (320.0, 300.0),
+        width_px: 410.0,
+        ..CardHold::default()
+    };
+    let report = run_peer(
+        &s.whip_url,
+        &s.token,
+        PeerOptions {
+            video: Some(live_person_with_card(stage().clone(), Arc::new(card), hold)),
+            audio: Some(crate::common::tone()),
+            duration: Duration::from_secs(60),
+            ..PeerOptions::default()
+        },
+    )
+    .await
+    .expect("peer streams");
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
+        .await;
+    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    let steps: Vec<String> = timeline
+        .iter()
+        .filter(|e| e["type"] == "challenge")
+        .map(|e| format!("{} {}/{}", e["action"], e["index"], e["steps"]))
+        .collect();
+    let codes: Vec<&str> = v["verdict"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    println!(
+        "steps {steps:?}; verdict {} {codes:?}; document checks {}; fields {}",
+        v["verdict"]["status"], v["verdict"]["scores"]["document"], v["document_fields"]
+    );
+    assert!(
+        steps
+            .last()
+            .is_some_and(|s| s.starts_with("\"show_document\"")),
+        "{steps:?}"
+    );
+    assert_eq!(v["verdict"]["status"], "failed");
+    assert_eq!(codes, vec!["ID_INFO_MISMATCH"]);
+    assert_eq!(v["document_fields"]["name"], data.name.as_str());
+    assert_eq!(v["document_fields"]["number"], data.number.as_str());
+    let portrait = v["verdict"]["scores"]["document"]["portrait"]["similarity"]
+        .as_f64()
+        .expect("card portrait found");
+    assert!(portrait >= MATCH_THRESHOLD as f64, "{portrait}");
+    // The read text stays with the relying party's API: not in the page's events, not in the
+    // timeline (the signed verdict carries only codes).
+    let everything = format!("{:?} {:?}", report.events, timeline);
+    assert!(
+        !everything.contains(&data.number),
+        "the number leaked into events"
+    );
+    assert!(
+        !everything.contains(&data.name),
+        "the name leaked into events"
+    );
 }
