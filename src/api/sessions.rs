@@ -95,6 +95,20 @@ pub async fn create(
             .validate()
             .map_err(|m| ApiError::Unprocessable(m.into()))?;
     }
+    if let (Some(e), false) = (&document.expected, document.is_on()) {
+        if !e.is_empty() {
+            return Err(ApiError::Unprocessable(
+                "document.expected needs document.mode optional or required".into(),
+            ));
+        }
+    }
+    if document.expected.is_some()
+        && document.kind == crate::document::fields::DocumentKind::Id1Card
+    {
+        return Err(ApiError::Unprocessable(
+            "document.expected is not supported for kind id1_card (no text is read)".into(),
+        ));
+    }
     if document.is_on() && !state.registry.documents_available() {
         return Err(ApiError::Unprocessable(
             "document checks are unavailable on this server (face or OCR models not loaded; run scripts/setup)".into(),

@@ -73,6 +73,20 @@ impl DocumentRead {
     }
 }
 
+/// Whether `read` can end the step. A number that fails its check (or disagrees with the
+/// printed birth date) is more often a misread than a forgery, so it settles only when a second
+/// capture reads the same number; `previous` is the read before this one.
+pub fn settles(previous: Option<&DocumentRead>, read: &DocumentRead, kind: DocumentKind) -> bool {
+    if !read.is_complete(kind) {
+        return false;
+    }
+    let clean = read.number_check == NumberCheck::Valid && !read.birth_date_conflict;
+    clean
+        || kind == DocumentKind::Id1Card
+        || previous
+            .is_some_and(|p| p.fields.number.is_some() && p.fields.number == read.fields.number)
+}
+
 fn same_row(a: &TextLine, b: &TextLine) -> bool {
     (a.centre_y() - b.centre_y()).abs() < a.height().min(b.height()) * 0.6
 }
@@ -208,7 +222,7 @@ fn parse_cn_date(s: &str) -> Option<(i32, u32, u32)> {
 }
 
 /// Reads a passport's MRZ: the last two lines of 40+ MRZ characters, padded or cut to 44.
-pub fn read_passport(lines: &[TextLine]) -> DocumentRead {
+pub fn read_passport(lines: &[TextLine], today: (i32, u32, u32)) -> DocumentRead {
     let mrz: Vec<String> = lines
         .iter()
         .map(|l| {
@@ -236,7 +250,7 @@ pub fn read_passport(lines: &[TextLine]) -> DocumentRead {
     };
     let (fields, number_check) = match mrz.len() {
         n if n >= 2 => match parse_td3(&fit(&mrz[n - 2]), &fit(&mrz[n - 1])) {
-            Ok(td3) => (passport_fields(&td3), NumberCheck::Valid),
+            Ok(td3) => (passport_fields(&td3, today), NumberCheck::Valid),
             Err(e) => (
                 ReadFields::default(),
                 NumberCheck::Invalid {
@@ -253,7 +267,7 @@ pub fn read_passport(lines: &[TextLine]) -> DocumentRead {
     }
 }
 
-fn passport_fields(td3: &Td3) -> ReadFields {
+fn passport_fields(td3: &Td3, today: (i32, u32, u32)) -> ReadFields {
     let name = if td3.given_names.is_empty() {
         td3.surname.clone()
     } else {
@@ -262,7 +276,10 @@ fn passport_fields(td3: &Td3) -> ReadFields {
     ReadFields {
         name: Some(name),
         number: Some(td3.document_number.clone()),
-        birth_date: None,
+        birth_date: td3
+            .birth_date
+            .resolve(today)
+            .map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
     }
 }
 
@@ -277,8 +294,9 @@ fn mrz_error_code(e: &MrzError) -> &'static str {
 
 /// Identity data the relying party expects, in clear or as salted SHA-256 hashes
 /// (`hex(sha256(salt || value))`, value normalised as in [`normalise`]), so the server never
-/// needs the clear values. Its `Debug` names the fields given, never their values.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// needs the clear values. Never serialized; its `Debug` names the fields given, never their
+/// values.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,8 +366,33 @@ impl ExpectedIdentity {
             && self.birth_date_sha256.is_none()
     }
 
-    /// Hashed fields need a salt; clear and hashed forms of one field are not both allowed.
+    /// Hashed fields need a salt; clear and hashed forms of one field are not both allowed;
+    /// values are at most 256 bytes; a clear birth date is `YYYY-MM-DD`.
     pub fn validate(&self) -> Result<(), &'static str> {
+        let all = [
+            &self.name,
+            &self.number,
+            &self.birth_date,
+            &self.salt,
+            &self.name_sha256,
+            &self.number_sha256,
+            &self.birth_date_sha256,
+        ];
+        if all.into_iter().flatten().any(|v| v.len() > 256) {
+            return Err("expected identity values are limited to 256 bytes");
+        }
+        if let Some(d) = &self.birth_date {
+            let b = d.as_bytes();
+            let shape = b.len() == 10
+                && b[4] == b'-'
+                && b[7] == b'-'
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+            if !shape {
+                return Err("expected birth_date is YYYY-MM-DD");
+            }
+        }
         let hashed = self.name_sha256.is_some()
             || self.number_sha256.is_some()
             || self.birth_date_sha256.is_some();
@@ -478,6 +521,32 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_number_settles_only_when_read_twice_alike() {
+        let read = |n: &str| read_cn_id(&card_lines("张伟", n), (2026, 1, 1));
+        let kind = DocumentKind::CnResidentId;
+        // Born 1990-03-07 as the card lines print.
+        let first17 = "11010519900307123";
+        let check = crate::document::checks::gb11643_check_char(first17).unwrap();
+        let valid = read(&format!("{first17}{check}"));
+        assert!(settles(None, &valid, kind));
+        let (w1, w2) = if check == '1' {
+            ('2', '3')
+        } else if check == '2' {
+            ('1', '3')
+        } else {
+            ('1', '2')
+        };
+        let wrong = read(&format!("{first17}{w1}"));
+        assert!(!settles(None, &wrong, kind));
+        assert!(!settles(
+            Some(&read(&format!("{first17}{w2}"))),
+            &wrong,
+            kind
+        ));
+        assert!(settles(Some(&wrong.clone()), &wrong, kind));
+    }
+
+    #[test]
     fn a_card_without_a_number_is_unread_and_incomplete() {
         let read = read_cn_id(&[line("姓名", 40.0, 50.0, 120.0, 85.0)], (2026, 1, 1));
         assert_eq!(read.number_check, NumberCheck::Unread);
@@ -494,13 +563,17 @@ mod tests {
             line(l1, 20.0, 440.0, 830.0, 470.0),
             line(l2, 20.0, 480.0, 830.0, 510.0),
         ];
-        let read = read_passport(&lines);
+        let read = read_passport(&lines, (2026, 1, 1));
         assert_eq!(read.number_check, NumberCheck::Valid);
         assert_eq!(read.fields.name.as_deref(), Some("ERIKSSON ANNA MARIA"));
         assert_eq!(read.fields.number.as_deref(), Some("L898902C3"));
+        assert_eq!(read.fields.birth_date.as_deref(), Some("1974-08-12"));
         let mut bad = l2.to_string();
         bad.replace_range(9..10, "7");
-        let read = read_passport(&[line(l1, 0.0, 0.0, 1.0, 1.0), line(&bad, 0.0, 2.0, 1.0, 3.0)]);
+        let read = read_passport(
+            &[line(l1, 0.0, 0.0, 1.0, 1.0), line(&bad, 0.0, 2.0, 1.0, 3.0)],
+            (2026, 1, 1),
+        );
         assert_eq!(
             read.number_check,
             NumberCheck::Invalid {
@@ -552,6 +625,16 @@ mod tests {
             !debug.contains("张伟") && !debug.contains("1101"),
             "{debug}"
         );
+        let bad_date = ExpectedIdentity {
+            birth_date: Some("1990/03/07".into()),
+            ..Default::default()
+        };
+        assert!(bad_date.validate().is_err());
+        let huge = ExpectedIdentity {
+            name: Some("x".repeat(300)),
+            ..Default::default()
+        };
+        assert!(huge.validate().is_err());
         let no_salt = ExpectedIdentity {
             name_sha256: Some("ab".repeat(32)),
             ..Default::default()

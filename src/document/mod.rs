@@ -7,7 +7,8 @@
 //! - `checks`: GB 11643 (MOD 11-2) and ICAO 9303 check digits.
 //!
 //! [`DocumentReader::read`] ties them together for one chosen capture; the media pipeline runs
-//! it off the async reactor and turns the result into a [`DocumentOutcome`] for the verdict.
+//! it on the call's media thread (off the async reactor; frames queue meanwhile) and turns the
+//! result into a [`DocumentOutcome`] for the verdict.
 
 pub mod card;
 pub mod checks;
@@ -164,7 +165,7 @@ impl DocumentReader {
         let lines = self.ocr.read(&capture.image)?;
         Ok(match kind {
             DocumentKind::CnResidentId => fields::read_cn_id(&lines, today),
-            DocumentKind::Passport => fields::read_passport(&lines),
+            DocumentKind::Passport => fields::read_passport(&lines, today),
             DocumentKind::Id1Card => DocumentRead {
                 fields: Default::default(),
                 number_check: NumberCheck::Unread,

@@ -97,6 +97,11 @@ impl DocumentStep {
         self.done
     }
 
+    /// Stops the clock for `d` (no video arrived: the network dropped).
+    pub fn pause(&mut self, d: Duration) {
+        self.deadline += d;
+    }
+
     /// Time left, for the page's countdown.
     pub fn remaining(&self, at: Instant) -> Duration {
         self.deadline.saturating_duration_since(at)

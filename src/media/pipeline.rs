@@ -491,12 +491,17 @@ impl Worker {
     }
 
     fn tick_liveness(&mut self, now: Instant) {
+        let gap = self.media_gap(now);
         if let Some(step) = self
             .document
             .as_mut()
             .and_then(|d| d.step.as_mut())
             .filter(|s| !s.is_done())
         {
+            // No video (the network dropped): the step's clock stops, as a challenge's does.
+            if gap {
+                step.pause(TICK);
+            }
             let events = step.on_tick(now);
             self.on_document_events(events, now);
         }
@@ -638,6 +643,7 @@ impl Worker {
                         return;
                     };
                     let Some(best) = step.take_best() else {
+                        pending.extend(step.on_read(at, false));
                         continue;
                     };
                     let kind = doc.policy.kind;
@@ -650,7 +656,8 @@ impl Worker {
                             continue;
                         }
                     };
-                    let complete = read.is_complete(kind);
+                    let previous = doc.read.as_ref().map(|(_, r, _)| r);
+                    let complete = crate::document::fields::settles(previous, &read, kind);
                     let portrait = doc.reader.portrait(&best, kind);
                     // Timing only: the text itself is never logged.
                     tracing::debug!(session = %self.bus.session_id(), complete, ms = started.elapsed().as_millis() as u64, "document read");
@@ -672,6 +679,10 @@ impl Worker {
         };
         if doc.outcome.is_some() {
             return;
+        }
+        // A step that gave up judges no text: its last read was not good enough to trust.
+        if failure.is_some() {
+            doc.read = None;
         }
         let captures = doc.step.as_ref().map_or(0, |s| s.captures);
         let (read, capture, portrait) = match &doc.read {
@@ -779,11 +790,14 @@ impl Worker {
             face_match: self.face_match(),
             network_poor_ms: self.network_poor_ms,
             persistent_faults: faults,
-            ended_early: self
-                .liveness
-                .as_ref()
-                .filter(|l| l.is_finished())
-                .map_or(ended_early, |_| None),
+            // The checks are done when the challenges and the document step (if any) are.
+            ended_early: if self.liveness.as_ref().is_some_and(|l| l.is_finished())
+                && self.document.as_ref().is_none_or(|d| d.outcome.is_some())
+            {
+                None
+            } else {
+                ended_early
+            },
         });
         let mut verdict = verdict;
         verdict.frames = self.evidence.clone();
@@ -890,7 +904,12 @@ impl Worker {
                         self.stats.faces_found.fetch_add(1, Ordering::Relaxed);
                     }
                     self.bus.publish_live("face", &observation);
-                    if let Some(models) = self.cfg.face_models.as_deref() {
+                    // Live embeddings stop when the ID step starts: the card's portrait must
+                    // never be taken for the live face it is compared with.
+                    let document_started = self.document.as_ref().is_some_and(|d| d.step.is_some());
+                    if let (Some(models), false) =
+                        (self.cfg.face_models.as_deref(), document_started)
+                    {
                         let before = self.live_embeddings.len();
                         collect_embedding(
                             models,

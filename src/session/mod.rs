@@ -261,9 +261,10 @@ impl SessionRegistry {
         })
     }
 
-    /// Whether sessions may ask for the ID-document step (face and OCR models loaded).
+    /// Whether sessions may ask for the ID-document step: face and OCR models loaded, and
+    /// challenges on (the step follows them).
     pub fn documents_available(&self) -> bool {
-        self.document_reader.is_some()
+        self.document_reader.is_some() && self.cfg.challenge_steps > 0
     }
 
     pub fn store(&self) -> &Store {

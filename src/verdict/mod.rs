@@ -188,9 +188,14 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         reasons.push(VerdictReason::new(ReasonCode::FaceMismatch, json!(m)));
         return verdict(VerdictStatus::Failed, reasons);
     }
-    let Some(liveness) = v.liveness.as_ref().filter(|l| l.finished) else {
+    let Some(liveness) = v
+        .liveness
+        .as_ref()
+        .filter(|l| l.finished && v.ended_early.is_none())
+    else {
         // The call ended before the checks were done: a broken device first, then the network
-        // (which makes everything else unreliable), then the room.
+        // (which makes everything else unreliable), then the room, then the ID card.
+        let document_fault = v.document.as_ref().and_then(|d| d.failure);
         if let Some(code) = device_fault {
             reasons.push(fault_reason(code));
         } else if network_poor {
@@ -200,6 +205,11 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
             ));
         } else if let Some(code) = capture_fault {
             reasons.push(fault_reason(code));
+        } else if let Some(code) = document_fault {
+            reasons.push(VerdictReason::new(
+                code,
+                json!({ "during": "document step" }),
+            ));
         }
         reasons.push(VerdictReason::new(
             ReasonCode::SessionIncomplete,

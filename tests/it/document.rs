@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use vericall::analysis::face::embed::{embed_faces, MATCH_THRESHOLD};
 use vericall::document::card::{CaptureThresholds, CardScratch};
-use vericall::document::fields::{salted_hash, ExpectedIdentity};
+use vericall::document::fields::{salted_hash, settles, ExpectedIdentity};
 use vericall::document::fields::{DocumentKind, DocumentRead};
 use vericall::document::ocr::OcrModels;
 use vericall::document::step::{Capture, DocumentStep, StepEvent};
@@ -136,7 +136,8 @@ pub fn run_step(reader: &DocumentReader, frames: &[DecodedFrame]) -> StepRun {
                         .read(&best, DocumentKind::CnResidentId, (2026, 11, 30))
                         .unwrap();
                     run.read_ms.push(start.elapsed().as_secs_f64() * 1000.0);
-                    let complete = r.is_complete(DocumentKind::CnResidentId);
+                    let previous = run.read.as_ref().map(|(p, _)| p);
+                    let complete = settles(previous, &r, DocumentKind::CnResidentId);
                     run.read = Some((r, best));
                     events.extend(step.on_read(at, complete));
                 }
@@ -520,4 +521,63 @@ async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_
         !everything.contains(&data.name),
         "the name leaked into events"
     );
+}
+
+/// The document policy is checked at session creation: bad expected data, expected data that
+/// cannot be compared, and unknown values are refused before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_policies_are_validated_at_session_creation() {
+    let ts = crate::common::TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..crate::common::test_config()
+    })
+    .await;
+    let post = |body: serde_json::Value| {
+        let ts = &ts;
+        async move {
+            let resp = ts
+                .http
+                .post(ts.url("/v1/sessions"))
+                .bearer_auth(&ts.api_key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    let cases = [
+        (serde_json::json!({"document": {"mode": "required"}}), 201),
+        (
+            serde_json::json!({"document": {"mode": "required", "expected": {"name_sha256": "ab".repeat(32)}}}),
+            422,
+        ),
+        (
+            serde_json::json!({"document": {"mode": "off", "expected": {"name": "张伟"}}}),
+            422,
+        ),
+        (
+            serde_json::json!({"document": {"mode": "required", "kind": "id1_card", "expected": {"name": "张伟"}}}),
+            422,
+        ),
+        (
+            serde_json::json!({"document": {"mode": "required", "expected": {"birth_date": "1990/03/07"}}}),
+            422,
+        ),
+        (
+            serde_json::json!({"document": {"mode": "required", "expected": {"name": "x".repeat(300)}}}),
+            422,
+        ),
+        (serde_json::json!({"document": {"mode": "sometimes"}}), 422),
+    ];
+    for (body, want) in cases {
+        let (status, text) = post(body.clone()).await;
+        println!("{body} -> {status} {text}");
+        assert_eq!(status, want, "{body}: {text}");
+        assert!(
+            !text.contains("张伟"),
+            "expected data is never echoed: {text}"
+        );
+    }
 }
