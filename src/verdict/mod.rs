@@ -557,6 +557,28 @@ mod tests {
         assert_eq!(v.scores["document"]["failure"], "DOCUMENT_NOT_SHOWN");
     }
 
+    #[test]
+    fn a_call_ended_during_the_document_step_is_incomplete_with_the_card_issue_first() {
+        let mut i = inputs(outcome_of_three_passes());
+        i.ended_early = Some("closed_by_peer");
+        i.document = Some(DocumentOutcome {
+            mode: DocumentMode::Optional,
+            kind: DocumentKind::CnResidentId,
+            failure: Some(ReasonCode::DocumentGlare),
+            read: None,
+            expected: vec![],
+            portrait: None,
+            capture: None,
+            captures: 12,
+        });
+        let v = decide(&i);
+        assert_eq!(v.status, VerdictStatus::Cancelled, "never passed");
+        assert_eq!(
+            codes(&v),
+            vec![ReasonCode::DocumentGlare, ReasonCode::SessionIncomplete]
+        );
+    }
+
     fn outcome_of_three_passes() -> LivenessOutcome {
         outcome(&[Some(true); 3], Some(0.06))
     }
