@@ -17,16 +17,10 @@
 // untranslated, consoleErrors, error?}; exits 0 when the --until condition was met.
 // Screenshots <prefix>-<screen>.png for each screen reached. Chromium: /usr/bin/chromium or $CHROMIUM.
 
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
-
-function emit(result, code) {
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  process.exitCode = code;
-}
+import { CHROMIUM_ARGS, drive } from './chromium.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -56,8 +50,7 @@ const audio = opts.audio ? resolve(opts.audio) : null;
 for (const f of [video, audio, cameraDir]) if (f && !existsSync(f)) throw new Error(`not found: ${f}`);
 
 const args = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ...CHROMIUM_ARGS, '--disable-quic',
   '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
   '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
 ];
@@ -166,13 +159,6 @@ const result = {
   screens: [], state: null, result: null, deviceFailure: null, hintsShown: [], challenges: [],
   untranslated: [], missingKeys: null, consoleErrors, transport: null,
 };
-const userDataDir = mkdtempSync(join(tmpdir(), 'vericall-chromium-'));
-let context;
-const watchdog = setTimeout(() => {
-  emit({ ...result, error: 'watchdog: driver did not finish in time' }, 1);
-  rmSync(userDataDir, { recursive: true, force: true });
-  process.exit(1);
-}, timeoutMs + 30_000);
 
 async function state(page) {
   const v = await page.evaluate(() => window.vericall ?? null).catch(() => null);
@@ -204,15 +190,11 @@ async function until(page, predicate, ms, what) {
   }
 }
 
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args,
-    headless: true,
-    viewport: { width, height },
-    locale: opts.locale ?? opts.lang ?? 'en-US',
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+const launch = {
+  result, timeoutMs, args, viewport: { width, height }, locale: opts.locale ?? opts.lang ?? 'en-US',
+  screens: opts.screens,
+};
+await drive(launch, async (page) => {
   page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
   page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
   if (cameraDir) {
@@ -274,13 +256,5 @@ try {
     retry: !document.getElementById('retry').hidden,
     lang: document.documentElement.lang,
   }));
-  emit(result, 0);
-} catch (err) {
-  const page = context?.pages()[0];
-  if (page && opts.screens) await page.screenshot({ path: `${opts.screens}-error.png`, fullPage: true }).catch(() => {});
-  emit({ ...result, error: err.message.split('\n')[0] }, 1);
-} finally {
-  clearTimeout(watchdog);
-  await context?.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
+  return 0;
+});

@@ -18,16 +18,8 @@
 // The 401s the page expects (GET /v1/review/me before sign-in, the wrong password) are not
 // console errors here; every other console error and page error is.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
-
-function emit(result, code) {
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  process.exitCode = code;
-}
+import { CHROMIUM_ARGS, drive } from './chromium.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -56,13 +48,6 @@ const result = {
   wrongPasswordRejected: false, wrongPasswordMessage: null, loggedIn: false, username: null,
   detail: null, lastDecision: null, decisionMessage: null, queueAfter: null, audit: null, consoleErrors,
 };
-const userDataDir = mkdtempSync(join(tmpdir(), 'vericall-chromium-'));
-let context;
-const watchdog = setTimeout(() => {
-  emit({ ...result, error: 'watchdog: driver did not finish in time' }, 1);
-  rmSync(userDataDir, { recursive: true, force: true });
-  process.exit(1);
-}, timeoutMs + 30_000);
 
 const started = Date.now();
 const left = () => Math.max(1000, timeoutMs - (Date.now() - started));
@@ -99,16 +84,10 @@ async function shot(page, name) {
 
 const attr = (v) => `"${String(v).replace(/["\\]/g, '\\$&')}"`;
 
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-    headless: true,
-    viewport: { width, height },
-    locale: 'en-US',
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+const launch = {
+  result, timeoutMs, args: CHROMIUM_ARGS, viewport: { width, height }, locale: 'en-US', screens: opts.screens,
+};
+await drive(launch, async (page) => {
   page.on('console', (msg) => { if (msg.type() === 'error' && !expected401(msg)) consoleErrors.push(msg.text()); });
   page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
   await page.goto(pageUrl, { waitUntil: 'load' });
@@ -207,13 +186,5 @@ try {
   await shot(page, 'decided');
   if (kind !== 'done') throw new Error(`the decision failed: ${result.decisionMessage} (${v.error})`);
   const ok = v.lastDecision?.id === sessionId && v.lastDecision?.decision === opts.decision;
-  emit(result, ok ? 0 : 1);
-} catch (err) {
-  const page = context?.pages()[0];
-  if (page && opts.screens) await page.screenshot({ path: `${opts.screens}-error.png`, fullPage: true }).catch(() => {});
-  emit({ ...result, error: err.message.split('\n')[0] }, 1);
-} finally {
-  clearTimeout(watchdog);
-  await context?.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
+  return ok ? 0 : 1;
+});

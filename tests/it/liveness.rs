@@ -415,7 +415,7 @@ async fn the_reference_photo_matches_the_same_person_and_not_another() {
         );
         assert!(m["frames"].as_u64().unwrap() >= 1, "{m}");
         if expect_match {
-            assert_eq!(verdict(&v), ("passed", vec![]));
+            assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
             assert!(m["similarity"].as_f64().unwrap() >= m["threshold"].as_f64().unwrap());
         } else {
             assert_eq!(verdict(&v), ("failed", vec!["FACE_MISMATCH"]));
