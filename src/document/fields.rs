@@ -249,7 +249,10 @@ pub fn read_passport(lines: &[TextLine], today: (i32, u32, u32)) -> DocumentRead
         s
     };
     let (fields, number_check) = match mrz.len() {
-        n if n >= 2 => match parse_td3(&fit(&mrz[n - 2]), &fit(&mrz[n - 1])) {
+        n if n >= 2 => match parse_td3(
+            &repair_td3_line1(&fit(&mrz[n - 2])),
+            &repair_td3_line2(&fit(&mrz[n - 1])),
+        ) {
             Ok(td3) => (passport_fields(&td3, today), NumberCheck::Valid),
             Err(e) => (
                 ReadFields::default(),
@@ -265,6 +268,51 @@ pub fn read_passport(lines: &[TextLine], today: (i32, u32, u32)) -> DocumentRead
         number_check,
         birth_date_conflict: false,
     }
+}
+
+/// OCR confuses O/0, I/1, S/5, B/8 and Z/2; an MRZ field's kind says which was printed. Only
+/// fields that must be letters or must be digits are repaired; the document number and optional
+/// data may hold both, and their check digits catch a misread there.
+fn to_letter(c: char) -> char {
+    match c {
+        '0' => 'O',
+        '1' => 'I',
+        '5' => 'S',
+        '8' => 'B',
+        '2' => 'Z',
+        c => c,
+    }
+}
+
+fn to_digit(c: char) -> char {
+    match c {
+        'O' | 'D' | 'Q' => '0',
+        'I' | 'L' => '1',
+        'S' => '5',
+        'B' => '8',
+        'Z' => '2',
+        c => c,
+    }
+}
+
+/// TD3 line 1: issuing state (2-4) and names (5-43) are letters or fillers.
+fn repair_td3_line1(line: &str) -> String {
+    line.chars()
+        .enumerate()
+        .map(|(i, c)| if i >= 2 { to_letter(c) } else { c })
+        .collect()
+}
+
+/// TD3 line 2: check digits, dates are digits; nationality (10-12) letters; sex (20) M/F/<.
+fn repair_td3_line2(line: &str) -> String {
+    line.chars()
+        .enumerate()
+        .map(|(i, c)| match i {
+            9 | 13..=19 | 21..=27 | 42 | 43 => to_digit(c),
+            10..=12 => to_letter(c),
+            _ => c,
+        })
+        .collect()
 }
 
 fn passport_fields(td3: &Td3, today: (i32, u32, u32)) -> ReadFields {
@@ -580,6 +628,18 @@ mod tests {
                 why: "check_digit".into()
             }
         );
+    }
+
+    #[test]
+    fn mrz_letter_and_digit_confusions_are_repaired_by_field() {
+        let l1 = "P<UT0ERIKSS0N<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<";
+        let l2 = "L898902C36UT074O8122F12O4159ZE184226B<<<<<1O";
+        let read = read_passport(
+            &[line(l1, 0.0, 0.0, 1.0, 1.0), line(l2, 0.0, 2.0, 1.0, 3.0)],
+            (2026, 1, 1),
+        );
+        assert_eq!(read.number_check, NumberCheck::Valid);
+        assert_eq!(read.fields.name.as_deref(), Some("ERIKSSON ANNA MARIA"));
     }
 
     #[test]

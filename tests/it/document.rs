@@ -581,3 +581,70 @@ async fn document_policies_are_validated_at_session_creation() {
         );
     }
 }
+
+/// A passport data page's MRZ (the ICAO 9303 specimen), printed in a monospace font, is read by
+/// the same OCR and passes its check digits; one wrong digit on the page is caught.
+#[test]
+fn a_passport_mrz_is_read_and_checked() {
+    let bytes = std::fs::read(vericall::testkit::specimen::CJK_FONT_PATH).expect("fonts-noto-cjk");
+    // "Noto Sans Mono CJK SC": fixed-width Latin, the nearest packaged font to OCR-B.
+    let mono = ab_glyph::FontVec::try_from_vec_and_index(bytes, 7).expect("mono face");
+    let l1 = "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<";
+    let l2 = "L898902C36UTO7408122F1204159ZE184226B<<<<<10";
+    let page = |line2: &str| {
+        let mut img = RgbImage::new(1250, 880, [236, 238, 232]);
+        vericall::testkit::specimen::draw_text(
+            &mut img,
+            &mono,
+            "PASSPORT  UTOPIA",
+            (60.0, 50.0),
+            40.0,
+            [30, 30, 60],
+            0.0,
+        );
+        vericall::testkit::specimen::draw_text(
+            &mut img,
+            &mono,
+            l1,
+            (40.0, 720.0),
+            44.0,
+            [10, 10, 10],
+            0.0,
+        );
+        vericall::testkit::specimen::draw_text(
+            &mut img,
+            &mono,
+            line2,
+            (40.0, 790.0),
+            44.0,
+            [10, 10, 10],
+            0.0,
+        );
+        image::RgbImage::from_raw(1250, 880, img.data).unwrap()
+    };
+    let lines = ocr().read(&page(l2)).unwrap();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    println!("passport page: {texts:?}");
+    let read = vericall::document::fields::read_passport(&lines, (2026, 11, 30));
+    assert_eq!(
+        read.number_check,
+        vericall::document::fields::NumberCheck::Valid,
+        "{texts:?}"
+    );
+    assert_eq!(read.fields.name.as_deref(), Some("ERIKSSON ANNA MARIA"));
+    assert_eq!(read.fields.number.as_deref(), Some("L898902C3"));
+    assert_eq!(read.fields.birth_date.as_deref(), Some("1974-08-12"));
+    // The document number's check digit changed from 6 to 7.
+    let forged = l2.replacen("C36", "C37", 1);
+    let lines = ocr().read(&page(&forged)).unwrap();
+    let read = vericall::document::fields::read_passport(&lines, (2026, 11, 30));
+    println!("forged: {:?}", read.number_check);
+    assert!(
+        matches!(
+            read.number_check,
+            vericall::document::fields::NumberCheck::Invalid { .. }
+        ),
+        "{:?}",
+        read.number_check
+    );
+}
