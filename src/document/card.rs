@@ -707,7 +707,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::image::rgb_to_i420;
+    use crate::testkit::actor::frame_of;
     use crate::testkit::card::render_card;
     use crate::testkit::render::RgbImage as TestImage;
 
@@ -726,20 +726,13 @@ mod tests {
         card
     }
 
-    fn frame_of(img: &TestImage) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        rgb_to_i420(img.width, img.height, &img.data)
-    }
-
-    fn i420<'a>(w: usize, h: usize, p: &'a (Vec<u8>, Vec<u8>, Vec<u8>)) -> I420<'a> {
-        I420 {
-            width: w,
-            height: h,
-            y: &p.0,
-            u: &p.1,
-            v: &p.2,
-            y_stride: w,
-            uv_stride: w.div_ceil(2),
-        }
+    /// Finds the card in `img`, rectifies it at half size and judges it (640-wide frames).
+    fn judged(img: &TestImage) -> CaptureJudgement {
+        let planes = frame_of(img);
+        let frame = planes.view();
+        let found = find_card(&frame, &mut CardScratch::default()).expect("card found");
+        let flat = rectify(&frame, &found, 428, 270).expect("rectified");
+        judge(&found, &flat, 640, &CaptureThresholds::default())
     }
 
     #[test]
@@ -758,8 +751,7 @@ mod tests {
             800.0,
         );
         let planes = frame_of(&img);
-        let found =
-            find_card(&i420(640, 480, &planes), &mut CardScratch::default()).expect("card found");
+        let found = find_card(&planes.view(), &mut CardScratch::default()).expect("card found");
         assert!(!found.cut_off, "{found:?}");
         let (s, c) = 8f32.to_radians().sin_cos();
         let (hw, hh) = (428.0 * 0.9 / 2.0, 270.0 * 0.9 / 2.0);
@@ -775,7 +767,7 @@ mod tests {
             found.width_px()
         );
         // Rectified, the stripes come back level: row 0's dark band is at y 40..52 of 270.
-        let flat = rectify(&i420(640, 480, &planes), &found, 428, 270).unwrap();
+        let flat = rectify(&planes.view(), &found, 428, 270).unwrap();
         let dark = |y: u32| {
             (60..200)
                 .filter(|&x| flat.get_pixel(x, y).0[0] < 120)
@@ -801,11 +793,11 @@ mod tests {
             800.0,
         );
         let planes = frame_of(&img);
-        let found = find_card(&i420(640, 480, &planes), &mut CardScratch::default())
-            .expect("partial card found");
+        let found =
+            find_card(&planes.view(), &mut CardScratch::default()).expect("partial card found");
         assert!(found.cut_off, "{found:?}");
         let empty = frame_of(&background);
-        assert!(find_card(&i420(640, 480, &empty), &mut CardScratch::default()).is_none());
+        assert!(find_card(&empty.view(), &mut CardScratch::default()).is_none());
     }
 
     #[test]
@@ -818,15 +810,7 @@ mod tests {
             }
         }
         let img = render_card(&art, &background, (320.0, 240.0), 0.9, 0.0, 0.0, 0.0, 800.0);
-        let planes = frame_of(&img);
-        let frame = i420(640, 480, &planes);
-        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
-        let j = judge(
-            &found,
-            &rectify(&frame, &found, 428, 270).unwrap(),
-            640,
-            &CaptureThresholds::default(),
-        );
+        let j = judged(&img);
         assert_eq!(j.issues, vec![CaptureIssue::Glare], "{j:?}");
 
         let img = render_card(
@@ -839,15 +823,7 @@ mod tests {
             0.0,
             800.0,
         );
-        let planes = frame_of(&img);
-        let frame = i420(640, 480, &planes);
-        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
-        let j = judge(
-            &found,
-            &rectify(&frame, &found, 428, 270).unwrap(),
-            640,
-            &CaptureThresholds::default(),
-        );
+        let j = judged(&img);
         assert!(j.issues.contains(&CaptureIssue::TooFar), "{j:?}");
 
         let img = render_card(
@@ -860,15 +836,7 @@ mod tests {
             0.0,
             500.0,
         );
-        let planes = frame_of(&img);
-        let frame = i420(640, 480, &planes);
-        let found = find_card(&frame, &mut CardScratch::default()).unwrap();
-        let j = judge(
-            &found,
-            &rectify(&frame, &found, 428, 270).unwrap(),
-            640,
-            &CaptureThresholds::default(),
-        );
+        let j = judged(&img);
         assert!(j.issues.contains(&CaptureIssue::Tilted), "{j:?}");
     }
 

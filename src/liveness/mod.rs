@@ -124,6 +124,11 @@ impl LivenessSession {
         self.finished
     }
 
+    /// How many steps the plan has.
+    pub fn steps(&self) -> usize {
+        self.judge.results().len()
+    }
+
     /// Where step `id` sits in the plan (0-based) and how many steps there are, for the page's
     /// progress indicator. The actions of later steps stay secret until they are asked.
     pub fn position(&self, id: u32) -> Option<(usize, usize)> {

@@ -586,10 +586,7 @@ impl Worker {
     /// Starts the ID-document step after the challenges, announced like them. False when the
     /// session has none (or it already ran).
     fn start_document(&mut self, now: Instant) -> bool {
-        let steps = self
-            .liveness
-            .as_ref()
-            .map_or(0, |l| l.outcome().steps.len());
+        let steps = self.liveness.as_ref().map_or(0, |l| l.steps());
         let Some(doc) = self.document.as_mut().filter(|d| d.step.is_none()) else {
             return false;
         };
@@ -724,18 +721,9 @@ impl Worker {
             }
         }
         if let (Some(img), Some(dir)) = (card_image, &self.cfg.evidence_dir) {
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            let (y, u, v) = crate::analysis::image::rgb_to_i420(w, h, img.as_raw());
-            let planes = I420 {
-                width: w,
-                height: h,
-                y: &y,
-                u: &u,
-                v: &v,
-                y_stride: w,
-                uv_stride: w.div_ceil(2),
-            };
-            match crate::store::evidence::write_jpeg(dir, "document", &planes) {
+            let planes =
+                DecodedFrame::from_rgb(img.width() as usize, img.height() as usize, img.as_raw());
+            match crate::store::evidence::write_jpeg(dir, "document", &planes.view()) {
                 Ok(file) => self.evidence.push(file),
                 Err(e) => tracing::warn!(error = %e, "cannot write the document frame"),
             }

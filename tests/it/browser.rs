@@ -388,17 +388,7 @@ async fn a_denied_permission_is_shown_and_recorded() {
         assert_eq!(e["code"], "PERMISSION_DENIED");
         assert_eq!(e["detail"], "NotAllowedError");
         // Ended unused (the person gave up): the verdict says why.
-        let del = ts
-            .http
-            .delete(&s.whip_url)
-            .bearer_auth(&s.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(del.status(), 200);
-        let v = ts
-            .wait_session(&s.id, Duration::from_secs(5), |v| v["state"] == "ended")
-            .await;
+        let v = ts.end_unused(&s).await;
         assert_eq!(
             codes(&v["verdict"]["reasons"])[0],
             "PERMISSION_DENIED",

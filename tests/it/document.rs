@@ -439,7 +439,6 @@ fn a_card_with_another_persons_portrait_is_document_portrait_mismatch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_fields() {
     use vericall::testkit::actor::live_person_with_card;
-    use vericall::testkit::peer::{run_peer, PeerOptions};
 
     let font = load_cjk_font().unwrap();
     let data = SpecimenData::random(&mut StdRng::seed_from_u64(11));
@@ -465,22 +464,9 @@ async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_
         width_px: 410.0,
         ..CardHold::default()
     };
-    let report = run_peer(
-        &s.whip_url,
-        &s.token,
-        PeerOptions {
-            video: Some(live_person_with_card(stage().clone(), Arc::new(card), hold)),
-            audio: Some(crate::common::tone()),
-            duration: Duration::from_secs(60),
-            ..PeerOptions::default()
-        },
-    )
-    .await
-    .expect("peer streams");
-    let v = ts
-        .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
-        .await;
-    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    let video = live_person_with_card(stage().clone(), Arc::new(card), hold);
+    let (report, v, timeline) =
+        crate::liveness::call(&ts, &s, video, None, Duration::from_secs(60)).await;
     let steps: Vec<String> = timeline
         .iter()
         .filter(|e| e["type"] == "challenge")

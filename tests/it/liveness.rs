@@ -11,7 +11,7 @@ use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
 use vericall::testkit::render::{FaceEdit, RgbImage};
 
-use crate::common::{test_config, tone, TestServer};
+use crate::common::{test_config, tone, CreatedSession, TestServer};
 use crate::face::{stage, Planes};
 use crate::relay::{ImpairmentConfig, Relay};
 
@@ -22,6 +22,18 @@ async fn verify(
     limit: Duration,
 ) -> (PeerReport, Value, Vec<Value>) {
     let s = ts.create_session().await;
+    call(ts, &s, video, via, limit).await
+}
+
+/// One call on session `s` with `video` (and a tone), until the session has ended: the peer's
+/// report, the session as the relying party sees it, and its timeline.
+pub async fn call(
+    ts: &TestServer,
+    s: &CreatedSession,
+    video: VideoSource,
+    via: Option<std::net::SocketAddr>,
+    limit: Duration,
+) -> (PeerReport, Value, Vec<Value>) {
     let report = run_peer(
         &s.whip_url,
         &s.token,
