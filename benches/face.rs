@@ -74,6 +74,7 @@ fn selfie() -> Planes {
         y,
         u,
         v,
+        full_range: false,
     }
 }
 

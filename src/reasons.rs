@@ -18,6 +18,7 @@ pub enum ReasonCode {
     CameraFrozen,
     CameraLowResolution,
     CameraLowFramerate,
+    CameraStalled,
     MicMissing,
     MicSilent,
     LightingTooDark,
@@ -68,7 +69,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 45] = [
+    pub const ALL: [ReasonCode; 46] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -78,6 +79,7 @@ impl ReasonCode {
         ReasonCode::CameraFrozen,
         ReasonCode::CameraLowResolution,
         ReasonCode::CameraLowFramerate,
+        ReasonCode::CameraStalled,
         ReasonCode::MicMissing,
         ReasonCode::MicSilent,
         ReasonCode::LightingTooDark,
@@ -180,9 +182,17 @@ impl ReasonCode {
                 "摄像头画面全黑。请移开镜头遮挡物，或选择其他摄像头。",
                 "Mean luma and dynamic range of the analysed frames.",
             ),
+            CameraStalled => (
+                "CAMERA_STALLED",
+                "The sender stopped producing video for a moment (its RTP capture clock jumped with the arrival gap, no packet lost, no network delay) in consecutive one-second windows for at least 1 s.",
+                true,
+                "Your device paused the video. Keep this page in front, close other apps, and hold still for a moment.",
+                "您的设备暂停了视频。请保持本页面在前台，关闭其他应用，并稍等片刻。",
+                "Sender stalls per second (gaps in the RTP capture time without loss or network delay).",
+            ),
             CameraFrozen => (
                 "CAMERA_FROZEN",
-                "Decoded frames are unchanged for more than 2 s while packets still arrive.",
+                "Decoded frames are unchanged for more than 1.5 s while packets still arrive.",
                 true,
                 "Your camera picture is stuck. Close and reopen the camera, or restart the app.",
                 "摄像头画面卡住不动。请关闭并重新打开摄像头，或重启应用。",
@@ -214,7 +224,7 @@ impl ReasonCode {
             ),
             MicSilent => (
                 "MIC_SILENT",
-                "Audio level below -60 dBFS (or only DTX/comfort noise) for at least 3 s.",
+                "The microphone delivers digital silence (samples at or below -90 dBFS, or only DTX) for at least 3 s; room quiet is not silence. Fails a call only from the spoken step or when the track is digitally silent.",
                 true,
                 "We can't hear you. Check that your microphone is not muted.",
                 "我们听不到您的声音。请检查麦克风是否被静音。",

@@ -13,8 +13,9 @@ use crate::reasons::ReasonCode;
 pub const NO_VIDEO_AFTER: Duration = Duration::from_secs(3);
 /// Near-black frames must persist this long.
 pub const BLACK_HOLD: Duration = Duration::from_secs(1);
-/// Unchanged frames (while packets arrive) must persist longer than this.
-pub const FROZEN_HOLD: Duration = Duration::from_secs(2);
+/// Unchanged frames (while packets arrive) must persist longer than this, so a stuck camera is
+/// named within 2 s of its last changed frame (at 15 analysed frames a second).
+pub const FROZEN_HOLD: Duration = Duration::from_millis(1500);
 /// Two frames whose 16x16 luma signatures differ by less than this in every block (max absolute
 /// difference of block means, 0..255) count as the same picture. Encoder noise on a repeated
 /// picture moves block means by well under one level; any real motion moves some block more.
@@ -23,11 +24,16 @@ pub const FROZEN_BLOCK_DIFFERENCE: u8 = 2;
 pub const MIN_WIDTH: usize = 480;
 pub const MIN_HEIGHT: usize = 360;
 pub const LOW_RESOLUTION_HOLD: Duration = Duration::from_secs(2);
+/// Sender stalls (see `media::netstats`) in consecutive one-second windows for this long name the
+/// device, not the network.
+pub const STALL_HOLD: Duration = Duration::from_secs(1);
 /// Decoded frames per second below this, measured over `FRAMERATE_WINDOW`.
 pub const MIN_FPS: f64 = 8.0;
 pub const FRAMERATE_WINDOW: Duration = Duration::from_secs(2);
-/// Audio below this level (dBFS, RMS) counts as silent.
-pub const SILENCE_DBFS: f64 = -60.0;
+/// Audio below this level (dBFS, RMS) is digital silence: a muted or dead microphone. A quiet
+/// room after the browser's noise suppression still reads about -75..-55 dBFS, and a person who
+/// says nothing is not a fault; only the spoken step asks for sound.
+pub const SILENCE_DBFS: f64 = -90.0;
 pub const SILENCE_HOLD: Duration = Duration::from_secs(3);
 /// A fault clears after the device has been fine for this long (no flicker).
 pub const CLEAR_HOLD: Duration = Duration::from_millis(1000);
@@ -54,6 +60,7 @@ pub struct CameraHealth {
     frozen: Held,
     low_resolution: Held,
     low_framerate: Held,
+    stalled: Held,
     /// Decode times within the frame-rate window (bounded by the window and the frame rate).
     recent_frames: VecDeque<Instant>,
 }
@@ -70,6 +77,8 @@ impl Default for CameraHealth {
             frozen: Held::new(CLEAR_HOLD, ReasonCode::CameraFrozen),
             low_resolution: Held::new(CLEAR_HOLD, ReasonCode::CameraLowResolution),
             low_framerate: Held::new(CLEAR_HOLD, ReasonCode::CameraLowFramerate),
+            // Cleared after two stall-free windows.
+            stalled: Held::new(Duration::from_secs(2), ReasonCode::CameraStalled),
             recent_frames: VecDeque::with_capacity(128),
         }
     }
@@ -91,6 +100,19 @@ impl CameraHealth {
         while self.recent_frames.len() > 512 {
             self.recent_frames.pop_front();
         }
+    }
+
+    /// One network-monitor window (about a second): whether the sender stalled in it (gaps in
+    /// its own capture clock with nothing lost and no network delay).
+    pub fn on_sender_window(&mut self, at: Instant, stalled: bool) -> Vec<HealthChange> {
+        let mut out = Vec::new();
+        self.stalled.update(at, stalled, STALL_HOLD, &mut out);
+        out
+    }
+
+    /// Whether the sender has been stalling (the device, not the network, holds the video).
+    pub fn stalled(&self) -> bool {
+        self.stalled.active()
     }
 
     /// Facts from an analysed frame.
@@ -158,6 +180,7 @@ impl CameraHealth {
             &self.frozen,
             &self.low_resolution,
             &self.low_framerate,
+            &self.stalled,
         ]
         .iter()
         .filter(|h| h.active())
@@ -214,11 +237,12 @@ impl MicHealth {
         out
     }
 
-    /// One decoded audio packet: its level, and whether it was only DTX/comfort noise.
-    pub fn on_audio(&mut self, at: Instant, level_dbfs: f64, dtx: bool) -> Vec<HealthChange> {
+    /// One decoded audio packet and its level. A DTX packet is judged by its decoded level like
+    /// any other: comfort noise reproduces the room, which is not a fault.
+    pub fn on_audio(&mut self, at: Instant, level_dbfs: f64) -> Vec<HealthChange> {
         let mut out = Vec::new();
         self.last_audio = Some(at);
-        let silent = dtx || level_dbfs < SILENCE_DBFS;
+        let silent = level_dbfs < SILENCE_DBFS;
         self.silent.update(at, silent, SILENCE_HOLD, &mut out);
         out
     }
@@ -321,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn frozen_needs_more_than_two_seconds_of_identical_frames_with_packets() {
+    fn frozen_needs_more_than_one_and_a_half_seconds_of_identical_frames_with_packets() {
         let t0 = Instant::now();
         let mut cam = CameraHealth::default();
         cam.on_connected(t0);
@@ -344,8 +368,9 @@ mod tests {
                 first_raise.get_or_insert(i);
             }
         }
-        // Frame 1 is the first repeat; > 2 s later is frame 32.
-        assert_eq!(first_raise, Some(32));
+        // Frame 1 is the first repeat; > 1.5 s later is frame 24: the stuck camera is named 1.6 s
+        // after its last new picture.
+        assert_eq!(first_raise, Some(24));
         // Changing frames clear it after the clear hold.
         let mut cleared = None;
         for i in 60..100u32 {
@@ -430,7 +455,7 @@ mod tests {
         let mut raised = None;
         for i in 0..200u32 {
             let at = t0 + Duration::from_millis(20) * i;
-            for c in mic.on_audio(at, -120.0, false) {
+            for c in mic.on_audio(at, -120.0) {
                 assert_eq!(c, HealthChange::Raised(ReasonCode::MicSilent));
                 raised.get_or_insert(i);
             }
@@ -439,12 +464,25 @@ mod tests {
         let mut cleared = None;
         for i in 200..300u32 {
             let at = t0 + Duration::from_millis(20) * i;
-            for c in mic.on_audio(at, -20.0, false) {
+            for c in mic.on_audio(at, -20.0) {
                 assert_eq!(c, HealthChange::Cleared(ReasonCode::MicSilent));
                 cleared.get_or_insert(i);
             }
         }
         assert_eq!(cleared, Some(250));
+    }
+
+    /// A quiet room after noise suppression (-70 dBFS) is not a muted microphone.
+    #[test]
+    fn a_quiet_room_is_not_silence() {
+        let t0 = Instant::now();
+        let mut mic = MicHealth::new(true);
+        mic.on_connected(t0, true);
+        for i in 0..1000u32 {
+            let at = t0 + Duration::from_millis(20) * i;
+            assert!(mic.on_audio(at, -70.0).is_empty());
+            assert!(mic.tick(at).is_empty());
+        }
     }
 
     #[test]
@@ -454,7 +492,7 @@ mod tests {
         mic.on_connected(t0, true);
         for i in 0..400u32 {
             assert!(mic
-                .on_audio(t0 + Duration::from_millis(20) * i, -25.0, false)
+                .on_audio(t0 + Duration::from_millis(20) * i, -25.0)
                 .is_empty());
         }
         let mut no_mic = MicHealth::new(true);
@@ -471,7 +509,7 @@ mod tests {
         let t0 = Instant::now();
         let mut mic = MicHealth::new(true);
         mic.on_connected(t0, true);
-        mic.on_audio(t0, -20.0, false);
+        mic.on_audio(t0, -20.0);
         assert!(mic.tick(t0 + Duration::from_millis(2900)).is_empty());
         assert_eq!(
             mic.tick(t0 + Duration::from_millis(3100)),

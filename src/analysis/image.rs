@@ -172,6 +172,7 @@ mod tests {
             v: &v,
             y_stride: w,
             uv_stride: w / 2,
+            full_range: false,
         };
         let p = sample_rgb(&frame, 3.5, 2.5);
         for (got, want) in p.iter().zip([200.0, 120.0, 40.0]) {

@@ -24,10 +24,13 @@ use std::time::{Duration, Instant};
 
 /// A pixel with `Y <= UNDEREXPOSED_MAX` counts towards [`QualityMetrics::underexposed`].
 pub const UNDEREXPOSED_MAX: u8 = 20;
-/// A pixel with `Y >= OVEREXPOSED_MIN` counts towards [`QualityMetrics::overexposed`].
-pub const OVEREXPOSED_MIN: u8 = 245;
-/// A pixel with `Y >= GLARE_MIN` is a clipped highlight and may belong to a glare blob.
-pub const GLARE_MIN: u8 = 250;
+/// A pixel within this many levels of the frame's white ([`I420::white`]: 235 in the studio range
+/// WebRTC video arrives in, 255 in full range) counts towards [`QualityMetrics::overexposed`]:
+/// `Y >= 230` in studio range. Cameras clip at white, so blown-out skin sits at 231-235.
+pub const OVEREXPOSED_MARGIN: u8 = 5;
+/// A pixel within this many levels of white is a clipped highlight and may belong to a glare
+/// blob: `Y >= 233` in studio range, `Y >= 253` in full range.
+pub const GLARE_MARGIN: u8 = 2;
 /// A connected component of clipped highlights is a glare blob when its area is at least this
 /// fraction of the analysed region (0.2 %); smaller specks are ignored.
 pub const GLARE_MIN_BLOB_FRACTION: f64 = 0.002;
@@ -35,6 +38,12 @@ pub const GLARE_MIN_BLOB_FRACTION: f64 = 0.002;
 /// scene gives similar values at 640x480, 1280x720 or 1920x1080. Narrower regions are used at
 /// their native resolution (never upscaled).
 pub const SHARPNESS_WORKING_WIDTH: usize = 320;
+/// [`QualityAnalyzer::blur_index`] resamples a face to this width first, so the index measures
+/// blur relative to the face (what the face models see), not to the camera's resolution.
+pub const BLUR_FACE_WIDTH: usize = 128;
+/// Length of the box filter that re-blurs the face in [`QualityAnalyzer::blur_index`] (Crete-Roffet
+/// et al. 2007 use 9).
+pub const BLUR_REBLUR_TAPS: usize = 9;
 /// `black` requires `mean_luma < BLACK_MAX_MEAN` ...
 pub const BLACK_MAX_MEAN: f64 = 24.0;
 /// ... and `dynamic_range < BLACK_MAX_RANGE`.
@@ -60,9 +69,21 @@ pub struct I420<'a> {
     pub v: &'a [u8],
     pub y_stride: usize,
     pub uv_stride: usize,
+    /// Full-range YUV (black 0, white 255), where the stream signals it; otherwise studio range
+    /// (black 16, white 235), which is what WebRTC senders code.
+    pub full_range: bool,
 }
 
 impl I420<'_> {
+    /// The luma value of white in this frame's range.
+    pub fn white(&self) -> u8 {
+        if self.full_range {
+            255
+        } else {
+            235
+        }
+    }
+
     /// Width of the U and V planes: `ceil(width / 2)`.
     pub fn chroma_width(&self) -> usize {
         self.width.div_ceil(2)
@@ -150,15 +171,19 @@ pub struct QualityMetrics {
     pub dynamic_range: f64,
     /// Fraction of pixels with `Y <= 20` ([`UNDEREXPOSED_MAX`]).
     pub underexposed: f64,
-    /// Fraction of pixels with `Y >= 245` ([`OVEREXPOSED_MIN`]).
+    /// Fraction of pixels within [`OVEREXPOSED_MARGIN`] of white (`Y >= 230` in studio range).
     pub overexposed: f64,
     /// Fraction of the region covered by clipped-highlight blobs: 4-connected components of
-    /// `Y >= 250` ([`GLARE_MIN`]) whose area is at least 0.2 % of the region
+    /// `Y >= 233` (studio range; within [`GLARE_MARGIN`] of white) whose area is at least 0.2 % of the region
     /// ([`GLARE_MIN_BLOB_FRACTION`]). This targets specular glare; a bright background gradient
     /// that stays below 250, or scattered clipped specks, does not count.
     pub glare: f64,
     /// Number of glare blobs counted in `glare`.
     pub glare_blobs: u32,
+    /// Perceptual blur index of a face region, 0 (sharp) .. 1 (no detail left), from
+    /// [`QualityAnalyzer::blur_index`]; 0 when not measured (whole frames). Contrast-invariant and
+    /// measured at a fixed face width, so a soft 640x480 webcam and a dim room do not read as blur.
+    pub blur: f64,
     /// Variance of the 3x3 Laplacian (`[0 1 0; 1 -4 1; 0 1 0]`) over luma box-downscaled to a
     /// working width of 320 px ([`SHARPNESS_WORKING_WIDTH`], aspect kept; narrower regions are
     /// not upscaled). Higher is sharper; a flat frame gives 0.
@@ -186,6 +211,8 @@ pub struct QualityAnalyzer {
     acc: Vec<u32>,
     /// The downscaled working image.
     small: Vec<f32>,
+    /// A face resampled to [`BLUR_FACE_WIDTH`] for [`QualityAnalyzer::blur_index`].
+    face: Vec<f32>,
     /// Glare labelling: runs `(x0, x1)` of clipped pixels, row by row.
     runs: Vec<(u32, u32)>,
     /// Glare labelling: union-find parent of each run.
@@ -276,12 +303,14 @@ impl QualityAnalyzer {
         let p95 = percentile(&hist, n, 0.95);
         let dynamic_range = (p95 - p5) as f64;
         let underexposed = count_range(0, UNDEREXPOSED_MAX as usize + 1) as f64 / nf;
-        let overexposed = count_range(OVEREXPOSED_MIN as usize, 256) as f64 / nf;
+        let white = frame.white();
+        let overexposed = count_range((white - OVEREXPOSED_MARGIN) as usize, 256) as f64 / nf;
 
         // Pass 2 (only when enough clipped highlights exist): glare blobs.
+        let glare_min = white - GLARE_MARGIN;
         let min_blob = ((GLARE_MIN_BLOB_FRACTION * nf).ceil() as u64).max(1);
-        let (glare_area, glare_blobs) = if count_range(GLARE_MIN as usize, 256) >= min_blob {
-            self.glare_blobs(frame, r, min_blob)
+        let (glare_area, glare_blobs) = if count_range(glare_min as usize, 256) >= min_blob {
+            self.glare_blobs(frame, r, min_blob, glare_min)
         } else {
             (0, 0)
         };
@@ -310,18 +339,57 @@ impl QualityAnalyzer {
             glare: glare_area as f64 / nf,
             glare_blobs,
             sharpness: laplacian_variance(&self.small, out_w, out_h),
+            blur: 0.0,
             color_cast: (du * du + dv * dv).sqrt(),
             black: mean_luma < BLACK_MAX_MEAN && dynamic_range < BLACK_MAX_RANGE,
         }
     }
 
-    /// 4-connected components of `Y >= GLARE_MIN` inside `r`; returns (covered area, blob count)
+    /// The perceptual blur index of `region` (a face): the no-reference metric of Crete-Roffet et
+    /// al. 2007 ("The blur effect: perception and estimation with a new no-reference perceptual
+    /// blur metric"). The region's luma is area-resampled to [`BLUR_FACE_WIDTH`] (never upscaled),
+    /// re-blurred with a [`BLUR_REBLUR_TAPS`]-tap box filter along each axis, and the index is the
+    /// share of neighbour-difference energy that the re-blur does NOT remove, inverted: a sharp
+    /// face loses much of its detail to the re-blur (index near 0.2-0.4), a blurred one has none
+    /// left to lose (index towards 1). Ratios of sums, so it does not depend on contrast or light.
+    /// Returns 0.0 for an empty region or a malformed frame (no evidence of blur).
+    pub fn blur_index(&mut self, frame: &I420, region: Region) -> f64 {
+        if !frame.is_valid() {
+            return 0.0;
+        }
+        let r = region.clip(frame.width, frame.height);
+        if r.w < BLUR_REBLUR_TAPS || r.h < BLUR_REBLUR_TAPS {
+            return 0.0;
+        }
+        let w = r.w.min(BLUR_FACE_WIDTH);
+        let h = ((r.h * w + r.w / 2) / r.w).clamp(1, r.h);
+        self.face.clear();
+        self.face.resize(w * h, 0.0);
+        for oy in 0..h {
+            let (y0, y1) = (oy * r.h / h, ((oy + 1) * r.h / h).max(oy * r.h / h + 1));
+            for ox in 0..w {
+                let (x0, x1) = (ox * r.w / w, ((ox + 1) * r.w / w).max(ox * r.w / w + 1));
+                let mut sum = 0u32;
+                for row in y0..y1 {
+                    sum += frame
+                        .y_row(r.y + row, r.x + x0, x1 - x0)
+                        .iter()
+                        .map(|&v| v as u32)
+                        .sum::<u32>();
+                }
+                self.face[oy * w + ox] = sum as f32 / ((y1 - y0) * (x1 - x0)) as f32;
+            }
+        }
+        crete_blur(&self.face, w, h)
+    }
+
+    /// 4-connected components of `Y >= glare_min` inside `r`; returns (covered area, blob count)
     /// over the components of at least `min_blob` pixels.
     ///
     /// Run-based labelling: each row's runs of clipped pixels are unioned with the overlapping
     /// runs of the previous row (union-find over runs), so the cost is one scan of the region
     /// plus work proportional to the number of runs.
-    fn glare_blobs(&mut self, frame: &I420, r: Region, min_blob: u64) -> (u64, u32) {
+    fn glare_blobs(&mut self, frame: &I420, r: Region, min_blob: u64, glare_min: u8) -> (u64, u32) {
         self.runs.clear();
         self.parent.clear();
         let mut prev = 0..0;
@@ -329,9 +397,9 @@ impl QualityAnalyzer {
             let line = frame.y_row(r.y + ry, r.x, r.w);
             let start = self.runs.len();
             let mut x = 0;
-            while let Some(off) = line[x..].iter().position(|&v| v >= GLARE_MIN) {
+            while let Some(off) = line[x..].iter().position(|&v| v >= glare_min) {
                 let x0 = x + off;
-                let len = line[x0..].iter().take_while(|&&v| v >= GLARE_MIN).count();
+                let len = line[x0..].iter().take_while(|&&v| v >= glare_min).count();
                 x = x0 + len;
                 self.parent.push(self.runs.len() as u32);
                 self.runs.push((x0 as u32, x as u32));
@@ -430,6 +498,39 @@ fn laplacian_variance(img: &[f32], w: usize, h: usize) -> f64 {
     let cnt = ((w - 2) * (h - 2)) as f64;
     let mean = s / cnt;
     (s2 / cnt - mean * mean).max(0.0)
+}
+
+/// Crete-Roffet blur index of a `w` x `h` image (see [`QualityAnalyzer::blur_index`]): the larger
+/// of the vertical and horizontal indices. A flat image has no detail to judge and reads 1.0.
+fn crete_blur(img: &[f32], w: usize, h: usize) -> f64 {
+    let half = BLUR_REBLUR_TAPS / 2;
+    // One axis: `at(i, j)` reads sample j of line i along the axis; `n` samples per line.
+    let axis = |lines: usize, n: usize, at: &dyn Fn(usize, usize) -> f32| -> f64 {
+        let (mut s_f, mut s_v) = (0f64, 0f64);
+        let mut blurred = vec![0f32; n];
+        for i in 0..lines {
+            // Box re-blur with clamped borders.
+            for (j, b) in blurred.iter_mut().enumerate() {
+                let (lo, hi) = (j.saturating_sub(half), (j + half).min(n - 1));
+                *b = (lo..=hi).map(|k| at(i, k)).sum::<f32>() / (hi - lo + 1) as f32;
+            }
+            // Skip the border samples the re-blur clamps.
+            for j in (half + 1)..n.saturating_sub(half) {
+                let d_f = (at(i, j) - at(i, j - 1)).abs();
+                let d_b = (blurred[j] - blurred[j - 1]).abs();
+                s_f += d_f as f64;
+                s_v += (d_f - d_b).max(0.0) as f64;
+            }
+        }
+        if s_f < 1e-6 {
+            1.0
+        } else {
+            (s_f - s_v) / s_f
+        }
+    };
+    let vertical = axis(w, h, &|x, y| img[y * w + x]);
+    let horizontal = axis(h, w, &|y, x| img[y * w + x]);
+    vertical.max(horizontal)
 }
 
 /// Sum of luma over `r` (already clipped) and its pixel count.
@@ -579,11 +680,11 @@ pub struct Thresholds {
     pub dark_on_mean: f64,
     /// TooDark OFF: `mean_luma > 60` (or `black`).
     pub dark_off_mean: f64,
-    /// TooBright ON: `overexposed > 0.25` (more than a quarter of pixels at Y >= 245) ...
+    /// TooBright ON: `overexposed > 0.15` (more than 15 % of pixels within 5 levels of white) ...
     pub bright_on_overexposed: f64,
     /// ... or `mean_luma > 215`.
     pub bright_on_mean: f64,
-    /// TooBright OFF: `overexposed < 0.15` ...
+    /// TooBright OFF: `overexposed < 0.08` ...
     pub bright_off_overexposed: f64,
     /// ... and `mean_luma < 200`.
     pub bright_off_mean: f64,
@@ -591,14 +692,13 @@ pub struct Thresholds {
     pub glare_on: f64,
     /// Glare OFF: `glare < 0.004`.
     pub glare_off: f64,
-    /// Blur ON: `sharpness < 300` (Laplacian variance at the 320 px working width).
-    ///
-    /// Calibrated on synthetic scenes (checkerboard, text-like strokes, blocks, gradients, luma
-    /// 60..200): sharp ~11 500 at both 640x480 and 1280x720, the same scene at a quarter of the
-    /// contrast ~720, box-blurred with radius 4 at 640x480 ~157, a flat frame 0. Camera noise
-    /// alone (sigma 2 at 640x480) adds only ~20. Recalibrate on real captures when available.
+    /// Blur ON: the face's blur index ([`QualityMetrics::blur`]) above 0.70. Calibrated in
+    /// `tests/it/face.rs` (`blur_index_separates_soft_webcams_from_blurred_faces`) on the rendered
+    /// test actor (itself as soft as a 640x480 webcam) at face widths of 125-225 px, through VP8
+    /// at 500 kbit/s: up to 1.5 px of extra Gaussian blur reads 0.49-0.67, 3 px and more reads
+    /// 0.72-0.78 (docs/FACE.md). Frames without a measured face (index 0) never raise it.
     pub blur_on: f64,
-    /// Blur OFF: `sharpness > 450`.
+    /// Blur OFF: the blur index below 0.65.
     pub blur_off: f64,
     /// ColorCast ON: `color_cast > 25` (mean chroma offset from 128, in U/V code values).
     pub cast_on: f64,
@@ -615,14 +715,14 @@ impl Default for Thresholds {
         Thresholds {
             dark_on_mean: 50.0,
             dark_off_mean: 60.0,
-            bright_on_overexposed: 0.25,
+            bright_on_overexposed: 0.15,
             bright_on_mean: 215.0,
-            bright_off_overexposed: 0.15,
+            bright_off_overexposed: 0.08,
             bright_off_mean: 200.0,
             glare_on: 0.01,
             glare_off: 0.004,
-            blur_on: 300.0,
-            blur_off: 450.0,
+            blur_on: 0.70,
+            blur_off: 0.65,
             cast_on: 25.0,
             cast_off: 18.0,
             hold_on: Duration::from_millis(1000),
@@ -643,7 +743,7 @@ impl Thresholds {
                 m.overexposed > self.bright_on_overexposed || m.mean_luma > self.bright_on_mean
             }
             CaptureIssue::Glare => m.glare > self.glare_on,
-            CaptureIssue::Blur => m.sharpness < self.blur_on,
+            CaptureIssue::Blur => m.blur > self.blur_on,
             CaptureIssue::ColorCast => m.color_cast > self.cast_on,
         }
     }
@@ -656,10 +756,32 @@ impl Thresholds {
                 m.overexposed < self.bright_off_overexposed && m.mean_luma < self.bright_off_mean
             }
             CaptureIssue::Glare => m.glare < self.glare_off,
-            CaptureIssue::Blur => m.sharpness > self.blur_off,
+            CaptureIssue::Blur => m.blur < self.blur_off,
             CaptureIssue::ColorCast => m.color_cast < self.cast_off,
         }
     }
+}
+
+/// What the capture hints judge: light over the whole frame (a dark room is dark everywhere), but
+/// over-exposure, glare and blur where they matter, on the face: a bright window behind a person is
+/// not a blown-out face, and a soft background is not a blurred face. Without a face, blur and
+/// glare are not judged (the face hints say what to do first).
+pub fn judged_metrics(frame: &QualityMetrics, face: Option<&QualityMetrics>) -> QualityMetrics {
+    let mut m = *frame;
+    match face {
+        Some(f) => {
+            m.overexposed = m.overexposed.max(f.overexposed);
+            m.glare = f.glare;
+            m.glare_blobs = f.glare_blobs;
+            m.blur = f.blur;
+        }
+        None => {
+            m.glare = 0.0;
+            m.glare_blobs = 0;
+            m.blur = 0.0;
+        }
+    }
+    m
 }
 
 /// A change of the active hint set, returned by [`GuidanceTracker::update`].
@@ -791,6 +913,7 @@ mod tests {
                 v: &self.v,
                 y_stride: self.ys,
                 uv_stride: self.cs,
+                full_range: false,
             }
         }
 
@@ -941,7 +1064,11 @@ mod tests {
         assert_eq!(m.glare, 0.0);
         assert_eq!(m.color_cast, 0.0);
         let t = Thresholds::default();
-        assert!(m.sharpness < t.blur_on, "{}", m.sharpness);
+        // A flat region has no detail left: the blur index reads 1.
+        let mut m = m;
+        m.blur = QualityAnalyzer::new()
+            .blur_index(&make(640, 480, |_, _| 128).view(), Region::full(640, 480));
+        assert_eq!(m.blur, 1.0);
         assert!(t.is_on(CaptureIssue::Blur, &m));
         let mut tr = GuidanceTracker::new(t);
         let ch = feed(&mut tr, Instant::now(), 0..20, &m);
@@ -989,6 +1116,13 @@ mod tests {
     fn overexposed_raises_too_bright() {
         let m = metrics(&make(640, 480, |x, y| 240 + ((x + 3 * y) % 16) as u8));
         assert!(m.overexposed > 0.25, "{m:?}");
+        // Studio range (what WebRTC video carries): white is 235. A frame with 16 % of its
+        // pixels clipped at 235 and the rest mid-grey is over-exposed.
+        let clipped = metrics(&make(640, 480, |x, _| if x < 102 { 235 } else { 150 }));
+        assert!((clipped.overexposed - 0.159).abs() < 0.01, "{clipped:?}");
+        let mut tr = GuidanceTracker::new(Thresholds::default());
+        let ch = feed(&mut tr, Instant::now(), 0..16, &clipped);
+        assert!(ch.contains(&(15, GuidanceChange::Raised(CaptureIssue::TooBright))));
         let mut tr = GuidanceTracker::new(Thresholds::default());
         let ch = feed(&mut tr, Instant::now(), 0..16, &m);
         assert!(ch.contains(&(15, GuidanceChange::Raised(CaptureIssue::TooBright))));
@@ -1043,7 +1177,7 @@ mod tests {
         let mut seen = vec![false; w * h];
         let (mut covered, mut blobs) = (0, 0);
         for s in 0..w * h {
-            if seen[s] || f.luma(s % w, s / w) < GLARE_MIN {
+            if seen[s] || f.luma(s % w, s / w) < 235 - GLARE_MARGIN {
                 continue;
             }
             seen[s] = true;
@@ -1065,7 +1199,7 @@ mod tests {
                     nb.push(p + w);
                 }
                 for q in nb {
-                    if !seen[q] && f.luma(q % w, q / w) >= GLARE_MIN {
+                    if !seen[q] && f.luma(q % w, q / w) >= 235 - GLARE_MARGIN {
                         seen[q] = true;
                         stack.push(q);
                     }
@@ -1108,7 +1242,7 @@ mod tests {
                 }
             });
             for min in [1, 5, 30] {
-                let got = qa.glare_blobs(&f.view(), Region::full(97, 61), min);
+                let got = qa.glare_blobs(&f.view(), Region::full(97, 61), min, 235 - GLARE_MARGIN);
                 assert_eq!(got, reference_blobs(&f, min), "seed {seed} min {min}");
             }
         }
@@ -1127,9 +1261,23 @@ mod tests {
         assert!(s / b > 4.0, "{s} vs {b}");
         assert!((s_hd / s - 1.0).abs() < 0.3, "{s} vs {s_hd}");
         let t = Thresholds::default();
-        // Thresholds sit between with margin.
-        assert!(s > 10.0 * t.blur_off && s_hd > 10.0 * t.blur_off);
-        assert!(b * 1.8 < t.blur_on && b_hd * 1.8 < t.blur_on);
+        // The blur index (what the Blur hint judges) is resolution-independent by construction:
+        // the same scene and the same relative blur read alike at 640x480 and 1280x720.
+        let mut qa = QualityAnalyzer::new();
+        let mut index = |f: &Frame| qa.blur_index(&f.view(), Region::full(f.w, f.h));
+        let (i_s, i_b, i_s_hd, i_b_hd) = (
+            index(&sharp),
+            index(&blurred),
+            index(&hd),
+            index(&box_blur(&hd, 8)),
+        );
+        println!("blur index: sharp {i_s:.3}, blurred r4 {i_b:.3}, sharp HD {i_s_hd:.3}, blurred r8 HD {i_b_hd:.3}");
+        // (The thresholds are calibrated on rendered faces in tests/it/face.rs; a whole frame
+        // resampled to a face's working width hides a 4 px blur, which is why only faces are judged.)
+        assert!(i_b > i_s + 0.08, "{i_s} vs {i_b}");
+        assert!((i_s - i_s_hd).abs() < 0.02, "{i_s} vs {i_s_hd}");
+        assert!((i_b - i_b_hd).abs() < 0.02, "{i_b} vs {i_b_hd}");
+        assert!(i_s < t.blur_off, "{i_s}");
         // The sharp scene at a quarter of the contrast is still clearly not blurred.
         let low = make(640, 480, |x, y| {
             (130 + (sharp.luma(x, y) as i32 - 130) / 4) as u8
@@ -1142,7 +1290,11 @@ mod tests {
         });
         let s_noise = metrics(&noisy).sharpness;
         println!("sharpness: quarter contrast {s_low:.1}, flat + uniform noise +-3 {s_noise:.1}");
-        assert!(s_low > t.blur_off && s_noise < t.blur_on / 2.0);
+        assert!(s_low > s_noise);
+        // Contrast does not change the blur index: a quarter of the contrast is as sharp.
+        let i_low = index(&low);
+        println!("blur index: quarter contrast {i_low:.3}");
+        assert!((i_low - i_s).abs() < 0.05, "{i_low} vs {i_s}");
         // Lighter blur (radius 1) still counts as sharp enough not to raise Blur.
         let b1 = metrics(&box_blur(&sharp, 1)).sharpness;
         let b2 = metrics(&box_blur(&sharp, 2)).sharpness;

@@ -16,6 +16,7 @@ use rand::Rng;
 use self::judge::{ChallengeJudge, FaceSample, JudgeEvent, StepEvidence, Thresholds};
 use self::plan::{Action, ChallengePlan, ChallengeStep};
 use self::spoof::{flat_motion, planarity, FlatMotion, MeshFrame, PlanarityScore};
+use crate::analysis::face::guidance::{framing_distorts, MIN_INTER_EYE_PX};
 use crate::analysis::face::FaceObservation;
 use crate::reasons::ReasonCode;
 
@@ -70,17 +71,28 @@ impl LivenessSession {
         }
     }
 
+    /// Judges one face observation. Two framing rules keep a person's own framing from being
+    /// read as a failure or a spoof: a face too small to measure is not judged at all (the
+    /// caller pauses the step and asks the person to come closer), and frames whose framing
+    /// distorts the face's geometry (too close, cut off by the frame's edge, too small) never feed
+    /// the spoof cues, which read that geometry.
     pub fn on_observation(&mut self, o: &FaceObservation) -> Vec<JudgeEvent> {
-        let sample = match &o.face {
+        let face = o
+            .face
+            .as_ref()
+            .filter(|f| f.inter_eye_px >= MIN_INTER_EYE_PX);
+        let sample = match face {
             Some(f) => {
-                if self.spoof_frames.len() >= MAX_SPOOF_FRAMES {
-                    self.spoof_frames.remove(0);
+                if !framing_distorts(o) {
+                    if self.spoof_frames.len() >= MAX_SPOOF_FRAMES {
+                        self.spoof_frames.remove(0);
+                    }
+                    self.spoof_frames.push(MeshFrame {
+                        points: f.landmarks.iter().map(|p| [p[0], p[1]]).collect(),
+                        yaw: f.yaw,
+                        pitch: f.pitch,
+                    });
                 }
-                self.spoof_frames.push(MeshFrame {
-                    points: f.landmarks.iter().map(|p| [p[0], p[1]]).collect(),
-                    yaw: f.yaw,
-                    pitch: f.pitch,
-                });
                 FaceSample {
                     at: o.captured,
                     face: true,
@@ -122,6 +134,11 @@ impl LivenessSession {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// Whether a step is being judged now (started, not yet passed or failed).
+    pub fn running_step(&self) -> bool {
+        self.judge.running_step().is_some()
     }
 
     /// How many steps the plan has.

@@ -68,6 +68,8 @@ pub struct DecodedFrame {
     pub y: Vec<u8>,
     pub u: Vec<u8>,
     pub v: Vec<u8>,
+    /// Full-range YUV where the stream signals it (VP9's colour range bit); studio range otherwise.
+    pub full_range: bool,
 }
 
 impl DecodedFrame {
@@ -81,6 +83,7 @@ impl DecodedFrame {
             v: &self.v,
             y_stride: self.width,
             uv_stride: self.width.div_ceil(2),
+            full_range: self.full_range,
         }
     }
 
@@ -93,6 +96,7 @@ impl DecodedFrame {
             y,
             u,
             v,
+            full_range: false,
         }
     }
 
@@ -341,6 +345,8 @@ fn decode_h264(
     check_size(w, h)?;
     let (sy, su, sv) = yuv.strides();
     out.reuse(w, h);
+    // openh264 does not report the VUI range flag; WebRTC H.264 is studio range.
+    out.full_range = false;
     let (cw, ch) = out.chroma_dims();
     copy_plane(yuv.y(), sy, w, h, &mut out.y)?;
     copy_plane(yuv.u(), su, cw, ch, &mut out.u)?;
@@ -751,6 +757,7 @@ unsafe fn copy_vpx_image(
         unsafe { std::slice::from_raw_parts(img.planes[p].add(r * strides[p]), n * bps) }
     };
     out.reuse(w, h);
+    out.full_range = img.range == vpx::vpx_color_range::VPX_CR_FULL_RANGE;
     let (cw, ch) = out.chroma_dims();
     let sample = |src: &[u8], i: usize| -> u8 {
         if high {

@@ -11,6 +11,14 @@
 //! webrtc-stats style freeze detection. [`StreamMonitor::tick`] closes a
 //! measurement window (call it about once per second).
 //!
+//! A freeze is blamed on the network only when the network explains it. Each
+//! delivered frame carries its RTP (capture) time: when the gap between two
+//! frames' capture times is as long as the gap between their arrivals and no
+//! packet between them is missing, the sender simply produced no frames (a
+//! camera hiccup, a busy CPU, an app sent to the background). That is a
+//! *sender stall*, counted apart ([`StreamReport::stall_count`]) and never a
+//! network issue; the person fixes it on their device, not by changing network.
+//!
 //! [`score`] folds the reports of one session into an E-model style rating
 //! (ITU-T G.107, simplified as commonly done by WebRTC monitors):
 //!
@@ -41,6 +49,9 @@ const FREEZE_GAP_HISTORY: usize = 30;
 const FREEZE_MIN_GAPS: usize = 5;
 /// A freeze is a gap of at least the mean frame duration plus this many ms (or 3x the mean).
 const FREEZE_EXTRA_MS: f64 = 150.0;
+/// A freeze whose arrival gap exceeds its capture (RTP time) gap by less than this, with no
+/// packet missing in between, is a sender stall: the network added no delay worth a freeze.
+pub const STALL_NETWORK_DELAY_MAX_MS: f64 = FREEZE_EXTRA_MS;
 
 /// Round-trip time assumed by [`score`] when no stream knows its RTT, in ms.
 pub const DEFAULT_RTT_MS: f64 = 50.0;
@@ -98,11 +109,18 @@ pub struct StreamReport {
     pub bitrate_bps: f64,
     /// Delivered frames (audio: packets) per second in the last window.
     pub frame_rate: f64,
+    /// Freezes the network caused (late or missing packets).
     pub freeze_count: u64,
     /// Sum of the inter-frame gaps that counted as freezes.
     pub total_freeze_ms: f64,
     /// Freezes that ended in the last closed window.
     pub window_freezes: u64,
+    /// Freezes the sender caused: no frames were captured or sent (see the module docs).
+    pub stall_count: u64,
+    /// Sum of the inter-frame gaps that counted as sender stalls.
+    pub total_stall_ms: f64,
+    /// Sender stalls that ended in the last closed window.
+    pub window_stalls: u64,
     pub rtt_ms: Option<f64>,
     pub nacks_sent: u64,
     pub plis_sent: u64,
@@ -317,34 +335,74 @@ fn rtp_units_between(from: Instant, to: Instant, clock_rate: u32) -> f64 {
     sign * (nanos * u128::from(clock_rate)) as f64 / 1e9
 }
 
-/// W3C webrtc-stats freeze detection over gaps between delivered frames.
+/// Who caused a freeze.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeCause {
+    /// Packets arrived late or went missing.
+    Network,
+    /// The sender produced no frames for that long (see the module docs).
+    Sender,
+}
+
+/// The previous delivered frame, for freeze detection.
+#[derive(Debug, Clone, Copy)]
+struct LastFrame {
+    at: Instant,
+    capture_s: f64,
+    last_ext_seq: u64,
+}
+
+/// W3C webrtc-stats freeze detection over gaps between delivered frames, each freeze classified
+/// as the network's or the sender's.
 struct FreezeDetector {
-    last_frame: Option<Instant>,
+    last_frame: Option<LastFrame>,
     gaps_ms: [f64; FREEZE_GAP_HISTORY],
     gap_count: usize,
     count: u64,
     total_ms: f64,
+    stalls: u64,
+    stall_ms: f64,
 }
 
 impl FreezeDetector {
-    /// Returns true when the gap ending at `at` counts as a freeze.
-    fn on_frame(&mut self, at: Instant) -> bool {
-        let Some(prev) = self.last_frame.replace(at) else {
-            return false;
+    /// Returns the cause when the gap ending at `at` counts as a freeze. `capture_s` is the
+    /// frame's RTP time in seconds; `first_ext_seq..=last_ext_seq` its packets.
+    fn on_frame(
+        &mut self,
+        at: Instant,
+        capture_s: f64,
+        first_ext_seq: u64,
+        last_ext_seq: u64,
+    ) -> Option<FreezeCause> {
+        let this = LastFrame {
+            at,
+            capture_s,
+            last_ext_seq,
         };
-        let gap_ms = at.saturating_duration_since(prev).as_secs_f64() * 1000.0;
+        let prev = self.last_frame.replace(this)?;
+        let gap_ms = at.saturating_duration_since(prev.at).as_secs_f64() * 1000.0;
         let filled = self.gap_count.min(FREEZE_GAP_HISTORY);
         let frozen = filled >= FREEZE_MIN_GAPS && {
             let mean = self.gaps_ms[..filled].iter().sum::<f64>() / filled as f64;
             gap_ms >= (3.0 * mean).max(mean + FREEZE_EXTRA_MS)
         };
-        if frozen {
-            self.count += 1;
-            self.total_ms += gap_ms;
-        }
         self.gaps_ms[self.gap_count % FREEZE_GAP_HISTORY] = gap_ms;
         self.gap_count += 1;
-        frozen
+        if !frozen {
+            return None;
+        }
+        let capture_gap_ms = (capture_s - prev.capture_s) * 1000.0;
+        let contiguous = first_ext_seq == prev.last_ext_seq + 1;
+        let network_delay_ms = gap_ms - capture_gap_ms;
+        if contiguous && network_delay_ms < STALL_NETWORK_DELAY_MAX_MS {
+            self.stalls += 1;
+            self.stall_ms += gap_ms;
+            Some(FreezeCause::Sender)
+        } else {
+            self.count += 1;
+            self.total_ms += gap_ms;
+            Some(FreezeCause::Network)
+        }
     }
 }
 
@@ -355,6 +413,7 @@ struct WindowStats {
     bitrate_bps: f64,
     frame_rate: f64,
     freezes: u64,
+    stalls: u64,
 }
 
 /// Statistics for one received stream (one primary SSRC plus its RTX SSRC).
@@ -373,6 +432,7 @@ pub struct StreamMonitor {
     window_bytes: u64,
     window_frames: u64,
     window_freezes: u64,
+    window_stalls: u64,
     last_window: WindowStats,
 }
 
@@ -392,6 +452,8 @@ impl StreamMonitor {
                 gap_count: 0,
                 count: 0,
                 total_ms: 0.0,
+                stalls: 0,
+                stall_ms: 0.0,
             },
             repairs_received: 0,
             nacks_sent: 0,
@@ -403,6 +465,7 @@ impl StreamMonitor {
             window_bytes: 0,
             window_frames: 0,
             window_freezes: 0,
+            window_stalls: 0,
             last_window: WindowStats::default(),
         }
     }
@@ -422,12 +485,27 @@ impl StreamMonitor {
         self.window_bytes += payload_len as u64;
     }
 
-    /// A complete frame (video) or packet (audio) was delivered; `first..=last` are extended seq numbers.
-    pub fn on_delivered(&mut self, delivered_at: Instant, first_ext_seq: u64, last_ext_seq: u64) {
+    /// A complete frame (video) or packet (audio) was delivered; `first..=last` are extended seq
+    /// numbers, `capture_s` its RTP time in seconds (any origin: only differences are used).
+    pub fn on_delivered(
+        &mut self,
+        delivered_at: Instant,
+        capture_s: f64,
+        first_ext_seq: u64,
+        last_ext_seq: u64,
+    ) {
         self.seq.on_delivered(first_ext_seq, last_ext_seq);
         self.window_frames += 1;
-        if self.kind == StreamKind::Video && self.freezes.on_frame(delivered_at) {
-            self.window_freezes += 1;
+        if self.kind != StreamKind::Video {
+            return;
+        }
+        match self
+            .freezes
+            .on_frame(delivered_at, capture_s, first_ext_seq, last_ext_seq)
+        {
+            Some(FreezeCause::Network) => self.window_freezes += 1,
+            Some(FreezeCause::Sender) => self.window_stalls += 1,
+            None => {}
         }
     }
 
@@ -469,12 +547,14 @@ impl StreamMonitor {
             bitrate_bps: per_second(self.window_bytes * 8),
             frame_rate: per_second(self.window_frames),
             freezes: self.window_freezes,
+            stalls: self.window_stalls,
         };
         self.expected_at_tick = expected;
         self.received_at_tick = received;
         self.window_bytes = 0;
         self.window_frames = 0;
         self.window_freezes = 0;
+        self.window_stalls = 0;
         self.last_tick = now;
         self.totals()
     }
@@ -520,6 +600,9 @@ impl StreamMonitor {
             freeze_count: self.freezes.count,
             total_freeze_ms: self.freezes.total_ms,
             window_freezes: self.last_window.freezes,
+            stall_count: self.freezes.stalls,
+            total_stall_ms: self.freezes.stall_ms,
+            window_stalls: self.last_window.stalls,
             rtt_ms: self.rtt.map(|d| d.as_secs_f64() * 1000.0),
             nacks_sent: self.nacks_sent,
             plis_sent: self.plis_sent,
@@ -796,12 +879,17 @@ mod tests {
 
         // Frames of 5 packets; frame 2 (seqs 10..=14) is never delivered at first.
         for frame in (0..200u64).filter(|&f| f != 2) {
-            m.on_delivered(t0 + ms(5 * frame), frame * 5, frame * 5 + 4);
+            m.on_delivered(
+                t0 + ms(5 * frame),
+                0.005 * frame as f64,
+                frame * 5,
+                frame * 5 + 4,
+            );
         }
         let r = m.totals();
         assert_eq!((r.unrecovered, r.loss_after_repair), (5, 0.005));
-        m.on_delivered(t0 + ms(1000), 10, 14);
-        m.on_delivered(t0 + ms(1000), 10, 14); // duplicate delivery is not double counted
+        m.on_delivered(t0 + ms(1000), 0.01, 10, 14);
+        m.on_delivered(t0 + ms(1000), 0.01, 10, 14); // duplicate delivery is not double counted
         let r = m.totals();
         assert_eq!((r.unrecovered, r.loss_after_repair), (0, 0.0));
     }
@@ -813,8 +901,8 @@ mod tests {
         for i in 0..100u16 {
             m.on_rtp(t0, i, 0, 10);
         }
-        m.on_delivered(t0, 0, 9);
-        m.on_delivered(t0, 20, 29); // 10..=19 missing, 30..=99 still in flight
+        m.on_delivered(t0, 0.0, 0, 9);
+        m.on_delivered(t0, 0.0, 20, 29); // 10..=19 missing, 30..=99 still in flight
         let r = m.totals();
         assert_eq!((r.unrecovered, r.loss_after_repair), (10, 10.0 / 30.0));
     }
@@ -946,8 +1034,11 @@ mod tests {
         let mut m = StreamMonitor::new(StreamKind::Video, 90_000, t0);
         let mut at = t0;
         let mut ext = 0u64;
+        // Frames captured at a steady 30 fps (RTP time), however late they arrive.
+        let mut capture = 0.0;
         let mut deliver = |m: &mut StreamMonitor, at: Instant| {
-            m.on_delivered(at, ext, ext + 2);
+            m.on_delivered(at, capture, ext, ext + 2);
+            capture += 1.0 / 30.0;
             ext += 3;
         };
         for i in 0..30u64 {
@@ -962,9 +1053,49 @@ mod tests {
         deliver(&mut m, at);
         let r = m.tick(t0 + ms(1600));
         assert_eq!((r.freeze_count, r.window_freezes), (1, 1));
+        assert_eq!((r.stall_count, r.window_stalls), (0, 0));
         assert_eq!(r.total_freeze_ms, 500.0);
         assert_eq!(r.frame_rate, 32.0 / 1.6);
         assert_eq!(m.tick(t0 + ms(2600)).window_freezes, 0);
+    }
+
+    /// A sender that captures nothing for 350 ms each second (camera hiccup, busy CPU): the RTP
+    /// time jumps with the arrival time and no packet is missing, so the gaps are sender stalls,
+    /// never network freezes, and the connection score stays excellent.
+    #[test]
+    fn gaps_the_sender_made_are_stalls_not_network_freezes() {
+        let t0 = Instant::now();
+        let mut m = StreamMonitor::new(StreamKind::Video, 90_000, t0);
+        let mut ext = 0u64;
+        let mut t_ms = 0u64;
+        let mut reports = Vec::new();
+        for second in 1..=5u64 {
+            while t_ms < second * 1000 - 350 {
+                m.on_rtp(t0 + ms(t_ms), ext as u16, (t_ms * 90) as u32, 1000);
+                m.on_delivered(t0 + ms(t_ms), t_ms as f64 / 1000.0, ext, ext);
+                ext += 1;
+                t_ms += 66;
+            }
+            t_ms = second * 1000;
+            reports.push(m.tick(t0 + ms(second * 1000 + 1)));
+        }
+        let last = reports.last().unwrap();
+        assert_eq!(last.freeze_count, 0, "{last:?}");
+        assert!(last.stall_count >= 3, "{last:?}");
+        for r in &reports[1..] {
+            let s = score(std::slice::from_ref(r));
+            assert!(!s.issues.contains(&NetworkIssue::Frozen), "{r:?}");
+            assert_eq!(s.quality, Quality::Excellent, "{r:?}");
+        }
+
+        // The same gap with the packets in between lost is the network's.
+        let mut m = StreamMonitor::new(StreamKind::Video, 90_000, t0);
+        for i in 0..10u64 {
+            m.on_delivered(t0 + ms(66 * i), 0.066 * i as f64, i, i);
+        }
+        m.on_delivered(t0 + ms(66 * 9 + 500), 0.066 * 9.0 + 0.5, 20, 20);
+        let r = m.tick(t0 + ms(2000));
+        assert_eq!((r.freeze_count, r.stall_count), (1, 0));
     }
 
     fn clean_report() -> StreamReport {

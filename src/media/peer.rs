@@ -154,6 +154,9 @@ pub struct TrackSummary {
     pub duplicates: u64,
     pub freeze_count: u64,
     pub total_freeze_ms: f64,
+    /// Freezes the sender caused (no frames captured), not the network.
+    pub stall_count: u64,
+    pub total_stall_ms: f64,
     pub nacks_sent: u64,
     pub rtt_ms: Option<f64>,
 }
@@ -565,6 +568,7 @@ impl PeerTask {
         t.keyframes += u64::from(is_keyframe);
         t.monitor.on_delivered(
             data.network_time,
+            data.time.as_seconds(),
             **data.seq_range.start(),
             **data.seq_range.end(),
         );
@@ -692,7 +696,13 @@ impl PeerTask {
             if let Some(p) = &self.pipeline {
                 let poor =
                     s.quality == super::netstats::Quality::Poor || self.warning.active().is_some();
-                p.submit(PipelineInput::Network { poor });
+                let sender_stalled = reports
+                    .iter()
+                    .any(|r| r.kind == StreamKind::Video && r.window_stalls > 0);
+                p.submit(PipelineInput::Network {
+                    poor,
+                    sender_stalled,
+                });
             }
             let streams: Vec<Value> = self
                 .tracks
@@ -833,6 +843,8 @@ fn stream_json(t: &Track, r: &StreamReport) -> Value {
         "frame_rate": round2(r.frame_rate),
         "freeze_count": r.freeze_count,
         "total_freeze_ms": r.total_freeze_ms.round(),
+        "stall_count": r.stall_count,
+        "total_stall_ms": r.total_stall_ms.round(),
         "rtt_ms": r.rtt_ms,
         "nacks_sent": r.nacks_sent,
         "plis_sent": r.plis_sent,
@@ -858,6 +870,8 @@ fn track_summary(t: &Track) -> TrackSummary {
         duplicates: r.duplicates,
         freeze_count: r.freeze_count,
         total_freeze_ms: r.total_freeze_ms.round(),
+        stall_count: r.stall_count,
+        total_stall_ms: r.total_stall_ms.round(),
         nacks_sent: r.nacks_sent,
         rtt_ms: r.rtt_ms,
     }

@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::decode::{
-    is_opus_dtx, level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder,
-};
+use super::decode::{level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder};
 use crate::analysis::device::{CameraHealth, FrameFacts, HealthChange, MicHealth};
 use crate::analysis::face::embed::{embed_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::guidance::FaceGuidance;
 use crate::analysis::face::{FaceModels, FaceObservation, FaceTracker};
 use crate::analysis::quality::{
-    luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer, QualityMetrics, Thresholds,
-    I420,
+    judged_metrics, luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer,
+    QualityMetrics, Region, Thresholds, I420,
 };
 use crate::document::card::{CaptureThresholds, CardScratch};
 use crate::document::fields::DocumentRead;
@@ -104,6 +102,8 @@ pub enum PipelineInput {
     /// The network's state, once a second from the peer's monitor.
     Network {
         poor: bool,
+        /// The sender stalled in that second (no frames captured; not the network's doing).
+        sender_stalled: bool,
     },
     /// The call is ending: decide a verdict now if none was reached.
     Ending {
@@ -259,6 +259,10 @@ struct Worker {
     last_network_tick: Option<Instant>,
     /// Since when the plan has been blocked without interruption.
     blocked_since: Option<Instant>,
+    /// Capture and framing faults active while the current step ran.
+    step_faults: Vec<ReasonCode>,
+    /// Capture and framing faults active during steps that failed, for the verdict.
+    failed_step_faults: Vec<ReasonCode>,
     /// When the last video input arrived (media gaps pause the challenge).
     last_video_at: Option<Instant>,
     /// Embeddings of good frontal frames, for the reference-photo match.
@@ -312,6 +316,8 @@ impl Worker {
             network_poor_ms: 0,
             last_network_tick: None,
             blocked_since: None,
+            step_faults: Vec::new(),
+            failed_step_faults: Vec::new(),
             last_video_at: None,
             live_embeddings: Vec::new(),
             next_embedding: None,
@@ -402,8 +408,13 @@ impl Worker {
                 let changes = self.mic.on_connected(at, has_audio);
                 self.publish_health(at, changes, "microphone");
             }
-            PipelineInput::Network { poor } => {
+            PipelineInput::Network {
+                poor,
+                sender_stalled,
+            } => {
                 let now = Instant::now();
+                let changes = self.camera.on_sender_window(now, sender_stalled);
+                self.publish_health(now, changes, "camera");
                 let running = self.liveness.as_ref().is_some_and(|l| !l.is_finished());
                 if let (true, true, Some(last)) =
                     (self.network_poor, running, self.last_network_tick)
@@ -464,7 +475,13 @@ impl Worker {
 
     fn blocking(&self) -> Option<ReasonCode> {
         if self.media_gap(Instant::now()) {
-            return Some(ReasonCode::NetworkFrozen);
+            // A sender that has been stalling with a clean network holds the video itself.
+            let sender = self.camera.stalled() && !self.network_poor;
+            return Some(if sender {
+                ReasonCode::CameraStalled
+            } else {
+                ReasonCode::NetworkFrozen
+            });
         }
         let camera = self.camera.active();
         let faces = self.face_guidance.active();
@@ -484,10 +501,35 @@ impl Worker {
                     ReasonCode::FaceNotFound | ReasonCode::FaceOccluded | ReasonCode::MultipleFaces
                 )
             }))
+            .or(self.face_guidance.blocking())
             .or(capture
                 .iter()
                 .find(|i| i.code() == "LIGHTING_TOO_DARK")
                 .and(Some(ReasonCode::LightingTooDark)))
+    }
+
+    /// Capture and framing faults the person can fix, active now: what to name when a step
+    /// fails while they last (the verdict puts them before `CHALLENGE_*`).
+    fn capture_faults(&self) -> Vec<ReasonCode> {
+        let mut faults: Vec<ReasonCode> = self
+            .face_guidance
+            .active()
+            .into_iter()
+            .filter(|c| *c != ReasonCode::FaceNotFound)
+            .collect();
+        faults.extend(
+            self.guidance
+                .active()
+                .iter()
+                .filter_map(|i| ReasonCode::from_code(i.code())),
+        );
+        faults.extend(
+            self.camera
+                .active()
+                .into_iter()
+                .filter(|c| *c == ReasonCode::CameraStalled),
+        );
+        faults
     }
 
     fn tick_liveness(&mut self, now: Instant) {
@@ -514,6 +556,13 @@ impl Worker {
         }
         let events = l.on_tick(now, blocking);
         self.publish_judge(events);
+        if self.liveness.as_ref().is_some_and(|l| l.running_step()) {
+            for code in self.capture_faults() {
+                if !self.step_faults.contains(&code) {
+                    self.step_faults.push(code);
+                }
+            }
+        }
         // A media gap pauses the step but is not the person's to fix: the call's reconnect
         // grace, not MAX_BLOCKED, bounds it.
         self.blocked_since = match blocking {
@@ -534,6 +583,7 @@ impl Worker {
         for e in events {
             match e {
                 JudgeEvent::Started { step, remaining } => {
+                    self.step_faults.clear();
                     let (index, steps) = self
                         .liveness
                         .as_ref()
@@ -569,6 +619,11 @@ impl Worker {
                     reason,
                     evidence,
                 } => {
+                    for code in std::mem::take(&mut self.step_faults) {
+                        if !self.failed_step_faults.contains(&code) {
+                            self.failed_step_faults.push(code);
+                        }
+                    }
                     self.save_evidence(&format!("challenge-{step_id}"));
                     self.bus.publish(
                         "challenge_failed",
@@ -778,6 +833,7 @@ impl Worker {
             face_match: self.face_match(),
             network_poor_ms: self.network_poor_ms,
             persistent_faults: faults,
+            step_faults: self.failed_step_faults.clone(),
             // The checks are done when the challenges and the document step (if any) are.
             ended_early: if self.liveness.as_ref().is_some_and(|l| l.is_finished())
                 && self.document.as_ref().is_none_or(|d| d.outcome.is_some())
@@ -884,9 +940,11 @@ impl Worker {
         );
         self.last_metrics = Some(metrics);
         self.publish_health(captured, changes, "camera");
+        let mut face_quality = None;
         if let Some(tracker) = self.face.as_mut() {
             match tracker.observe(&image, captured) {
                 Ok(observation) => {
+                    face_quality = observation.face.as_ref().map(|f| f.quality);
                     self.stats.face_observations.fetch_add(1, Ordering::Relaxed);
                     if observation.face.is_some() {
                         self.stats.faces_found.fetch_add(1, Ordering::Relaxed);
@@ -939,7 +997,26 @@ impl Worker {
         self.analyze_document(captured);
         // A black camera is a device fault; lighting hints would only confuse.
         if !metrics.black {
-            for change in self.guidance.update(captured, &metrics) {
+            let judged = match (&self.face, face_quality) {
+                (Some(_), face) => judged_metrics(&metrics, face.as_ref()),
+                // No face tracking (models not installed): judge blur on a face-sized patch where
+                // the face would be, at native resolution.
+                (None, _) => {
+                    let f = &self.frame;
+                    let side = crate::analysis::quality::BLUR_FACE_WIDTH;
+                    let centre = Region::new(
+                        f.width.saturating_sub(side) / 2,
+                        f.height.saturating_sub(side) / 2,
+                        side,
+                        side,
+                    );
+                    QualityMetrics {
+                        blur: self.quality.blur_index(&f.view(), centre),
+                        ..metrics
+                    }
+                }
+            };
+            for change in self.guidance.update(captured, &judged) {
                 let (code, active) = match change {
                     GuidanceChange::Raised(i) => (i.code(), true),
                     GuidanceChange::Cleared(i) => (i.code(), false),
@@ -964,7 +1041,6 @@ impl Worker {
         let Some(dec) = self.audio.as_mut() else {
             return;
         };
-        let dtx = is_opus_dtx(packet);
         let level = match dec.decode(packet, &mut self.pcm) {
             Ok(_) => level_dbfs(&self.pcm),
             Err(_) => return,
@@ -976,7 +1052,7 @@ impl Worker {
             .map(|s| (*s as f64) * (*s as f64))
             .sum::<f64>();
         self.level_samples += self.pcm.len();
-        let changes = self.mic.on_audio(arrival, level, dtx);
+        let changes = self.mic.on_audio(arrival, level);
         self.publish_health(arrival, changes, "microphone");
     }
 

@@ -591,6 +591,7 @@ impl SessionRegistry {
                 face_match: None,
                 network_poor_ms: 0,
                 persistent_faults: session.device_failures(),
+                step_faults: Vec::new(),
                 document: None,
                 ended_early: Some(match reason {
                     "expired" => "expired",
@@ -662,6 +663,7 @@ impl SessionRegistry {
             face_match: None,
             network_poor_ms: 0,
             persistent_faults: Vec::new(),
+            step_faults: Vec::new(),
             document: None,
             ended_early: Some("other"),
         });

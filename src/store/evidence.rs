@@ -100,6 +100,7 @@ mod tests {
             v: &v,
             y_stride: w,
             uv_stride: w / 2,
+            full_range: false,
         };
         let old = session_dir(data.path(), "ses_old");
         let new = session_dir(data.path(), "ses_new");

@@ -50,6 +50,7 @@ impl Stage {
             v: &v,
             y_stride: 640,
             uv_stride: 320,
+            full_range: false,
         };
         let face = FaceTracker::new(models, 0)
             .observe(&planes, Instant::now())
@@ -168,12 +169,23 @@ fn reactive(frame: Box<super::peer::FrameFn>) -> VideoSource {
 
 /// A rendered person who follows the challenges; every edit is appended to `recording`.
 pub fn live_person(stage: Arc<Stage>, recording: Arc<Mutex<Vec<FaceEdit>>>) -> VideoSource {
+    live_person_at(stage, recording, 1.0)
+}
+
+/// A rendered person who follows the challenges with their face `face_scale` times the size of
+/// the stage's own framing: small values sit far from the camera, 2.8 fills the frame (too close).
+pub fn live_person_at(
+    stage: Arc<Stage>,
+    recording: Arc<Mutex<Vec<FaceEdit>>>,
+    face_scale: f32,
+) -> VideoSource {
     let seen = Mutex::new(HashMap::new());
     reactive(Box::new(move |index, events| {
-        let edit = match current_challenge(events, &seen, index) {
+        let mut edit = match current_challenge(events, &seen, index) {
             Some((action, t)) => perform(&action, t, index),
             None => idle(index),
         };
+        edit.scale *= face_scale;
         recording
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -73,6 +73,7 @@ fn base(width: usize, height: usize, index: usize) -> DecodedFrame {
         y,
         u: vec![126; cw * ch],
         v: vec![130; cw * ch],
+        full_range: false,
     }
 }
 

@@ -82,6 +82,10 @@ pub struct PeerOptions {
     pub max_video_frames: Option<u64>,
     /// Stop streaming (and skip DELETE) once a `verdict` event arrives on the data channel.
     pub stop_on_verdict: bool,
+    /// A sender that stalls: `(every, for)` captures no frame during the last `for` of each
+    /// `every` since connecting (a camera hiccup, a busy phone). Frames then carry their capture
+    /// time as RTP time, as a real camera's do.
+    pub sender_stall: Option<(Duration, Duration)>,
 }
 
 impl Default for PeerOptions {
@@ -96,6 +100,7 @@ impl Default for PeerOptions {
             connect_timeout: Duration::from_secs(10),
             max_video_frames: None,
             stop_on_verdict: true,
+            sender_stall: None,
         }
     }
 }
@@ -272,10 +277,22 @@ impl Driver {
                 if let (Some(mid), Some(video)) = (video_mid, &opts.video) {
                     let limit_reached = opts.max_video_frames.is_some_and(|m| frame_index >= m);
                     if now >= next_frame && !limit_reached {
-                        let ts = frame_index * 90_000 / fps as u64;
-                        self.send_video_frame(mid, video, frame_index, ts)?;
-                        frame_index += 1;
-                        self.report.video_frames_sent += 1;
+                        let since = self
+                            .connected_at
+                            .map_or(Duration::ZERO, |c| now.duration_since(c));
+                        let stalled = opts.sender_stall.is_some_and(|(every, pause)| {
+                            let phase = since.as_millis() % every.as_millis().max(1);
+                            phase >= every.saturating_sub(pause).as_millis()
+                        });
+                        if !stalled {
+                            let ts = match opts.sender_stall {
+                                Some(_) => since.as_micros() as u64 * 9 / 100,
+                                None => frame_index * 90_000 / fps as u64,
+                            };
+                            self.send_video_frame(mid, video, frame_index, ts)?;
+                            frame_index += 1;
+                            self.report.video_frames_sent += 1;
+                        }
                         next_frame += frame_interval;
                     }
                 }

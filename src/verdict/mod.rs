@@ -106,11 +106,29 @@ pub struct VerdictInputs {
     pub network_poor_ms: u64,
     /// Camera/microphone/capture faults active when the decision is made (persistent ones).
     pub persistent_faults: Vec<ReasonCode>,
+    /// Capture and framing faults that were active while a step that failed was running.
+    pub step_faults: Vec<ReasonCode>,
     /// The call ended before the plan finished (how it ended).
     pub ended_early: Option<&'static str>,
     /// The ID-document step's result, when the session asked for one.
     pub document: Option<crate::document::DocumentOutcome>,
 }
+
+/// Capture and framing faults that can explain a failed step, in the order a person should fix
+/// them: light, then framing, then the picture itself.
+pub const STEP_CAUSE_ORDER: [ReasonCode; 11] = [
+    ReasonCode::LightingTooDark,
+    ReasonCode::LightingTooBright,
+    ReasonCode::LightingBacklit,
+    ReasonCode::Glare,
+    ReasonCode::FaceOccluded,
+    ReasonCode::MultipleFaces,
+    ReasonCode::FaceTooClose,
+    ReasonCode::FaceTooFar,
+    ReasonCode::FaceNotCentered,
+    ReasonCode::Blur,
+    ReasonCode::CameraStalled,
+];
 
 /// Poor network for at least this long during the steps makes failures the network's fault.
 pub const NETWORK_BLAME_MS: u64 = 2_000;
@@ -158,17 +176,34 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         )
     });
     // The cause a person can fix first: light before framing before presence. Blur, glare and
-    // colour cast stay live hints only: they degrade a capture but do not stop the steps.
+    // colour cast do not stop the steps: they are named only when a step failed while they lasted.
     let capture_fault = [
         ReasonCode::LightingTooDark,
         ReasonCode::LightingTooBright,
         ReasonCode::LightingBacklit,
         ReasonCode::FaceOccluded,
         ReasonCode::MultipleFaces,
+        ReasonCode::FaceTooClose,
+        ReasonCode::FaceTooFar,
         ReasonCode::FaceNotFound,
     ]
     .into_iter()
     .find(|c| v.persistent_faults.contains(c));
+    // What to fix when steps failed: the persistent cause, then the faults that lasted through a
+    // failed step, in the same order of what a person fixes first.
+    let step_causes: Vec<ReasonCode> = capture_fault
+        .into_iter()
+        .chain(
+            STEP_CAUSE_ORDER
+                .into_iter()
+                .filter(|c| v.step_faults.contains(c)),
+        )
+        .fold(Vec::new(), |mut acc, c| {
+            if !acc.contains(&c) {
+                acc.push(c);
+            }
+            acc
+        });
     let fault_reason = |code: ReasonCode| VerdictReason::new(code, json!({ "persistent": true }));
 
     // A flat face is decisive whatever else happened.
@@ -233,9 +268,17 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
                 ReasonCode::NetworkUnstable,
                 json!({ "poor_ms": v.network_poor_ms }),
             ));
-        } else if let Some(code) = device_fault.or(capture_fault) {
+        } else if let Some(code) = device_fault {
             reasons.push(fault_reason(code));
         } else {
+            // The cause the person can fix comes first, so the result screen and the relying
+            // party say what to change; the failed steps follow.
+            for code in &step_causes {
+                reasons.push(VerdictReason::new(
+                    *code,
+                    json!({ "during": "failed step", "persistent": capture_fault == Some(*code) }),
+                ));
+            }
             reasons.push(VerdictReason::new(
                 ReasonCode::ChallengeFailed,
                 json!({ "failed": failed.len(), "steps": liveness.steps.len() }),
@@ -413,6 +456,7 @@ mod tests {
             face_match: None,
             network_poor_ms: 0,
             persistent_faults: vec![],
+            step_faults: Vec::new(),
             ended_early: None,
             document: None,
         }
@@ -461,7 +505,51 @@ mod tests {
             ]
         );
         i.persistent_faults = vec![ReasonCode::LightingTooDark];
-        assert_eq!(codes(&decide(&i)), vec![ReasonCode::LightingTooDark]);
+        assert_eq!(
+            codes(&decide(&i)),
+            vec![
+                ReasonCode::LightingTooDark,
+                ReasonCode::ChallengeFailed,
+                ReasonCode::ChallengeTimeout,
+                ReasonCode::ChallengeTimeout
+            ]
+        );
+    }
+
+    /// The result screen and the relying party must be able to say what to fix: a framing or
+    /// capture fault that lasted through a failed step comes before the `CHALLENGE_*` reasons.
+    #[test]
+    fn failed_steps_name_the_capture_cause_first() {
+        let mut i = inputs(outcome(&[Some(true), Some(false), Some(true)], Some(0.06)));
+        i.step_faults = vec![ReasonCode::Blur, ReasonCode::FaceNotCentered];
+        let v = decide(&i);
+        assert_eq!(
+            codes(&v),
+            vec![
+                ReasonCode::FaceNotCentered,
+                ReasonCode::Blur,
+                ReasonCode::ChallengeFailed,
+                ReasonCode::ChallengeTimeout
+            ]
+        );
+        assert!(v.reasons.iter().all(|r| r.retryable));
+    }
+
+    /// A person blocked by their own framing the whole time is told that, never a spoof.
+    #[test]
+    fn a_call_blocked_by_framing_names_the_framing() {
+        let mut i = inputs(outcome(&[None, None, None], None));
+        i.ended_early = Some("blocked");
+        i.persistent_faults = vec![ReasonCode::FaceTooClose];
+        let v = decide(&i);
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::Failed,
+                vec![ReasonCode::FaceTooClose, ReasonCode::SessionIncomplete]
+            )
+        );
+        assert!(v.reasons[0].retryable);
     }
 
     #[test]

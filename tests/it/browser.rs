@@ -234,7 +234,9 @@ async fn a_person_following_the_page_passes_at_laptop_size() {
         serde_json::json!(["precheck", "call", "result"])
     );
     assert_eq!(v["verdict"]["status"], "passed", "server verdict: {v:#}");
-    assert!(track(&v, "video")["frames"].as_u64().unwrap() > 100);
+    // Video reached the server; how many frames depends on how fast the person was (a pass in
+    // 6 s is under 100 frames at 15 fps), so only the outcome above is asserted.
+    assert!(track(&v, "video")["frames"].as_u64().unwrap() > 0);
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -273,6 +273,7 @@ fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
         face_match: None,
         network_poor_ms: 0,
         persistent_faults: vec![],
+        step_faults: Vec::new(),
         ended_early: None,
         document: Some(document),
     })

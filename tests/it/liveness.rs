@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vericall::media::decode::VideoCodec;
-use vericall::testkit::actor::{frame_of, idle, live_person, photo_attack, replay, FPS};
+use vericall::testkit::actor::{
+    frame_of, idle, live_person, live_person_at, photo_attack, replay, FPS,
+};
 use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
 use vericall::testkit::render::{FaceEdit, RgbImage};
@@ -264,6 +266,114 @@ async fn persistent_darkness_fails_with_lighting_too_dark() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Passed and failed challenge steps in a timeline.
+fn step_results(timeline: &[Value]) -> (usize, usize) {
+    let count = |kind: &str| timeline.iter().filter(|e| e["type"] == kind).count();
+    (count("challenge_passed"), count("challenge_failed"))
+}
+
+/// A live person sitting too close: the face overflows the frame and perspective warps it. They
+/// are told to move back and the call names that, never a spoof (the framing distorts the very
+/// geometry the spoof cues read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_too_close_is_told_so_and_never_called_a_spoof() {
+    let ts = server().await;
+    let video = live_person_at(stage().clone(), Arc::new(Mutex::new(Vec::new())), 2.8);
+    let (_, v, timeline) = verify(&ts, video, None, Duration::from_secs(40)).await;
+    println!("too close: {:?} {:#}", verdict(&v), v["verdict"]["reasons"]);
+    let (status, codes) = verdict(&v);
+    assert_eq!(status, "failed");
+    assert_eq!(codes.first(), Some(&"FACE_TOO_CLOSE"), "{codes:?}");
+    assert!(!codes.contains(&"SPOOF_SUSPECTED"), "{codes:?}");
+    assert_eq!(v["verdict"]["reasons"][0]["retryable"], true);
+    assert!(
+        timeline.iter().any(|e| e["type"] == "guidance"
+            && e["code"] == "FACE_TOO_CLOSE"
+            && e["active"] == true),
+        "the person was told to move back"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A face too small to measure (about 30 px between the eyes) passes no step: the steps pause,
+/// the person is asked to come closer, and the call names that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_face_too_small_to_measure_passes_no_step() {
+    let ts = server().await;
+    let video = live_person_at(stage().clone(), Arc::new(Mutex::new(Vec::new())), 0.42);
+    let (_, v, timeline) = verify(&ts, video, None, Duration::from_secs(40)).await;
+    let eyes: Vec<f64> = timeline
+        .iter()
+        .filter(|e| e["type"] == "face")
+        .filter_map(|e| e["face"]["inter_eye_px"].as_f64())
+        .collect();
+    println!(
+        "too small: {:?}; inter-eye px {:?}; steps {:?}",
+        verdict(&v),
+        eyes.iter().take(5).collect::<Vec<_>>(),
+        step_results(&timeline)
+    );
+    assert_eq!(
+        step_results(&timeline).0,
+        0,
+        "no step is judged on a face this small"
+    );
+    let (status, codes) = verdict(&v);
+    assert_eq!(status, "failed");
+    assert_eq!(codes.first(), Some(&"FACE_TOO_FAR"), "{codes:?}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A sender that captures nothing for 350 ms every second (a busy phone, a camera hiccup) on a
+/// clean network: the stalls are the device's, never the network's, and the person still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_sender_on_a_clean_network_is_never_blamed_on_the_network() {
+    let ts = server().await;
+    let s = ts.create_session().await;
+    let report = run_peer(
+        &s.whip_url,
+        &s.token,
+        PeerOptions {
+            video: Some(live_person(
+                stage().clone(),
+                Arc::new(Mutex::new(Vec::new())),
+            )),
+            audio: Some(tone()),
+            duration: Duration::from_secs(45),
+            sender_stall: Some((Duration::from_secs(1), Duration::from_millis(350))),
+            ..PeerOptions::default()
+        },
+    )
+    .await
+    .expect("peer streams");
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
+        .await;
+    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    let video = crate::common::track(&v, "video");
+    println!(
+        "stalling sender: {:?}; sent {} frames; stalls {} freezes {}; poor {}ms",
+        verdict(&v),
+        report.video_frames_sent,
+        video["stall_count"],
+        video["freeze_count"],
+        v["network"]["poor_network_ms"]
+    );
+    let (status, codes) = verdict(&v);
+    assert!(
+        codes.iter().all(|c| !c.starts_with("NETWORK_")),
+        "a sender stall is not the network: {codes:?}"
+    );
+    assert!(
+        timeline.iter().all(|e| e["type"] != "network_warning"),
+        "no network warning reached the person"
+    );
+    assert_eq!(v["network"]["poor_network_ms"], 0);
+    assert!(video["stall_count"].as_u64().unwrap_or(0) > 0, "{video}");
+    assert_eq!(status, "passed", "{:#}", v["verdict"]);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_loss_is_blamed_on_the_network_and_is_retryable() {
     let ts = server().await;
@@ -327,6 +437,7 @@ fn a_tilted_photo_reads_frontal_but_foreshortens() {
             y: f.y,
             u: f.u,
             v: f.v,
+            full_range: false,
         };
         let face = tracker
             .observe(&p.view(), std::time::Instant::now())

@@ -291,6 +291,7 @@ fn reference_photos_that_cannot_be_used_are_rejected_with_reasons() {
         y: frame.y,
         u: frame.u,
         v: frame.v,
+        full_range: false,
     };
     let i420 = planes.view();
     let mut scene = RgbImage::new(640, 480, [0, 0, 0]);

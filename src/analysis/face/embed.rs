@@ -328,6 +328,7 @@ impl Planes {
             v: &self.v,
             y_stride: self.width,
             uv_stride: self.width.div_ceil(2),
+            full_range: false,
         }
     }
 }

@@ -15,6 +15,17 @@ pub const TOO_FAR_ON: f32 = 0.22;
 pub const TOO_FAR_OFF: f32 = 0.25;
 pub const TOO_CLOSE_ON: f32 = 0.75;
 pub const TOO_CLOSE_OFF: f32 = 0.70;
+/// Below this distance between the eyes (pixels, in the decoded frame) the mesh is too coarse to
+/// judge a step: eye openness, lip gap and the eye distance itself jump by a third between frames
+/// (measured 24-43 px on a face 30 px between the eyes). Such a face is too far whatever its share
+/// of the frame, no step is judged on it, and the running step pauses until the person comes
+/// closer. At the smallest accepted camera (480x360) a face at the too-far share is ~47 px.
+pub const MIN_INTER_EYE_PX: f32 = 40.0;
+/// ... and it counts as big enough again above this (hysteresis).
+pub const MIN_INTER_EYE_OFF_PX: f32 = 44.0;
+/// A face box within this many pixels of the frame's edge is cut off: its outline, and so the
+/// geometry the spoof cues read, is incomplete.
+pub const EDGE_MARGIN_PX: f32 = 2.0;
 /// Face centre offset from the frame centre, as a share of the frame size.
 pub const OFF_CENTRE_ON: f32 = 0.25;
 pub const OFF_CENTRE_OFF: f32 = 0.20;
@@ -31,6 +42,8 @@ pub struct FaceGuidance {
     too_close: Held,
     off_centre: Held,
     backlit: Held,
+    /// Too small to judge (a part of too far that also pauses the steps).
+    too_small: Held,
 }
 
 impl Default for FaceGuidance {
@@ -44,6 +57,7 @@ impl Default for FaceGuidance {
             too_close: h(ReasonCode::FaceTooClose),
             off_centre: h(ReasonCode::FaceNotCentered),
             backlit: h(ReasonCode::LightingBacklit),
+            too_small: h(ReasonCode::FaceTooFar),
         }
     }
 }
@@ -75,9 +89,14 @@ impl FaceGuidance {
             Some(v) => on(v),
             None => false,
         };
-        let far = band(&self.too_far, share, &|s| s < TOO_FAR_ON, &|s| {
-            s >= TOO_FAR_OFF
+        let eyes = face.map(|f| f.inter_eye_px);
+        let small = band(&self.too_small, eyes, &|e| e < MIN_INTER_EYE_PX, &|e| {
+            e >= MIN_INTER_EYE_OFF_PX
         });
+        let far = small
+            || band(&self.too_far, share, &|s| s < TOO_FAR_ON, &|s| {
+                s >= TOO_FAR_OFF
+            });
         let close = band(&self.too_close, share, &|s| s > TOO_CLOSE_ON, &|s| {
             s <= TOO_CLOSE_OFF
         });
@@ -88,11 +107,30 @@ impl FaceGuidance {
         let backlit = band(&self.backlit, backlight, &|b| b as f64 > BACKLIT_ON, &|b| {
             (b as f64) <= BACKLIT_OFF
         });
+        // Not reported on its own: too far says it.
+        self.too_small.update(at, small, HOLD_ON, &mut Vec::new());
         self.too_far.update(at, far, HOLD_ON, &mut out);
         self.too_close.update(at, close, HOLD_ON, &mut out);
         self.off_centre.update(at, off, HOLD_ON, &mut out);
         self.backlit.update(at, backlit, HOLD_ON, &mut out);
         out
+    }
+
+    /// The face is too small to judge steps on (held like the hints): the steps pause.
+    pub fn too_small(&self) -> bool {
+        self.too_small.active()
+    }
+
+    /// A framing fault that keeps steps from being judged: too close (the face leaves the frame
+    /// and perspective distorts it) or too small to measure.
+    pub fn blocking(&self) -> Option<ReasonCode> {
+        if self.too_close.active() {
+            Some(ReasonCode::FaceTooClose)
+        } else if self.too_small.active() {
+            Some(ReasonCode::FaceTooFar)
+        } else {
+            None
+        }
     }
 
     pub fn active(&self) -> Vec<ReasonCode> {
@@ -110,6 +148,21 @@ impl FaceGuidance {
         .map(|h| h.code())
         .collect()
     }
+}
+
+/// Whether this frame's face geometry is distorted by its framing, so the spoof cues (which read
+/// the face's proportions and parallax) must not use it: too close (past the too-close OFF share,
+/// where perspective and the frame's edge warp the outline), too small to measure, or touching
+/// the frame's edge. Instantaneous: judged per frame, not held.
+pub fn framing_distorts(o: &FaceObservation) -> bool {
+    let Some(f) = &o.face else { return true };
+    let (w, h) = (o.frame_width.max(1) as f32, o.frame_height.max(1) as f32);
+    let [x, y, bw, bh] = f.bbox;
+    let cut_off = x < EDGE_MARGIN_PX
+        || y < EDGE_MARGIN_PX
+        || x + bw > w - EDGE_MARGIN_PX
+        || y + bh > h - EDGE_MARGIN_PX;
+    bw / w > TOO_CLOSE_OFF || f.inter_eye_px < MIN_INTER_EYE_PX || cut_off
 }
 
 #[cfg(test)]
@@ -148,6 +201,45 @@ mod tests {
         (0..45)
             .flat_map(|i| g.update(&frames(i)).into_iter().map(move |c| (i, c)))
             .collect()
+    }
+
+    #[test]
+    fn a_face_too_small_to_measure_is_too_far_and_pauses_steps() {
+        let t0 = Instant::now();
+        let mut g = FaceGuidance::default();
+        let mut raised = Vec::new();
+        for i in 0..30u32 {
+            // A box of a good share, but only 30 px between the eyes (a coarse, jumpy mesh).
+            let mut o = obs(
+                t0 + Duration::from_millis(66 * i as u64),
+                Some([220.0, 140.0, 200.0, 220.0]),
+                1,
+            );
+            o.face.as_mut().unwrap().inter_eye_px = 30.0;
+            assert!(framing_distorts(&o));
+            raised.extend(g.update(&o));
+        }
+        assert_eq!(raised, vec![HealthChange::Raised(ReasonCode::FaceTooFar)]);
+        assert_eq!(g.blocking(), Some(ReasonCode::FaceTooFar));
+        assert!(g.too_small());
+    }
+
+    #[test]
+    fn too_close_blocks_and_distorts_framing() {
+        let t0 = Instant::now();
+        let mut g = FaceGuidance::default();
+        for i in 0..30u32 {
+            let o = obs(
+                t0 + Duration::from_millis(66 * i as u64),
+                Some([60.0, 0.0, 520.0, 480.0]),
+                1,
+            );
+            assert!(framing_distorts(&o));
+            g.update(&o);
+        }
+        assert_eq!(g.blocking(), Some(ReasonCode::FaceTooClose));
+        let fine = obs(t0, Some([220.0, 140.0, 200.0, 220.0]), 1);
+        assert!(!framing_distorts(&fine));
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl FaceTracker {
             bbox[3].max(1.0) as usize,
         )
         .clip(frame.width, frame.height);
-        let quality = self.quality.analyze(frame, Some(region));
+        let mut quality = self.quality.analyze(frame, Some(region));
+        quality.blur = self.quality.blur_index(frame, region);
         let eye_centre = |a: usize, b: usize| {
             (
                 (points[a][0] + points[b][0]) / 2.0,
