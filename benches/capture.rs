@@ -7,10 +7,11 @@
 //! (`testkit::actor::Stage`) with its idle sway, 1.6 s at 15 fps, each frame through VP8 at
 //! 500 kbit/s and the server's own analysis: `FaceTracker`, `QualityAnalyzer`,
 //! `quality::judged_metrics` and the `GuidanceTracker` with the default thresholds, exactly as
-//! `media::pipeline` chains them. Clips vary lighting (dim 0.6x, normal, bright 1.25x), face size
+//! `media::pipeline` chains them. Clips vary lighting (dim 0.6x, normal, bright 1.15x), face size
 //! (0.8x, 1x, 1.3x of the stage's framing) and skin tone (as rendered, and darker and warmer);
 //! the degraded versions add one fault each: Gaussian blur (sigma 3 px), a specular glare spot on
-//! the forehead, over-exposure (2.2x gain, clipped) or darkness (0.22x). Prints a markdown table.
+//! the forehead, over-exposure (3x gain, clipped, in place of the room's light) or darkness
+//! (0.22x, likewise). Prints a markdown table.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,12 +113,12 @@ fn frame(stage: &Stage, clip: &Clip, index: u64) -> DecodedFrame {
         ..idle(index)
     };
     let (mut img, landmarks) = stage.renderer.render(&edit);
-    let gain = clip.gain
-        * match clip.fault {
-            Fault::Overexposed => 2.2,
-            Fault::Dark => 0.22,
-            _ => 1.0,
-        };
+    // Exposure faults replace the room's light; the other faults keep it.
+    let gain = match clip.fault {
+        Fault::Overexposed => 3.0,
+        Fault::Dark => 0.22,
+        _ => clip.gain,
+    };
     let tone = if clip.dark_skin {
         [0.62, 0.5, 0.42]
     } else {
@@ -153,8 +154,9 @@ fn frame(stage: &Stage, clip: &Clip, index: u64) -> DecodedFrame {
     DecodedFrame::from_rgb(img.width, img.height, &img.data)
 }
 
-/// The capture hints raised over one clip, through VP8 and the server's analysis.
-fn raised(stage: &Stage, models: &Arc<FaceModels>, clip: &Clip) -> Vec<&'static str> {
+/// The capture hints raised over one clip, through VP8 and the server's analysis, and the median
+/// of the judged metrics (over-exposed share, glare, blur index) for the report.
+fn raised(stage: &Stage, models: &Arc<FaceModels>, clip: &Clip) -> (Vec<&'static str>, [f64; 3]) {
     let mut enc = VpxEncoder::new(VideoCodec::Vp8, 640, 480, FPS, 500).unwrap();
     let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
     let mut decoded = DecodedFrame::default();
@@ -163,6 +165,7 @@ fn raised(stage: &Stage, models: &Arc<FaceModels>, clip: &Clip) -> Vec<&'static 
     let mut guidance = GuidanceTracker::new(Thresholds::default());
     let t0 = Instant::now();
     let mut out = Vec::new();
+    let mut seen: [Vec<f64>; 3] = Default::default();
     for i in 0..FRAMES {
         let raw = frame(stage, clip, i);
         for (bytes, key) in enc.encode(&raw, i as i64, i == 0).unwrap() {
@@ -172,13 +175,25 @@ fn raised(stage: &Stage, models: &Arc<FaceModels>, clip: &Clip) -> Vec<&'static 
         let view = decoded.view();
         let metrics = quality.analyze(&view, None);
         let face = tracker.observe(&view, at).unwrap().face.map(|f| f.quality);
-        for change in guidance.update(at, &judged_metrics(&metrics, face.as_ref())) {
+        let judged = judged_metrics(&metrics, face.as_ref());
+        for (v, m) in seen
+            .iter_mut()
+            .zip([judged.overexposed, judged.glare, judged.blur])
+        {
+            v.push(m);
+        }
+        for change in guidance.update(at, &judged) {
             if let GuidanceChange::Raised(issue) = change {
                 out.push(issue.code());
             }
         }
     }
-    out
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [a, b, c] = &mut seen;
+    (out, [median(a), median(b), median(c)])
 }
 
 fn main() {
@@ -192,7 +207,7 @@ fn main() {
         Fault::Overexposed,
         Fault::Dark,
     ] {
-        for gain in [0.6f32, 1.0, 1.25] {
+        for gain in [0.6f32, 1.0, 1.15] {
             for scale in [0.8f32, 1.0, 1.3] {
                 for dark_skin in [false, true] {
                     clips.push(Clip {
@@ -211,7 +226,10 @@ fn main() {
     let mut totals = std::collections::HashMap::new();
     let started = Instant::now();
     for clip in &clips {
-        let got = raised(&stage, &models, clip);
+        let (got, medians) = raised(&stage, &models, clip);
+        if std::env::var_os("CAPTURE_VERBOSE").is_some() {
+            println!("{clip:?}: raised {got:?}; median over-exposed, glare, blur {medians:.3?}");
+        }
         *totals.entry(clip.fault.code()).or_insert(0usize) += 1;
         for code in codes {
             if got.contains(&code) {

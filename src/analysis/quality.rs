@@ -40,7 +40,7 @@ pub const GLARE_MIN_BLOB_FRACTION: f64 = 0.002;
 pub const SHARPNESS_WORKING_WIDTH: usize = 320;
 /// [`QualityAnalyzer::blur_index`] resamples a face to this width first, so the index measures
 /// blur relative to the face (what the face models see), not to the camera's resolution.
-pub const BLUR_FACE_WIDTH: usize = 128;
+pub const BLUR_FACE_WIDTH: usize = 96;
 /// Length of the box filter that re-blurs the face in [`QualityAnalyzer::blur_index`] (Crete-Roffet
 /// et al. 2007 use 9).
 pub const BLUR_REBLUR_TAPS: usize = 9;
@@ -692,13 +692,14 @@ pub struct Thresholds {
     pub glare_on: f64,
     /// Glare OFF: `glare < 0.004`.
     pub glare_off: f64,
-    /// Blur ON: the face's blur index ([`QualityMetrics::blur`]) above 0.70. Calibrated in
+    /// Blur ON: the face's blur index ([`QualityMetrics::blur`]) above 0.58. Calibrated in
     /// `tests/it/face.rs` (`blur_index_separates_soft_webcams_from_blurred_faces`) on the rendered
     /// test actor (itself as soft as a 640x480 webcam) at face widths of 125-225 px, through VP8
-    /// at 500 kbit/s: up to 1.5 px of extra Gaussian blur reads 0.49-0.67, 3 px and more reads
-    /// 0.72-0.78 (docs/FACE.md). Frames without a measured face (index 0) never raise it.
+    /// at 500 kbit/s: up to 1 px of extra Gaussian blur reads 0.46-0.56, 3 px and more reads
+    /// 0.66-0.77; `cargo bench --bench capture` checks it across light and skin tone
+    /// (docs/FACE.md). Frames without a measured face (index 0) never raise it.
     pub blur_on: f64,
-    /// Blur OFF: the blur index below 0.65.
+    /// Blur OFF: the blur index below 0.54.
     pub blur_off: f64,
     /// ColorCast ON: `color_cast > 25` (mean chroma offset from 128, in U/V code values).
     pub cast_on: f64,
@@ -721,8 +722,8 @@ impl Default for Thresholds {
             bright_off_mean: 200.0,
             glare_on: 0.01,
             glare_off: 0.004,
-            blur_on: 0.70,
-            blur_off: 0.65,
+            blur_on: 0.58,
+            blur_off: 0.54,
             cast_on: 25.0,
             cast_off: 18.0,
             hold_on: Duration::from_millis(1000),
@@ -770,7 +771,7 @@ pub fn judged_metrics(frame: &QualityMetrics, face: Option<&QualityMetrics>) -> 
     let mut m = *frame;
     match face {
         Some(f) => {
-            m.overexposed = m.overexposed.max(f.overexposed);
+            m.overexposed = f.overexposed;
             m.glare = f.glare;
             m.glare_blobs = f.glare_blobs;
             m.blur = f.blur;
