@@ -25,7 +25,7 @@ use crate::events::unix_ms_now;
 use crate::notify::VerdictNotice;
 use crate::reasons::ReasonCode;
 use crate::session::tokens::{new_id, new_secret, SecretHash};
-use crate::store::{AuditRow, SessionFilter};
+use crate::store::{AuditRow, SessionFilter, VerdictWrite};
 
 const COOKIE: &str = "vericall_review";
 const CSRF_HEADER: &str = "x-vericall-csrf";
@@ -436,24 +436,28 @@ pub async fn decide(
             }),
         );
     }
-    if !store
-        .replace_verdict(&id, "needs_review", status, &verdict.to_string())
-        .await?
-    {
+    // The new verdict, its signed form and its webhook delivery are stored together, only if
+    // no other operator decided meanwhile.
+    let written = state
+        .registry
+        .notifier()
+        .record(
+            &VerdictNotice {
+                session_id: &id,
+                api_key_id: &row.api_key_id,
+                subject: row.subject.as_deref(),
+                verdict: &verdict,
+                decided_by: &decided_by,
+            },
+            &VerdictWrite::Replace {
+                expected_status: "needs_review",
+            },
+        )
+        .await?;
+    if !written {
         return Err(ApiError::Conflict("another operator decided first".into()));
     }
     audit(&state, &user, &req.decision, Some(&id), Some(note)).await?;
-    state
-        .registry
-        .notifier()
-        .verdict_recorded(&VerdictNotice {
-            session_id: &id,
-            api_key_id: &row.api_key_id,
-            subject: row.subject.as_deref(),
-            verdict: &verdict,
-            decided_by: &decided_by,
-        })
-        .await?;
     tracing::info!(session = %id, operator = %user, decision = %req.decision, "review decision");
     Ok(Json(json!({ "verdict": verdict })))
 }

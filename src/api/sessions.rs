@@ -63,6 +63,8 @@ pub struct CreateSession {
 #[derive(Debug, Serialize)]
 pub struct CreatedSession {
     pub id: String,
+    /// The id of the API key that created the session: the `aud` of its signed verdict.
+    pub api_key_id: String,
     pub client_token: String,
     pub expires_at: i64,
     pub whip_url: String,
@@ -129,6 +131,7 @@ pub async fn create(
         page_url: format!("{base}/#session={id}&token={}", created.client_token),
         expires_at: created.session.expires_at_ms,
         client_token: created.client_token,
+        api_key_id: key.id.clone(),
         id,
     };
     Ok((StatusCode::CREATED, Json(body)))
@@ -203,19 +206,23 @@ pub async fn get_one(
             codes
         }
     };
-    // The final verdict, signed for offline verification (JWS, keys at /.well-known/jwks.json).
-    let signed_verdict = match (&row.ended_at, verdict.is_null()) {
-        (Some(_), false) => Some(
+    // The final verdict, signed once when it was decided (JWS, keys at /.well-known/jwks.json):
+    // every GET returns the same token, and it is the one the webhook carried.
+    let signed_verdict = match (row.ended_at, verdict.is_null()) {
+        (Some(ended_at), false) => Some(
             state
                 .registry
                 .notifier()
-                .sign_verdict(&VerdictNotice {
-                    session_id: &row.id,
-                    api_key_id: &row.api_key_id,
-                    subject: row.subject.as_deref(),
-                    verdict: &verdict,
-                    decided_by: verdict["decided_by"].as_str().unwrap_or("vericall"),
-                })
+                .stored_signed_verdict(
+                    &VerdictNotice {
+                        session_id: &row.id,
+                        api_key_id: &row.api_key_id,
+                        subject: row.subject.as_deref(),
+                        verdict: &verdict,
+                        decided_by: verdict["decided_by"].as_str().unwrap_or("vericall"),
+                    },
+                    ended_at,
+                )
                 .await?,
         ),
         _ => None,
@@ -229,6 +236,8 @@ pub async fn get_one(
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     Ok(Json(json!({
         "id": row.id,
+        // The `aud` of the signed verdict.
+        "api_key_id": row.api_key_id,
         "subject": row.subject,
         "document_fields": document_fields,
         "state": state_name,

@@ -26,7 +26,7 @@ use crate::media::peer::{
 use crate::media::sdp::SdpError;
 use crate::notify::{Notifier, VerdictNotice};
 use crate::reasons::ReasonCode;
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{SessionRow, Store, StoreError, VerdictWrite};
 use tokens::{new_secret, new_session_id, SecretHash};
 
 /// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
@@ -313,7 +313,10 @@ impl SessionRegistry {
         }
         if let Some(subject) = &subject {
             let since = unix_ms_now() - self.cfg.attempt_window_secs as i64 * 1000;
-            let failed = self.store.count_failed_attempts(subject, since).await?;
+            let failed = self
+                .store
+                .count_failed_attempts(api_key_id, subject, since)
+                .await?;
             if failed >= self.cfg.max_failed_attempts as i64 {
                 return Err(SessionError::TooManyAttempts { failed });
             }
@@ -599,46 +602,31 @@ impl SessionRegistry {
                 }),
             })
         });
-        if let Ok(value) = serde_json::to_value(&verdict) {
-            match self
-                .store
-                .set_verdict(&session.id, verdict.status.as_str(), &value.to_string())
-                .await
-            {
-                Ok(()) => {
-                    if let Some(fields) = &verdict.document_fields {
-                        if let Err(e) = self
-                            .store
-                            .set_document_fields(&session.id, &fields.to_string())
-                            .await
-                        {
-                            tracing::error!(session = %session.id, error = %e, "cannot store the document fields");
-                        }
-                    }
-                    let notice = VerdictNotice {
-                        session_id: &session.id,
-                        api_key_id: &session.api_key_id,
-                        subject: session.subject.as_deref(),
-                        verdict: &value,
-                        decided_by: "vericall",
-                    };
-                    if let Err(e) = self.notifier.verdict_recorded(&notice).await {
-                        tracing::error!(session = %session.id, error = %e, "cannot queue the verdict webhook");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(session = %session.id, error = %e, "cannot store the verdict")
-                }
+        let value = match serde_json::to_value(&verdict) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(session = %session.id, error = %e, "cannot serialize the verdict");
+                return;
             }
-        }
-        if let Some(s) = summary {
-            if let Ok(text) = serde_json::to_string(s) {
-                if let Err(e) = self.store.set_network_summary(&session.id, &text).await {
-                    tracing::error!(session = %session.id, error = %e, "cannot store network summary");
-                }
-            }
-        }
-        match self.store.end_session(&session.id, now, reason).await {
+        };
+        let summary_text = summary.and_then(|s| serde_json::to_string(s).ok());
+        let fields_text = verdict.document_fields.as_ref().map(|f| f.to_string());
+        let notice = VerdictNotice {
+            session_id: &session.id,
+            api_key_id: &session.api_key_id,
+            subject: session.subject.as_deref(),
+            verdict: &value,
+            decided_by: "vericall",
+        };
+        // End, verdict, signed verdict and webhook delivery are one transaction.
+        let write = VerdictWrite::End {
+            at: now,
+            reason,
+            network_summary: summary_text.as_deref(),
+            document_fields: fields_text.as_deref(),
+            timeline_event: false,
+        };
+        match self.notifier.record(&notice, &write).await {
             Ok(true) => {
                 session
                     .bus
@@ -646,9 +634,68 @@ impl SessionRegistry {
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(session = %session.id, error = %e, "cannot record session end")
+                tracing::error!(session = %session.id, error = %e, "cannot record the session end")
             }
         }
+    }
+
+    /// Ends, with a verdict, open sessions whose call cannot go on: `reason` is
+    /// `server_restart` (this node's sessions after a crash) or `node_lost` (any node's, when
+    /// far older than any call can be). Each gets `SESSION_INCOMPLETE` with the reason as
+    /// evidence, a signed verdict, a webhook delivery and a stored `session_ended` event.
+    async fn end_abandoned(
+        &self,
+        open: Vec<crate::store::OpenSession>,
+        reason: &'static str,
+    ) -> Result<u64, StoreError> {
+        let mut ended = 0;
+        for s in open {
+            let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
+                liveness: None,
+                face_match: None,
+                network_poor_ms: 0,
+                persistent_faults: Vec::new(),
+                document: None,
+                ended_early: Some(reason),
+            });
+            let Ok(value) = serde_json::to_value(&verdict) else {
+                continue;
+            };
+            let notice = VerdictNotice {
+                session_id: &s.id,
+                api_key_id: &s.api_key_id,
+                subject: s.subject.as_deref(),
+                verdict: &value,
+                decided_by: "vericall",
+            };
+            let write = VerdictWrite::End {
+                at: unix_ms_now(),
+                reason,
+                network_summary: None,
+                document_fields: None,
+                timeline_event: true,
+            };
+            match self.notifier.record(&notice, &write).await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(crate::notify::NotifyError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::error!(session = %s.id, error = %e, "cannot sign the verdict of an abandoned session")
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Sessions this node left open in a previous process (crash, kill -9) cannot resume: their
+    /// media state was in memory. Called once at start-up.
+    pub async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+        let open = self.store.orphaned_sessions().await?;
+        let n = self.end_abandoned(open, "server_restart").await?;
+        if n > 0 {
+            tracing::warn!(count = n, "ended sessions left open by a previous run");
+        }
+        Ok(n)
     }
 
     /// Ends sessions whose node vanished (several instances on one database; a pod that died and
@@ -656,28 +703,12 @@ impl SessionRegistry {
     /// older than its token lifetime plus the longest call, so anything older is an orphan.
     pub async fn end_stale_sessions(&self) {
         let horizon = self.cfg.session_ttl_secs + self.cfg.max_call_secs + STALE_MARGIN_SECS;
-        let now = unix_ms_now();
-        let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
-            liveness: None,
-            face_match: None,
-            network_poor_ms: 0,
-            persistent_faults: Vec::new(),
-            document: None,
-            ended_early: Some("other"),
-        });
-        let Ok(text) = serde_json::to_string(&verdict) else {
-            return;
+        let cutoff = unix_ms_now() - horizon as i64 * 1000;
+        let result = match self.store.stale_sessions(cutoff).await {
+            Ok(open) => self.end_abandoned(open, "node_lost").await,
+            Err(e) => Err(e),
         };
-        match self
-            .store
-            .end_stale_sessions(
-                now - horizon as i64 * 1000,
-                now,
-                verdict.status.as_str(),
-                &text,
-            )
-            .await
-        {
+        match result {
             Ok(0) => {}
             Ok(n) => tracing::warn!(count = n, "ended sessions whose server instance is gone"),
             Err(e) => tracing::warn!(error = %e, "cannot end stale sessions"),
