@@ -179,6 +179,11 @@ impl Config {
                 "database_url must start with sqlite: or postgres://".into(),
             ));
         }
+        if self.signed_verdict_lifetime_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "signed_verdict_lifetime_secs must be at least 60".into(),
+            ));
+        }
         if !(self.analysis_fps > 0.0 && self.analysis_fps <= 60.0) {
             return Err(ConfigError::Invalid(
                 "analysis_fps must be in (0, 60]".into(),

@@ -124,12 +124,24 @@ impl Notifier {
             verdict: &verdict,
             ..*n
         };
-        let signed = self.sign_verdict(&n, decided_at).await?;
+        // An unusable signing key must not keep the end and verdict from being recorded: they are
+        // stored unsigned (GET signs them on first read once the key works) and the webhook,
+        // authenticated by its HMAC, goes out with `signed_verdict: null`.
+        let signed = match self.sign_verdict(&n, decided_at).await {
+            Ok(jws) => Some(jws),
+            Err(NotifyError::Signing(SigningError::Store(e))) | Err(NotifyError::Store(e)) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tracing::error!(session = %n.session_id, error = %e, "cannot sign a verdict; recording it unsigned");
+                None
+            }
+        };
         let outbox = self
             .store
             .get_webhook(n.api_key_id)
             .await?
-            .map(|_| self.delivery(&n, &signed, decided_at));
+            .map(|_| self.delivery(&n, signed.as_deref(), decided_at));
         let status = verdict["status"].as_str().unwrap_or("failed");
         let written = self
             .store
@@ -138,7 +150,7 @@ impl Notifier {
                     session_id: n.session_id,
                     status,
                     verdict_json: &verdict.to_string(),
-                    signed_verdict: &signed,
+                    signed_verdict: signed.as_deref(),
                     decided_at,
                     outbox: outbox.as_ref(),
                 },
@@ -179,7 +191,7 @@ impl Notifier {
     }
 
     /// The webhook delivery of a verdict (an outbox row; the body carries the signed verdict).
-    fn delivery(&self, n: &VerdictNotice<'_>, signed: &str, decided_at: i64) -> OutboxRow {
+    fn delivery(&self, n: &VerdictNotice<'_>, signed: Option<&str>, decided_at: i64) -> OutboxRow {
         let id = delivery_id();
         let now = unix_ms_now();
         let claims = self.claims(n, decided_at);

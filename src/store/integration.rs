@@ -136,8 +136,9 @@ pub struct VerdictRecord<'a> {
     pub session_id: &'a str,
     pub status: &'a str,
     pub verdict_json: &'a str,
-    /// The compact JWS of the verdict, made once at decision time.
-    pub signed_verdict: &'a str,
+    /// The compact JWS of the verdict, made once at decision time (`None` only when it could
+    /// not be signed; it is then made on first read).
+    pub signed_verdict: Option<&'a str>,
     pub decided_at: i64,
     /// The webhook delivery, when the relying party has a webhook.
     pub outbox: Option<&'a OutboxRow>,

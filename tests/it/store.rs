@@ -290,7 +290,7 @@ async fn suite(store: Store, label: &str) {
         session_id: "o1",
         status: "failed",
         verdict_json: r#"{"status":"failed"}"#,
-        signed_verdict: "jws-o1",
+        signed_verdict: Some("jws-o1"),
         decided_at: 9,
         outbox: Some(&delivery),
     };
