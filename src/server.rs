@@ -270,6 +270,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         session_limit: Arc::new(api::limits::RateLimiter::new(cfg.sessions_per_minute)),
         whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
         login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
+        idempotency: Arc::default(),
     };
     let app = api::router(state, static_dir);
     let (shutdown, mut shutdown_rx) = watch::channel(false);

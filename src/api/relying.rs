@@ -92,6 +92,7 @@ pub async fn list(
             json!({
                 "id": r.id,
                 "subject": r.subject,
+                "reference": r.reference,
                 "state": r.state,
                 "created_at": r.created_at,
                 "ended_at": r.ended_at,

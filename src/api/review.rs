@@ -419,6 +419,7 @@ pub async fn decide(
             "the session is not waiting for review".into(),
         ));
     }
+    let reference = store.get_session_reference(&id).await?;
     let mut verdict = previous.clone();
     let decided_by = format!("operator:{user}");
     if let Some(m) = verdict.as_object_mut() {
@@ -446,6 +447,7 @@ pub async fn decide(
                 session_id: &id,
                 api_key_id: &row.api_key_id,
                 subject: row.subject.as_deref(),
+                reference: reference.as_deref(),
                 verdict: &verdict,
                 decided_by: &decided_by,
             },

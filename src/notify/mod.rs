@@ -30,6 +30,8 @@ pub struct VerdictNotice<'a> {
     pub session_id: &'a str,
     pub api_key_id: &'a str,
     pub subject: Option<&'a str>,
+    /// The relying party's opaque reference of the session.
+    pub reference: Option<&'a str>,
     /// The stored verdict JSON (`status`, `reasons[{code, retryable, ...}]`, ...).
     pub verdict: &'a Value,
     /// `vericall` for automatic verdicts, `operator:<name>` after a review decision.
@@ -87,6 +89,7 @@ impl Notifier {
             // and in the session's `api_key_id`): a verdict is not proof for another client.
             "aud": n.api_key_id,
             "sub": n.subject,
+            "reference": n.reference,
             "status": n.verdict["status"],
             "reasons": reasons,
             "decided_by": n.decided_by,
@@ -201,6 +204,7 @@ impl Notifier {
             "created_at": now,
             "session_id": n.session_id,
             "subject": n.subject,
+            "reference": n.reference,
             "status": claims["status"],
             "reasons": claims["reasons"],
             "decided_by": n.decided_by,

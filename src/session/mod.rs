@@ -114,6 +114,8 @@ pub struct Session {
     pub api_key_id: String,
     /// The relying party's id for the person (for attempt limits, webhooks and deletion).
     pub subject: Option<String>,
+    /// The relying party's opaque reference for this session (an order or case id), echoed back.
+    pub external_reference: Option<String>,
     pub created_at_ms: i64,
     /// The client token is accepted for a first WHIP offer until then.
     pub expires_at_ms: i64,
@@ -306,6 +308,7 @@ impl SessionRegistry {
         &self,
         api_key_id: &str,
         subject: Option<String>,
+        external_reference: Option<String>,
         policy: SessionPolicy,
     ) -> Result<NewSession, SessionError> {
         if !self.is_accepting() {
@@ -327,18 +330,21 @@ impl SessionRegistry {
         let now = unix_ms_now();
         let expires = now + self.cfg.session_ttl().as_millis() as i64;
         self.store
-            .insert_session(&SessionRow {
-                id: id.to_string(),
-                api_key_id: api_key_id.to_string(),
-                subject: subject.clone(),
-                state: "created".into(),
-                created_at: now,
-                expires_at: expires,
-                connected_at: None,
-                ended_at: None,
-                end_reason: None,
-                network_summary: None,
-            })
+            .insert_session_with_reference(
+                &SessionRow {
+                    id: id.to_string(),
+                    api_key_id: api_key_id.to_string(),
+                    subject: subject.clone(),
+                    state: "created".into(),
+                    created_at: now,
+                    expires_at: expires,
+                    connected_at: None,
+                    ended_at: None,
+                    end_reason: None,
+                    network_summary: None,
+                },
+                external_reference.as_deref(),
+            )
             .await?;
         let session = Arc::new(Session {
             id: id.clone(),
@@ -346,6 +352,7 @@ impl SessionRegistry {
             reference: Arc::new(Mutex::new(None)),
             api_key_id: api_key_id.to_string(),
             subject,
+            external_reference,
             created_at_ms: now,
             expires_at_ms: expires,
             bus: EventBus::new(id.clone(), Some(self.persist.clone())),
@@ -373,7 +380,7 @@ impl SessionRegistry {
             .iter()
             .find(|k| k.revoked_at.is_none())
             .ok_or(SessionError::Unauthorized)?;
-        self.create(&key.id, Some("dev".into()), SessionPolicy::default())
+        self.create(&key.id, Some("dev".into()), None, SessionPolicy::default())
             .await
     }
 
@@ -615,6 +622,7 @@ impl SessionRegistry {
             session_id: &session.id,
             api_key_id: &session.api_key_id,
             subject: session.subject.as_deref(),
+            reference: session.external_reference.as_deref(),
             verdict: &value,
             decided_by: "vericall",
         };
@@ -665,6 +673,7 @@ impl SessionRegistry {
                 session_id: &s.id,
                 api_key_id: &s.api_key_id,
                 subject: s.subject.as_deref(),
+                reference: s.reference.as_deref(),
                 verdict: &value,
                 decided_by: "vericall",
             };

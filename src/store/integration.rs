@@ -60,6 +60,8 @@ pub struct SessionListing {
     pub end_reason: Option<String>,
     pub verdict_status: Option<String>,
     pub verdict: Option<String>,
+    /// The relying party's opaque reference.
+    pub reference: Option<String>,
 }
 
 /// Filters for `list_sessions`; `None` matches everything.
@@ -120,6 +122,7 @@ pub struct OpenSession {
     pub id: String,
     pub api_key_id: String,
     pub subject: Option<String>,
+    pub reference: Option<String>,
 }
 
 pub(super) fn open_session(r: &sqlx::any::AnyRow) -> StoreResult<OpenSession> {
@@ -127,6 +130,7 @@ pub(super) fn open_session(r: &sqlx::any::AnyRow) -> StoreResult<OpenSession> {
         id: r.try_get(0)?,
         api_key_id: r.try_get(1)?,
         subject: r.try_get(2)?,
+        reference: r.try_get(3)?,
     })
 }
 
@@ -525,7 +529,7 @@ impl Store {
             ("DESC", "<")
         };
         let sql = format!(
-            "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict FROM sessions \
+            "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict, reference FROM sessions \
              WHERE ($1 IS NULL OR api_key_id = $1) AND ($2 IS NULL OR verdict_status = $2) \
              AND ($3 IS NULL OR subject = $3) AND ($4 IS NULL OR created_at < $4) \
              AND ($5 IS NULL OR created_at {beyond} $5 OR (created_at = $5 AND id {beyond} $6)) \
@@ -553,6 +557,7 @@ impl Store {
                     end_reason: r.try_get(6)?,
                     verdict_status: r.try_get(7)?,
                     verdict: r.try_get(8)?,
+                    reference: r.try_get(9)?,
                 })
             })
             .collect()
@@ -583,7 +588,7 @@ impl Store {
     /// their node is gone (a pod replaced under another name never restarts to end them).
     pub async fn stale_sessions(&self, cutoff: i64) -> StoreResult<Vec<OpenSession>> {
         let rows = sqlx::query(
-            "SELECT id, api_key_id, subject FROM sessions WHERE ended_at IS NULL AND created_at < $1 ORDER BY created_at, id",
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND created_at < $1 ORDER BY created_at, id",
         )
         .bind(cutoff)
         .fetch_all(&self.pool)

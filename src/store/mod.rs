@@ -250,8 +250,17 @@ impl Store {
     // ---- sessions ----
 
     pub async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
+        self.insert_session_with_reference(s, None).await
+    }
+
+    /// A new session with the relying party's opaque `reference` (an order or case id).
+    pub async fn insert_session_with_reference(
+        &self,
+        s: &SessionRow,
+        reference: Option<&str>,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.id)
         .bind(&s.api_key_id)
@@ -260,9 +269,21 @@ impl Store {
         .bind(s.created_at)
         .bind(s.expires_at)
         .bind(&*self.node)
+        .bind(reference)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The relying party's reference of a session.
+    pub async fn get_session_reference(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT reference FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     pub async fn set_session_connected(&self, id: &str, at: i64) -> StoreResult<()> {
@@ -383,7 +404,7 @@ impl Store {
     /// Other nodes' sessions are theirs to end.
     pub async fn orphaned_sessions(&self) -> StoreResult<Vec<OpenSession>> {
         let rows = sqlx::query(
-            "SELECT id, api_key_id, subject FROM sessions WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY created_at, id",
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY created_at, id",
         )
         .bind(&*self.node)
         .fetch_all(&self.pool)

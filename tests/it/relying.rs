@@ -1085,3 +1085,75 @@ async fn a_deleted_subject_leaves_no_bytes_in_the_database_file() {
     }
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The relying party's `reference` comes back in GET, the listing, the webhook and the signed
+/// verdict; a creation retried with the same `Idempotency-Key` gets the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_is_echoed_and_idempotent_creation_returns_one_session() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let post = |key: Option<&'static str>, body: Value| {
+        let mut r = ts
+            .http
+            .post(ts.url("/v1/sessions"))
+            .bearer_auth(&ts.api_key)
+            .json(&body);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    let body = json!({ "subject": "user-ref", "reference": "order-4711" });
+    let first = post(Some("order-4711-try"), body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(Some("order-4711-try"), body.clone()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the same session and tokens");
+    let other = post(Some("order-4711-try"), json!({ "subject": "someone-else" }))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422, "a key reused for another request");
+    let bad = post(Some("with space"), body.clone()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unkeyed = post(None, body.clone()).await.unwrap();
+    assert_ne!(
+        unkeyed.json::<Value>().await.unwrap()["id"],
+        first["id"],
+        "no key, a new session"
+    );
+
+    assert_eq!(first["reference"], "order-4711");
+    let s = CreatedSession {
+        id: first["id"].as_str().unwrap().into(),
+        token: first["client_token"].as_str().unwrap().into(),
+        whip_url: first["whip_url"].as_str().unwrap().into(),
+        events_url: first["events_url"].as_str().unwrap().into(),
+        page_url: first["page_url"].as_str().unwrap().into(),
+    };
+    cancel(&ts, &s).await;
+    let v = ts.session(&s.id).await;
+    assert_eq!(v["reference"], "order-4711");
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert_eq!(claims["reference"], "order-4711");
+    let listed = ts.get_json("/v1/sessions?subject=user-ref").await;
+    let mine = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == s.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["reference"], "order-4711");
+    receiver
+        .wait("the verdict webhook", Duration::from_secs(10), |r| {
+            r.accepted().len() == 1
+        })
+        .await;
+    let hook: Value = serde_json::from_str(&receiver.accepted()[0].1).unwrap();
+    assert_eq!(hook["reference"], "order-4711");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
