@@ -124,6 +124,9 @@ pub async fn set_webhook(
     // Internal addresses only where explicitly allowed (development, tests): a webhook must not
     // become a way to probe the operator's network. Deliveries check the resolved address again.
     let internal_ok = state.cfg.dev || state.cfg.webhook_allow_internal;
+    if !(url.scheme() == "https" || (url.scheme() == "http" && internal_ok)) {
+        return Err(ApiError::Unprocessable("url must be https://".into()));
+    }
     if let Err(e) = state
         .registry
         .notifier()
@@ -132,16 +135,11 @@ pub async fn set_webhook(
         .await
     {
         return Err(ApiError::Unprocessable(match e {
-            crate::notify::address::AddressError::Unresolved(_) => {
-                format!("url: {e}")
-            }
+            crate::notify::address::AddressError::Unresolved(_) => format!("url: {e}"),
             _ => format!(
                 "url must not point at a loopback, private, link-local or other internal address ({e})"
             ),
         }));
-    }
-    if !(url.scheme() == "https" || (url.scheme() == "http" && internal_ok)) {
-        return Err(ApiError::Unprocessable("url must be https://".into()));
     }
     let (secret, _) = crate::session::tokens::new_secret("whsec_");
     state

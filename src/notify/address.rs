@@ -133,6 +133,8 @@ pub fn is_internal_host(host: &url::Host<&str>) -> bool {
 pub enum AddressError {
     #[error("{0} resolves only to internal addresses")]
     Internal(String),
+    #[error("{0} is an internal address")]
+    InternalAddress(String),
     #[error("{0} is an internal host name")]
     InternalName(String),
     #[error("cannot resolve {0}")]

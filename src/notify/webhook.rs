@@ -19,11 +19,10 @@
 //! Receivers reject signatures older than a few minutes and remember delivery ids they have
 //! processed (replay protection, docs/INTEGRATION.md).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ring::hmac;
 use tokio::sync::Notify;
@@ -162,7 +161,10 @@ impl WebhookWorker {
             return Ok(());
         }
         if is_internal_host(&host) {
-            return Err(AddressError::InternalName(host.to_string()));
+            return Err(match host {
+                url::Host::Domain(d) => AddressError::InternalName(d.to_string()),
+                ip => AddressError::InternalAddress(ip.to_string()),
+            });
         }
         if let url::Host::Domain(name) = host {
             self.resolver.resolve_allowed(name).await?;

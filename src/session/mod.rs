@@ -31,6 +31,8 @@ use tokens::{new_secret, new_session_id, SecretHash};
 
 /// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// Tries to record a session's end (with its verdict and webhook) before giving up.
+const RECORD_END_TRIES: u32 = 3;
 /// Slack past a session's longest possible life before another instance ends it as orphaned.
 const STALE_MARGIN_SECS: u64 = 300;
 
@@ -634,15 +636,24 @@ impl SessionRegistry {
             document_fields: fields_text.as_deref(),
             timeline_event: false,
         };
-        match self.notifier.record(&notice, &write).await {
-            Ok(true) => {
-                session
-                    .bus
-                    .publish("session_ended", &json!({ "reason": reason }));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(session = %session.id, error = %e, "cannot record the session end")
+        // A busy or briefly unreachable database gets a few tries; if it stays down, the session
+        // stays open in the store and the next start ends it as `server_restart`.
+        for attempt in 1..=RECORD_END_TRIES {
+            match self.notifier.record(&notice, &write).await {
+                Ok(true) => {
+                    session
+                        .bus
+                        .publish("session_ended", &json!({ "reason": reason }));
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) if attempt < RECORD_END_TRIES => {
+                    tracing::warn!(session = %session.id, error = %e, attempt, "cannot record the session end; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+                }
+                Err(e) => {
+                    tracing::error!(session = %session.id, error = %e, "cannot record the session end")
+                }
             }
         }
     }
@@ -689,7 +700,7 @@ impl SessionRegistry {
                 Ok(false) => {}
                 Err(crate::notify::NotifyError::Store(e)) => return Err(e),
                 Err(e) => {
-                    tracing::error!(session = %s.id, error = %e, "cannot sign the verdict of an abandoned session")
+                    tracing::error!(session = %s.id, error = %e, "cannot record the end of an abandoned session")
                 }
             }
         }
