@@ -203,6 +203,8 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     // Sessions a previous run of this node left open (a crash, kill -9) end now, each with a
     // verdict, its signed form and its webhook, before the webhook worker's first pass matters.
     registry.end_orphaned_sessions().await?;
+    // Sessions an earlier version ended without a verdict get one (once, by whichever instance).
+    registry.backfill_verdicts().await?;
 
     let sweeper = {
         let registry = registry.clone();

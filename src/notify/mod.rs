@@ -140,11 +140,12 @@ impl Notifier {
                 None
             }
         };
-        let outbox = self
-            .store
-            .get_webhook(n.api_key_id)
-            .await?
-            .map(|_| self.delivery(&n, signed.as_deref(), decided_at));
+        let notify = !matches!(write, VerdictWrite::Backfill { notify: false });
+        let outbox = match notify {
+            true => self.store.get_webhook(n.api_key_id).await?,
+            false => None,
+        }
+        .map(|_| self.delivery(&n, signed.as_deref(), decided_at));
         let status = verdict["status"].as_str().unwrap_or("failed");
         let written = self
             .store

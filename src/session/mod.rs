@@ -31,6 +31,21 @@ use tokens::{new_secret, new_session_id, SecretHash};
 
 /// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// End reasons a stored session may have (`decide` takes them as `&'static str`).
+const KNOWN_END_REASONS: [&str; 12] = [
+    "completed",
+    "deleted",
+    "expired",
+    "ice_failed",
+    "connection_lost",
+    "closed_by_peer",
+    "idle_timeout",
+    "max_duration",
+    "server_shutdown",
+    "server_restart",
+    "node_lost",
+    "internal_error",
+];
 /// Tries to record a session's end (with its verdict and webhook) before giving up.
 const RECORD_END_TRIES: u32 = 3;
 /// Slack past a session's longest possible life before another instance ends it as orphaned.
@@ -669,25 +684,6 @@ impl SessionRegistry {
     ) -> Result<u64, StoreError> {
         let mut ended = 0;
         for s in open {
-            let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
-                liveness: None,
-                face_match: None,
-                network_poor_ms: 0,
-                persistent_faults: Vec::new(),
-                document: None,
-                ended_early: Some(reason),
-            });
-            let Ok(value) = serde_json::to_value(&verdict) else {
-                continue;
-            };
-            let notice = VerdictNotice {
-                session_id: &s.id,
-                api_key_id: &s.api_key_id,
-                subject: s.subject.as_deref(),
-                reference: s.reference.as_deref(),
-                verdict: &value,
-                decided_by: "vericall",
-            };
             let write = VerdictWrite::End {
                 at: unix_ms_now(),
                 reason,
@@ -695,16 +691,74 @@ impl SessionRegistry {
                 document_fields: None,
                 timeline_event: true,
             };
-            match self.notifier.record(&notice, &write).await {
-                Ok(true) => ended += 1,
-                Ok(false) => {}
-                Err(crate::notify::NotifyError::Store(e)) => return Err(e),
-                Err(e) => {
-                    tracing::error!(session = %s.id, error = %e, "cannot record the end of an abandoned session")
-                }
+            if self.record_without_call(&s, reason, &write).await? {
+                ended += 1;
             }
         }
         Ok(ended)
+    }
+
+    /// Records the verdict of a session whose call is gone (`decide` for an early end with
+    /// `reason`): signed, with its webhook, written as `write` says. A store error stops the
+    /// caller; anything else is logged.
+    async fn record_without_call(
+        &self,
+        s: &crate::store::OpenSession,
+        reason: &'static str,
+        write: &VerdictWrite<'_>,
+    ) -> Result<bool, StoreError> {
+        let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
+            liveness: None,
+            face_match: None,
+            network_poor_ms: 0,
+            persistent_faults: Vec::new(),
+            document: None,
+            ended_early: Some(reason),
+        });
+        let Ok(value) = serde_json::to_value(&verdict) else {
+            return Ok(false);
+        };
+        let notice = VerdictNotice {
+            session_id: &s.id,
+            api_key_id: &s.api_key_id,
+            subject: s.subject.as_deref(),
+            reference: s.reference.as_deref(),
+            verdict: &value,
+            decided_by: "vericall",
+        };
+        match self.notifier.record(&notice, write).await {
+            Ok(written) => Ok(written),
+            Err(crate::notify::NotifyError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::error!(session = %s.id, error = %e, "cannot record the verdict of a session without its call");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sessions that an earlier version ended without a verdict get one now: `SESSION_INCOMPLETE`
+    /// with their end reason, signed; those ended within the webhook retry window are also sent
+    /// by webhook. Called once at start-up (any instance may; each session is decided once).
+    pub async fn backfill_verdicts(&self) -> Result<u64, StoreError> {
+        let notify_since = unix_ms_now() - self.cfg.webhook_give_up_secs as i64 * 1000;
+        let mut decided = 0;
+        for u in self.store.ended_without_verdict().await? {
+            let reason = KNOWN_END_REASONS
+                .iter()
+                .copied()
+                .find(|k| u.end_reason.as_deref() == Some(*k))
+                .unwrap_or("other");
+            let write = VerdictWrite::Backfill {
+                notify: u.ended_at >= notify_since,
+            };
+            if self.record_without_call(&u.session, reason, &write).await? {
+                decided += 1;
+            }
+        }
+        if decided > 0 {
+            tracing::warn!(count = decided, "gave ended sessions without a verdict one");
+        }
+        Ok(decided)
     }
 
     /// Sessions this node left open in a previous process (crash, kill -9) cannot resume: their

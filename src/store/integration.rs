@@ -162,6 +162,19 @@ pub enum VerdictWrite<'a> {
     },
     /// An operator's decision replaces the verdict while it still has `expected_status`.
     Replace { expected_status: &'a str },
+    /// A session that ended without a verdict (before every end had one) gets one now.
+    Backfill {
+        /// Also deliver it by webhook (recent ends only: older ones would be given up anyway).
+        notify: bool,
+    },
+}
+
+/// An ended session without a verdict, from before every end had one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecidedSession {
+    pub session: OpenSession,
+    pub end_reason: Option<String>,
+    pub ended_at: i64,
 }
 
 const OUTBOX_COLUMNS: &str = "id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_status";
@@ -596,6 +609,24 @@ impl Store {
         rows.iter().map(open_session).collect()
     }
 
+    /// Ended sessions that have no verdict (ended by a version that could leave them so).
+    pub async fn ended_without_verdict(&self) -> StoreResult<Vec<UndecidedSession>> {
+        let rows = sqlx::query(
+            "SELECT id, api_key_id, subject, reference, end_reason, ended_at FROM sessions WHERE ended_at IS NOT NULL AND verdict IS NULL ORDER BY ended_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UndecidedSession {
+                    session: open_session(r)?,
+                    end_reason: r.try_get(4)?,
+                    ended_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     /// Writes a decided verdict, its signed form and its webhook delivery in one transaction:
     /// either all of them are stored or none. With `VerdictWrite::End` the session ends too
     /// (only once: false when it had already ended); with `Replace`, only while the verdict
@@ -642,6 +673,19 @@ impl Store {
                 .bind(v.decided_at)
                 .bind(v.session_id)
                 .bind(*expected_status)
+                .execute(&mut *tx)
+                .await?
+            }
+            VerdictWrite::Backfill { .. } => {
+                sqlx::query(
+                    "UPDATE sessions SET verdict_status = $1, verdict = $2, signed_verdict = $3, decided_at = $4 \
+                     WHERE id = $5 AND verdict IS NULL AND ended_at IS NOT NULL",
+                )
+                .bind(v.status)
+                .bind(v.verdict_json)
+                .bind(v.signed_verdict)
+                .bind(v.decided_at)
+                .bind(v.session_id)
                 .execute(&mut *tx)
                 .await?
             }

@@ -18,7 +18,7 @@ mod integration;
 
 pub use integration::{
     AuditRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing, SigningKeyRow,
-    VerdictRecord, VerdictWrite, WebhookTarget,
+    UndecidedSession, VerdictRecord, VerdictWrite, WebhookTarget,
 };
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.

@@ -1157,3 +1157,71 @@ async fn the_reference_is_echoed_and_idempotent_creation_returns_one_session() {
     assert_eq!(hook["reference"], "order-4711");
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Sessions an earlier version ended without a verdict (the old `server_restart` path) get one
+/// at the next start: signed, and sent by webhook when they ended within the retry window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_without_a_verdict_get_one_at_start() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    let store = ts.server.registry.store().clone();
+    let now = vericall::events::unix_ms_now();
+    for (id, ended_at) in [
+        ("ses_oldbug_recent00000000000000", now - 1000),
+        (
+            "ses_oldbug_longago0000000000000",
+            now - 30 * 24 * 3600 * 1000,
+        ),
+    ] {
+        store
+            .insert_session(&vericall::store::SessionRow {
+                id: id.into(),
+                api_key_id: key_id.clone(),
+                subject: Some("user-old".into()),
+                state: "connected".into(),
+                created_at: ended_at - 5000,
+                expires_at: ended_at + 600_000,
+                connected_at: None,
+                ended_at: None,
+                end_reason: None,
+                network_summary: None,
+            })
+            .await
+            .unwrap();
+        assert!(store
+            .end_session(id, ended_at, "server_restart")
+            .await
+            .unwrap());
+    }
+    let ts = ts.restart(fast_webhooks()).await;
+    for id in [
+        "ses_oldbug_recent00000000000000",
+        "ses_oldbug_longago0000000000000",
+    ] {
+        let v = ts.session(id).await;
+        assert_eq!(v["verdict"]["status"], "failed", "{v}");
+        assert_eq!(
+            v["verdict"]["reasons"][0]["evidence"]["ended"],
+            "server_restart"
+        );
+        verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    }
+    receiver
+        .wait(
+            "the recent session's webhook",
+            Duration::from_secs(10),
+            |r| !r.accepted().is_empty(),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies: Vec<Value> = receiver
+        .accepted()
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 1, "only the recent one is sent: {bodies:?}");
+    assert_eq!(bodies[0]["session_id"], "ses_oldbug_recent00000000000000");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
