@@ -101,6 +101,13 @@ pub struct Config {
     pub drain_secs: u64,
     /// Allow webhook URLs on loopback/private addresses and plain http (tests, lab setups).
     pub webhook_allow_internal: bool,
+    /// Signed verdicts may be relied on this long after the decision (`exp` - `iat`). Retired
+    /// signing keys stay published at least this long, so an unexpired verdict always verifies.
+    pub signed_verdict_lifetime_secs: u64,
+    /// Fixed DNS answers for webhook host names (like curl's `--resolve`: `{"hooks.example" =
+    /// ["203.0.113.5"]}`), for split-horizon DNS and tests. The answers are still checked: an
+    /// internal address is refused unless `webhook_allow_internal`.
+    pub webhook_resolve: std::collections::BTreeMap<String, Vec<IpAddr>>,
     /// Take the client address for rate limits from the last `X-Forwarded-For` entry (set this
     /// only behind a proxy or ingress that overwrites that header).
     pub trust_forwarded_for: bool,
@@ -141,6 +148,8 @@ impl Default for Config {
             node_id: None,
             drain_secs: 90,
             webhook_allow_internal: false,
+            webhook_resolve: Default::default(),
+            signed_verdict_lifetime_secs: 30 * 24 * 3600,
             trust_forwarded_for: false,
         }
     }
@@ -168,6 +177,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "database_url must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if self.signed_verdict_lifetime_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "signed_verdict_lifetime_secs must be at least 60".into(),
             ));
         }
         if !(self.analysis_fps > 0.0 && self.analysis_fps <= 60.0) {

@@ -1,4 +1,10 @@
-//! `vericall` command line: `serve` runs the server, `keys` manages relying-party API keys.
+//! `vericall` command line: `serve` runs the server; `keys`, `operators` and `signing-keys`
+//! manage the server's database; `loadgen` drives a running server.
+//!
+//! Every command finds the database the same way as `serve`: `--database-url` (or
+//! `$DATABASE_URL`), else the `database_url` of the `--config` file (or `$VERICALL_CONFIG`), else
+//! the built-in `sqlite://data/vericall.db` relative to the current folder. `--database-url` and
+//! `--config` may come before or after the subcommand.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +24,8 @@ use vericall::store::Store;
     about = "Real-time video verification server"
 )]
 struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,26 +34,20 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Manage relying-party API keys.
     /// Load generator: many WebRTC peers streaming pre-encoded VP8 into a running server.
     Loadgen(LoadgenArgs),
+    /// Manage relying-party API keys (in the server's database).
     Keys {
-        #[command(flatten)]
-        db: DbArgs,
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Manage review-console operators.
+    /// Manage review-console operators (in the server's database).
     Operators {
-        #[command(flatten)]
-        db: DbArgs,
         #[command(subcommand)]
         action: OperatorsAction,
     },
     /// Manage the keys that sign verdicts (published at /.well-known/jwks.json).
     SigningKeys {
-        #[command(flatten)]
-        db: DbArgs,
         #[command(subcommand)]
         action: SigningKeysAction,
     },
@@ -96,13 +98,16 @@ struct LoadgenArgs {
     audio: bool,
 }
 
+/// Where the database is: the same for every subcommand, so `keys` and `operators` act on the
+/// database the server uses when given the same flags, environment or config file.
 #[derive(Args)]
 struct DbArgs {
-    /// Database URL (defaults to the config file's, then the built-in SQLite file).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Database URL (defaults to the config file's `database_url`, then
+    /// sqlite://data/vericall.db under the current folder).
+    #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
-    /// TOML configuration file.
-    #[arg(long, env = "VERICALL_CONFIG")]
+    /// TOML configuration file (the server's; its `database_url` is used).
+    #[arg(long, env = "VERICALL_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
@@ -122,8 +127,6 @@ enum KeysAction {
 /// Flags override environment variables, which override the config file.
 #[derive(Args)]
 struct ServeArgs {
-    #[command(flatten)]
-    db: DbArgs,
     #[arg(long, env = "VERICALL_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// UDP address of the one media port.
@@ -177,11 +180,13 @@ fn init_logs(format: &str) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
-        Command::Keys { db, action } => keys(db, action).await,
-        Command::Operators { db, action } => operators(db, action).await,
-        Command::SigningKeys { db, action } => signing_keys(db, action).await,
+    let cli = Cli::parse();
+    let db = cli.db;
+    match cli.command {
+        Command::Serve(args) => serve(db, args).await,
+        Command::Keys { action } => keys(db, action).await,
+        Command::Operators { action } => operators(db, action).await,
+        Command::SigningKeys { action } => signing_keys(db, action).await,
         Command::Loadgen(a) => {
             let report = vericall::testkit::load::run_load(vericall::testkit::load::LoadOptions {
                 base_url: a.url.trim_end_matches('/').to_string(),
@@ -202,8 +207,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg = load_config(&args.db)?;
+async fn serve(db: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load_config(&db)?;
     cfg.http_addr = args.http_addr.unwrap_or(cfg.http_addr);
     cfg.media_addr = args.media_addr.unwrap_or(cfg.media_addr);
     cfg.public_ip = args.public_ip.or(cfg.public_ip);
@@ -223,7 +228,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting vericall")?;
     if let Some(key) = &server.created_api_key {
         // Printed once to the terminal, never to the log.
-        println!("Created an API key (shown only now; store it safely):\n  {key}");
+        println!(
+            "Created an API key (shown only now; store it safely):\n  {key}\n  its id (the `aud` of signed verdicts): {}",
+            server.created_api_key_id.as_deref().unwrap_or("")
+        );
     }
     if dev {
         let created = server
@@ -250,8 +258,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn operators(db: DbArgs, action: OperatorsAction) -> anyhow::Result<()> {
-    let cfg = load_config(&db)?;
-    let store = Store::connect(&cfg.database_url).await?;
+    let store = open_store(&db).await?;
     match action {
         OperatorsAction::Create { username } => {
             let valid = !username.is_empty()
@@ -297,8 +304,7 @@ async fn operators(db: DbArgs, action: OperatorsAction) -> anyhow::Result<()> {
 }
 
 async fn signing_keys(db: DbArgs, action: SigningKeysAction) -> anyhow::Result<()> {
-    let cfg = load_config(&db)?;
-    let store = Store::connect(&cfg.database_url).await?;
+    let store = open_store(&db).await?;
     match action {
         SigningKeysAction::Rotate => {
             let row = vericall::notify::signing::rotate_key(&store).await?;
@@ -336,9 +342,27 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Opens the database a subcommand manages, saying which one (a relative SQLite path means a
+/// different file in another folder, the usual cause of "my key is not accepted").
+async fn open_store(db: &DbArgs) -> anyhow::Result<Store> {
+    let cfg = load_config(db)?;
+    eprintln!("database: {}", redact_url(&cfg.database_url));
+    Ok(Store::connect(&cfg.database_url).await?)
+}
+
+/// A database URL without its password.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
-    let cfg = load_config(&db)?;
-    let store = Store::connect(&cfg.database_url).await?;
+    let store = open_store(&db).await?;
     match action {
         KeysAction::Create { name } => {
             let (key, hash) = new_secret("vck_");
@@ -346,7 +370,9 @@ async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
             store
                 .insert_api_key(&id, &name, &hash.to_hex(), unix_ms_now())
                 .await?;
-            println!("id:  {id}\nkey: {key}\n(the key is shown only now)");
+            println!(
+                "id:  {id}\nkey: {key}\n(the key is shown only now; the id is the `aud` of its signed verdicts)"
+            );
         }
         KeysAction::List => {
             for k in store.list_api_keys().await? {
@@ -367,4 +393,55 @@ async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent_and_labels_each_command() {
+        Cli::command().debug_assert();
+        let about = |name: &str| {
+            Cli::command()
+                .find_subcommand(name)
+                .and_then(|c| c.get_about().map(|a| a.to_string()))
+                .unwrap_or_default()
+        };
+        assert!(
+            about("loadgen").starts_with("Load generator"),
+            "{}",
+            about("loadgen")
+        );
+        assert!(about("keys").contains("API keys"), "{}", about("keys"));
+        assert!(about("operators").contains("operators"));
+    }
+
+    #[test]
+    fn database_flags_work_before_and_after_the_subcommand() {
+        for args in [
+            &["vericall", "--config", "v.toml", "keys", "list"][..],
+            &["vericall", "keys", "--config", "v.toml", "list"][..],
+            &["vericall", "keys", "list", "--config", "v.toml"][..],
+            &["vericall", "signing-keys", "list", "--config", "v.toml"][..],
+            &["vericall", "serve", "--config", "v.toml"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.db.config, Some(PathBuf::from("v.toml")), "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "vericall",
+            "operators",
+            "list",
+            "--database-url",
+            "sqlite://x.db",
+        ])
+        .unwrap();
+        assert_eq!(cli.db.database_url.as_deref(), Some("sqlite://x.db"));
+        assert_eq!(
+            redact_url("postgres://u:secret@db/v"),
+            "postgres://u:***@db/v"
+        );
+    }
 }

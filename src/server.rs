@@ -52,6 +52,8 @@ pub struct RunningServer {
     pub registry: Arc<SessionRegistry>,
     /// The API key created because none existed (shown once, never stored in clear).
     pub created_api_key: Option<String>,
+    /// Its id (the `aud` of the verdicts signed for it).
+    pub created_api_key_id: Option<String>,
     shutdown: watch::Sender<bool>,
     http_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -98,16 +100,17 @@ impl RunningServer {
     }
 }
 
-/// Creates an API key when none is active, for a usable out-of-the-box install.
-async fn ensure_api_key(store: &Store) -> Result<Option<String>, StoreError> {
+/// Creates an API key when none is active, for a usable out-of-the-box install: (id, key).
+async fn ensure_api_key(store: &Store) -> Result<Option<(String, String)>, StoreError> {
     if store.count_active_api_keys().await? > 0 {
         return Ok(None);
     }
     let (key, hash) = new_secret("vck_");
+    let id = new_id("key_");
     store
-        .insert_api_key(&new_id("key_"), "default", &hash.to_hex(), unix_ms_now())
+        .insert_api_key(&id, "default", &hash.to_hex(), unix_ms_now())
         .await?;
-    Ok(Some(key))
+    Ok(Some((id, key)))
 }
 
 pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
@@ -116,14 +119,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     let store = Store::connect(&cfg.database_url)
         .await?
         .for_node(&cfg.node());
-    let orphans = store.end_orphaned_sessions(unix_ms_now()).await?;
-    if orphans > 0 {
-        tracing::warn!(
-            count = orphans,
-            "ended sessions left open by a previous run"
-        );
-    }
-    let created_api_key = ensure_api_key(&store).await?;
+    let (created_api_key_id, created_api_key) = ensure_api_key(&store).await?.unzip();
     let face_models = if cfg.face_analysis {
         let dir = std::path::PathBuf::from(&cfg.models_dir);
         let models =
@@ -148,19 +144,30 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
 
     let (persist_tx, persist_rx) = mpsc::channel(PERSIST_QUEUE);
     let event_writer = EventWriter::spawn(store.clone(), persist_tx.clone(), persist_rx);
-    let signer =
-        Arc::new(crate::notify::signing::VerdictSigner::load(store.clone(), cfg.issuer()).await?);
+    let verdict_lifetime = Duration::from_secs(cfg.signed_verdict_lifetime_secs);
+    let signer = Arc::new(
+        crate::notify::signing::VerdictSigner::load(store.clone(), cfg.issuer())
+            .await?
+            .publish_retired_for(verdict_lifetime),
+    );
     let webhooks = WebhookWorker::new(
         store.clone(),
         WebhookPolicy {
             retry_base: Duration::from_millis(cfg.webhook_retry_base_ms),
             give_up_after: Duration::from_secs(cfg.webhook_give_up_secs),
+            allow_internal: cfg.dev || cfg.webhook_allow_internal,
+            resolve_overrides: cfg.webhook_resolve.clone(),
             ..WebhookPolicy::default()
         },
     );
     let (webhook_stop, webhook_stop_rx) = watch::channel(false);
     let webhook_task = tokio::spawn(webhooks.clone().run(webhook_stop_rx));
-    let notifier = Arc::new(Notifier::new(store.clone(), signer, webhooks.clone()));
+    let notifier = Arc::new(Notifier::new(
+        store.clone(),
+        signer,
+        webhooks.clone(),
+        verdict_lifetime,
+    ));
     // The ID-document step needs the face models (portrait) and the OCR models.
     let document_reader = match &face_models {
         Some(faces) => {
@@ -193,6 +200,11 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         document_reader,
         notifier,
     );
+    // Sessions a previous run of this node left open (a crash, kill -9) end now, each with a
+    // verdict, its signed form and its webhook, before the webhook worker's first pass matters.
+    registry.end_orphaned_sessions().await?;
+    // Sessions an earlier version ended without a verdict get one (once, by whichever instance).
+    registry.backfill_verdicts().await?;
 
     let sweeper = {
         let registry = registry.clone();
@@ -260,6 +272,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         session_limit: Arc::new(api::limits::RateLimiter::new(cfg.sessions_per_minute)),
         whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
         login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
+        idempotency: Arc::default(),
     };
     let app = api::router(state, static_dir);
     let (shutdown, mut shutdown_rx) = watch::channel(false);
@@ -279,6 +292,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         base_url,
         registry,
         created_api_key,
+        created_api_key_id,
         shutdown,
         http_task,
         background: vec![mux_task, sweeper, purger],

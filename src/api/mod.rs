@@ -5,6 +5,7 @@
 mod client;
 mod error;
 mod events;
+pub mod idempotency;
 pub mod limits;
 mod ops;
 mod reference;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub whip_limit: Arc<limits::RateLimiter>,
     /// Review-console logins, per client address and per username.
     pub login_limit: Arc<limits::RateLimiter>,
+    /// Answers to `POST /v1/sessions` with an `Idempotency-Key`.
+    pub idempotency: Arc<idempotency::IdempotencyCache>,
 }
 
 pub fn router(state: AppState, static_dir: &str) -> Router {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::sessions::ApiKey;
 use super::{ApiError, AppState};
-use crate::store::{SessionFilter, WebhookTarget};
+use crate::store::{ListCursor, SessionFilter, WebhookTarget};
 
 /// `GET /.well-known/jwks.json`: the keys that verify signed verdicts (public).
 pub async fn jwks(
@@ -25,12 +25,16 @@ pub struct ListQuery {
     /// Verdict status: passed, failed, needs_review, cancelled, expired.
     pub status: Option<String>,
     pub subject: Option<String>,
-    /// Only sessions created before this (Unix ms): pass the last `created_at` to page.
+    /// Only sessions created before this (Unix ms). Deprecated for paging: sessions created in
+    /// the same millisecond as the last one seen are skipped; use `cursor`.
     pub before: Option<i64>,
+    /// The `next_cursor` of the previous page (opaque).
+    pub cursor: Option<String>,
     pub limit: Option<i64>,
 }
 
-/// `GET /v1/sessions`: this key's sessions, newest first, filtered.
+/// `GET /v1/sessions`: this key's sessions, newest first (ties by id), filtered, in pages:
+/// `next_cursor` is set when the page is full and fetches the next one.
 pub async fn list(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
@@ -47,6 +51,13 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1..=500".into()));
     }
+    let after = match q.cursor.as_deref() {
+        Some(c) => Some(
+            ListCursor::decode(c)
+                .ok_or_else(|| ApiError::BadRequest("cursor is not a next_cursor value".into()))?,
+        ),
+        None => None,
+    };
     let rows = state
         .registry
         .store()
@@ -55,10 +66,21 @@ pub async fn list(
             verdict_status: q.status,
             subject: q.subject,
             created_before: q.before,
+            after,
             limit,
             oldest_first: false,
         })
         .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|r| {
+            ListCursor {
+                created_at: r.created_at,
+                id: r.id.clone(),
+            }
+            .encode()
+        });
     let sessions: Vec<Value> = rows
         .into_iter()
         .map(|r| {
@@ -70,6 +92,7 @@ pub async fn list(
             json!({
                 "id": r.id,
                 "subject": r.subject,
+                "reference": r.reference,
                 "state": r.state,
                 "created_at": r.created_at,
                 "ended_at": r.ended_at,
@@ -79,7 +102,9 @@ pub async fn list(
             })
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(
+        json!({ "sessions": sessions, "next_cursor": next_cursor }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,29 +121,25 @@ pub async fn set_webhook(
 ) -> Result<Json<Value>, ApiError> {
     let url =
         reqwest::Url::parse(&req.url).map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
-    let private = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
-        Some(url::Host::Ipv4(ip)) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-        }
-        Some(url::Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-        }
-        None => true,
-    };
     // Internal addresses only where explicitly allowed (development, tests): a webhook must not
-    // become a way to probe the operator's network.
+    // become a way to probe the operator's network. Deliveries check the resolved address again.
     let internal_ok = state.cfg.dev || state.cfg.webhook_allow_internal;
-    if private && !internal_ok {
-        return Err(ApiError::Unprocessable(
-            "url must not point at a loopback, private or link-local address".into(),
-        ));
-    }
     if !(url.scheme() == "https" || (url.scheme() == "http" && internal_ok)) {
         return Err(ApiError::Unprocessable("url must be https://".into()));
+    }
+    if let Err(e) = state
+        .registry
+        .notifier()
+        .worker
+        .check_destination(&url)
+        .await
+    {
+        return Err(ApiError::Unprocessable(match e {
+            crate::notify::address::AddressError::Unresolved(_) => format!("url: {e}"),
+            _ => format!(
+                "url must not point at a loopback, private, link-local or other internal address ({e})"
+            ),
+        }));
     }
     let (secret, _) = crate::session::tokens::new_secret("whsec_");
     state

@@ -25,7 +25,7 @@ use crate::events::unix_ms_now;
 use crate::notify::VerdictNotice;
 use crate::reasons::ReasonCode;
 use crate::session::tokens::{new_id, new_secret, SecretHash};
-use crate::store::{AuditRow, SessionFilter};
+use crate::store::{AuditRow, SessionFilter, VerdictWrite};
 
 const COOKIE: &str = "vericall_review";
 const CSRF_HEADER: &str = "x-vericall-csrf";
@@ -419,6 +419,7 @@ pub async fn decide(
             "the session is not waiting for review".into(),
         ));
     }
+    let reference = store.get_session_reference(&id).await?;
     let mut verdict = previous.clone();
     let decided_by = format!("operator:{user}");
     if let Some(m) = verdict.as_object_mut() {
@@ -436,24 +437,29 @@ pub async fn decide(
             }),
         );
     }
-    if !store
-        .replace_verdict(&id, "needs_review", status, &verdict.to_string())
-        .await?
-    {
+    // The new verdict, its signed form and its webhook delivery are stored together, only if
+    // no other operator decided meanwhile.
+    let written = state
+        .registry
+        .notifier()
+        .record(
+            &VerdictNotice {
+                session_id: &id,
+                api_key_id: &row.api_key_id,
+                subject: row.subject.as_deref(),
+                reference: reference.as_deref(),
+                verdict: &verdict,
+                decided_by: &decided_by,
+            },
+            &VerdictWrite::Replace {
+                expected_status: "needs_review",
+            },
+        )
+        .await?;
+    if !written {
         return Err(ApiError::Conflict("another operator decided first".into()));
     }
     audit(&state, &user, &req.decision, Some(&id), Some(note)).await?;
-    state
-        .registry
-        .notifier()
-        .verdict_recorded(&VerdictNotice {
-            session_id: &id,
-            api_key_id: &row.api_key_id,
-            subject: row.subject.as_deref(),
-            verdict: &verdict,
-            decided_by: &decided_by,
-        })
-        .await?;
     tracing::info!(session = %id, operator = %user, decision = %req.decision, "review decision");
     Ok(Json(json!({ "verdict": verdict })))
 }

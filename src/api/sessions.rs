@@ -2,12 +2,13 @@
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::idempotency::{self, Begin};
 use super::{ApiError, AppState};
 use crate::notify::VerdictNotice;
 use crate::session::tokens::{bearer, SecretHash};
@@ -45,12 +46,16 @@ impl ApiKey {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// The relying party's opaque id of the person (for attempt limits and deletion).
     #[serde(default)]
     pub subject: Option<String>,
+    /// The relying party's opaque reference for this session (an order or case id): returned in
+    /// GET, listings, webhooks and the signed verdict. At most 256 bytes.
+    #[serde(default)]
+    pub reference: Option<String>,
     /// Require a microphone (default true).
     #[serde(default)]
     pub audio: Option<bool>,
@@ -63,6 +68,9 @@ pub struct CreateSession {
 #[derive(Debug, Serialize)]
 pub struct CreatedSession {
     pub id: String,
+    pub reference: Option<String>,
+    /// The id of the API key that created the session: the `aud` of its signed verdict.
+    pub api_key_id: String,
     pub client_token: String,
     pub expires_at: i64,
     pub whip_url: String,
@@ -73,8 +81,9 @@ pub struct CreatedSession {
 pub async fn create(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
+    headers: HeaderMap,
     body: Option<Json<CreateSession>>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .session_limit
         .check(&key.id, std::time::Instant::now())
@@ -84,9 +93,77 @@ pub async fn create(
             retry_after_secs,
         })?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
+    let Some(idempotency_key) = headers.get("idempotency-key") else {
+        let created = create_new(&state, &key, req).await?;
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    };
+    let idempotency_key = idempotency_key
+        .to_str()
+        .ok()
+        .filter(|k| idempotency::valid_key(k))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })?
+        .to_string();
+    let cache = &state.idempotency;
+    match cache.begin(
+        &key.id,
+        &idempotency_key,
+        &req,
+        crate::events::unix_ms_now(),
+    ) {
+        Begin::Fresh => {}
+        Begin::Replay(body) => {
+            return Ok((
+                StatusCode::CREATED,
+                [("idempotent-replayed", "true")],
+                Json(body),
+            )
+                .into_response())
+        }
+        Begin::Mismatch => {
+            return Err(ApiError::Unprocessable(
+                "this Idempotency-Key was used with a different request".into(),
+            ))
+        }
+        Begin::InFlight => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being answered; retry".into(),
+            ))
+        }
+        Begin::Full => {
+            return Err(ApiError::Unavailable {
+                retry_after_secs: 1,
+            })
+        }
+    }
+    match create_new(&state, &key, req).await {
+        Ok(created) => {
+            let body = serde_json::to_value(&created).unwrap_or(Value::Null);
+            cache.finish(&key.id, &idempotency_key, body, created.expires_at);
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+        Err(e) => {
+            cache.abandon(&key.id, &idempotency_key);
+            Err(e)
+        }
+    }
+}
+
+/// Validates the request and creates the session.
+async fn create_new(
+    state: &AppState,
+    key: &ApiKeyRow,
+    req: CreateSession,
+) -> Result<CreatedSession, ApiError> {
     if req.subject.as_ref().is_some_and(|s| s.len() > 256) {
         return Err(ApiError::BadRequest(
             "subject is limited to 256 bytes".into(),
+        ));
+    }
+    if req.reference.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(ApiError::BadRequest(
+            "reference is limited to 256 bytes".into(),
         ));
     }
     let document = req.document.unwrap_or_default();
@@ -118,7 +195,10 @@ pub async fn create(
         audio: req.audio.unwrap_or(true),
         document,
     };
-    let created = state.registry.create(&key.id, req.subject, policy).await?;
+    let created = state
+        .registry
+        .create(&key.id, req.subject, req.reference, policy)
+        .await?;
     let id = created.session.id.to_string();
     let base = &state.base_url;
     tracing::info!(session = %id, api_key = %key.id, "session created");
@@ -129,9 +209,11 @@ pub async fn create(
         page_url: format!("{base}/#session={id}&token={}", created.client_token),
         expires_at: created.session.expires_at_ms,
         client_token: created.client_token,
+        api_key_id: key.id.clone(),
+        reference: created.session.external_reference.clone(),
         id,
     };
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(body)
 }
 
 pub fn events_url(base: &str, id: &str, events_token: &str) -> String {
@@ -144,6 +226,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = key.owned_session(&state, &id).await?;
+    let reference = state.registry.store().get_session_reference(&id).await?;
     let live = state.registry.get(&id).map(|s| s.view());
     let mut network = match &live {
         Some(v) if v.network.is_some() => serde_json::to_value(&v.network).unwrap_or(Value::Null),
@@ -203,19 +286,24 @@ pub async fn get_one(
             codes
         }
     };
-    // The final verdict, signed for offline verification (JWS, keys at /.well-known/jwks.json).
-    let signed_verdict = match (&row.ended_at, verdict.is_null()) {
-        (Some(_), false) => Some(
+    // The final verdict, signed once when it was decided (JWS, keys at /.well-known/jwks.json):
+    // every GET returns the same token, and it is the one the webhook carried.
+    let signed_verdict = match (row.ended_at, verdict.is_null()) {
+        (Some(ended_at), false) => Some(
             state
                 .registry
                 .notifier()
-                .sign_verdict(&VerdictNotice {
-                    session_id: &row.id,
-                    api_key_id: &row.api_key_id,
-                    subject: row.subject.as_deref(),
-                    verdict: &verdict,
-                    decided_by: verdict["decided_by"].as_str().unwrap_or("vericall"),
-                })
+                .stored_signed_verdict(
+                    &VerdictNotice {
+                        session_id: &row.id,
+                        api_key_id: &row.api_key_id,
+                        subject: row.subject.as_deref(),
+                        reference: reference.as_deref(),
+                        verdict: &verdict,
+                        decided_by: verdict["decided_by"].as_str().unwrap_or("vericall"),
+                    },
+                    ended_at,
+                )
                 .await?,
         ),
         _ => None,
@@ -229,7 +317,10 @@ pub async fn get_one(
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     Ok(Json(json!({
         "id": row.id,
+        // The `aud` of the signed verdict.
+        "api_key_id": row.api_key_id,
         "subject": row.subject,
+        "reference": reference,
         "document_fields": document_fields,
         "state": state_name,
         "created_at": row.created_at,

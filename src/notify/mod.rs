@@ -2,15 +2,17 @@
 //! (`webhook`). `Notifier` is what the rest of the server calls when a verdict is recorded or
 //! changed by an operator.
 
+pub mod address;
 pub mod signing;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::events::unix_ms_now;
-use crate::store::{OutboxRow, Store, StoreError};
+use crate::store::{OutboxRow, Store, StoreError, VerdictRecord, VerdictWrite};
 use signing::{SigningError, VerdictSigner};
 use webhook::WebhookWorker;
 
@@ -23,10 +25,13 @@ pub enum NotifyError {
 }
 
 /// What a verdict notification is about.
+#[derive(Clone, Copy)]
 pub struct VerdictNotice<'a> {
     pub session_id: &'a str,
     pub api_key_id: &'a str,
     pub subject: Option<&'a str>,
+    /// The relying party's opaque reference of the session.
+    pub reference: Option<&'a str>,
     /// The stored verdict JSON (`status`, `reasons[{code, retryable, ...}]`, ...).
     pub verdict: &'a Value,
     /// `vericall` for automatic verdicts, `operator:<name>` after a review decision.
@@ -46,19 +51,29 @@ pub struct Notifier {
     store: Store,
     pub signer: Arc<VerdictSigner>,
     pub worker: WebhookWorker,
+    /// `exp` - `iat` of signed verdicts.
+    verdict_lifetime: Duration,
 }
 
 impl Notifier {
-    pub fn new(store: Store, signer: Arc<VerdictSigner>, worker: WebhookWorker) -> Notifier {
+    pub fn new(
+        store: Store,
+        signer: Arc<VerdictSigner>,
+        worker: WebhookWorker,
+        verdict_lifetime: Duration,
+    ) -> Notifier {
         Notifier {
             store,
             signer,
             worker,
+            verdict_lifetime,
         }
     }
 
-    /// The claims a signed verdict carries: who, what, why (codes only; no scores or evidence).
-    fn claims(n: &VerdictNotice<'_>) -> Value {
+    /// The claims a signed verdict carries: who, what, why (codes only; no scores or evidence),
+    /// when it was decided (`iat`) and until when it may be relied on (`exp`). `iss` is added by
+    /// the signer. Documented in docs/INTEGRATION.md ("Signed verdicts").
+    fn claims(&self, n: &VerdictNotice<'_>, decided_at_ms: i64) -> Value {
         let reasons: Vec<Value> = n.verdict["reasons"]
             .as_array()
             .map(|a| {
@@ -67,62 +82,148 @@ impl Notifier {
                     .collect()
             })
             .unwrap_or_default();
+        let iat = decided_at_ms.div_euclid(1000);
         json!({
             "sid": n.session_id,
-            // The API key the verdict was issued to: a verdict is not proof for another client.
+            // The API key the verdict was issued to (its id, as shown by `vericall keys list`
+            // and in the session's `api_key_id`): a verdict is not proof for another client.
             "aud": n.api_key_id,
             "sub": n.subject,
+            "reference": n.reference,
             "status": n.verdict["status"],
             "reasons": reasons,
             "decided_by": n.decided_by,
+            "decided_at": decided_at_ms,
+            "iat": iat,
+            "exp": iat + self.verdict_lifetime.as_secs() as i64,
         })
     }
 
-    /// A compact JWS of the verdict (verify with `/.well-known/jwks.json`).
-    pub async fn sign_verdict(&self, n: &VerdictNotice<'_>) -> Result<String, NotifyError> {
-        Ok(self.signer.sign(Self::claims(n)).await?)
-    }
-
-    /// Signs the verdict and, when the relying party has a webhook, puts a delivery in the outbox
-    /// and wakes the worker. Returns the delivery id.
-    pub async fn verdict_recorded(
+    /// A compact JWS of the verdict decided at `decided_at_ms` (verify with
+    /// `/.well-known/jwks.json`).
+    pub async fn sign_verdict(
         &self,
         n: &VerdictNotice<'_>,
-    ) -> Result<Option<String>, NotifyError> {
-        if self.store.get_webhook(n.api_key_id).await?.is_none() {
-            return Ok(None);
+        decided_at_ms: i64,
+    ) -> Result<String, NotifyError> {
+        Ok(self.signer.sign(self.claims(n, decided_at_ms)).await?)
+    }
+
+    /// Records a decided verdict: stamps it with `decided_at`, signs it once, and stores it with
+    /// its webhook delivery (when the relying party has a webhook) in one transaction, together
+    /// with the end of the session for `VerdictWrite::End`. Returns whether it was written
+    /// (false: the session had already ended, or the verdict changed meanwhile).
+    pub async fn record(
+        &self,
+        n: &VerdictNotice<'_>,
+        write: &VerdictWrite<'_>,
+    ) -> Result<bool, NotifyError> {
+        let decided_at = unix_ms_now();
+        let mut verdict = n.verdict.clone();
+        if let Some(obj) = verdict.as_object_mut() {
+            obj.insert("decided_at".into(), json!(decided_at));
         }
-        let signed = self.sign_verdict(n).await?;
+        let n = VerdictNotice {
+            verdict: &verdict,
+            ..*n
+        };
+        // An unusable signing key must not keep the end and verdict from being recorded: they are
+        // stored unsigned (GET signs them on first read once the key works) and the webhook,
+        // authenticated by its HMAC, goes out with `signed_verdict: null`.
+        let signed = match self.sign_verdict(&n, decided_at).await {
+            Ok(jws) => Some(jws),
+            Err(NotifyError::Signing(SigningError::Store(e))) | Err(NotifyError::Store(e)) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tracing::error!(session = %n.session_id, error = %e, "cannot sign a verdict; recording it unsigned");
+                None
+            }
+        };
+        let notify = !matches!(write, VerdictWrite::Backfill { notify: false });
+        let outbox = match notify {
+            true => self.store.get_webhook(n.api_key_id).await?,
+            false => None,
+        }
+        .map(|_| self.delivery(&n, signed.as_deref(), decided_at));
+        let status = verdict["status"].as_str().unwrap_or("failed");
+        let written = self
+            .store
+            .record_verdict(
+                &VerdictRecord {
+                    session_id: n.session_id,
+                    status,
+                    verdict_json: &verdict.to_string(),
+                    signed_verdict: signed.as_deref(),
+                    decided_at,
+                    outbox: outbox.as_ref(),
+                },
+                write,
+            )
+            .await?;
+        if written && outbox.is_some() {
+            self.worker.wake();
+        }
+        Ok(written)
+    }
+
+    /// The signed verdict of an ended session: the stored one, or (for a session decided before
+    /// signed verdicts were stored) one made now from its end time and stored, once.
+    pub async fn stored_signed_verdict(
+        &self,
+        n: &VerdictNotice<'_>,
+        ended_at: i64,
+    ) -> Result<String, NotifyError> {
+        if let Some((jws, _)) = self.store.get_signed_verdict(n.session_id).await? {
+            return Ok(jws);
+        }
+        let decided_at = n.verdict["decided_at"].as_i64().unwrap_or(ended_at);
+        let jws = self.sign_verdict(n, decided_at).await?;
+        if self
+            .store
+            .set_signed_verdict_if_missing(n.session_id, &jws, decided_at)
+            .await?
+        {
+            return Ok(jws);
+        }
+        Ok(self
+            .store
+            .get_signed_verdict(n.session_id)
+            .await?
+            .map(|(j, _)| j)
+            .unwrap_or(jws))
+    }
+
+    /// The webhook delivery of a verdict (an outbox row; the body carries the signed verdict).
+    fn delivery(&self, n: &VerdictNotice<'_>, signed: Option<&str>, decided_at: i64) -> OutboxRow {
         let id = delivery_id();
         let now = unix_ms_now();
-        let claims = Self::claims(n);
+        let claims = self.claims(n, decided_at);
         let body = json!({
             "id": id,
             "event": "verdict",
             "created_at": now,
             "session_id": n.session_id,
             "subject": n.subject,
+            "reference": n.reference,
             "status": claims["status"],
             "reasons": claims["reasons"],
             "decided_by": n.decided_by,
+            "decided_at": decided_at,
             "signed_verdict": signed,
         });
-        self.store
-            .enqueue_webhook(&OutboxRow {
-                id: id.clone(),
-                api_key_id: n.api_key_id.to_string(),
-                session_id: n.session_id.to_string(),
-                event: "verdict".into(),
-                body: body.to_string(),
-                created_at: now,
-                attempts: 0,
-                next_attempt_at: now,
-                delivered_at: None,
-                failed_at: None,
-                last_status: None,
-            })
-            .await?;
-        self.worker.wake();
-        Ok(Some(id))
+        OutboxRow {
+            id,
+            api_key_id: n.api_key_id.to_string(),
+            session_id: n.session_id.to_string(),
+            event: "verdict".into(),
+            body: body.to_string(),
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+            delivered_at: None,
+            failed_at: None,
+            last_status: None,
+        }
     }
 }

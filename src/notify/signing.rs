@@ -53,6 +53,9 @@ pub struct VerdictSigner {
     store: Store,
     issuer: String,
     active: RwLock<Option<Arc<ActiveKey>>>,
+    /// Retired keys stay in the JWKS this long: at least `RETIRED_KEY_PUBLISHED_MS`, and at least
+    /// the verdict lifetime, so every unexpired verdict verifies against the published keys.
+    retired_published_ms: i64,
 }
 
 fn new_kid() -> String {
@@ -70,9 +73,18 @@ impl VerdictSigner {
             store,
             issuer,
             active: RwLock::new(None),
+            retired_published_ms: RETIRED_KEY_PUBLISHED_MS,
         };
         signer.active_key().await?;
         Ok(signer)
+    }
+
+    /// Keeps retired keys published for at least `lifetime` (the signed verdicts' `exp - iat`).
+    pub fn publish_retired_for(mut self, lifetime: std::time::Duration) -> VerdictSigner {
+        self.retired_published_ms = self
+            .retired_published_ms
+            .max(lifetime.as_millis().min(i64::MAX as u128) as i64);
+        self
     }
 
     async fn active_key(&self) -> Result<Arc<ActiveKey>, SigningError> {
@@ -126,7 +138,7 @@ impl VerdictSigner {
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
     }
 
-    /// The JWK Set: the active key and keys retired less than `RETIRED_KEY_PUBLISHED_MS` ago.
+    /// The JWK Set: the active key and keys retired less than `retired_published_ms` ago.
     pub async fn jwks(&self) -> Result<Value, SigningError> {
         let now = unix_ms_now();
         let keys: Vec<Value> = self
@@ -134,7 +146,7 @@ impl VerdictSigner {
             .list_signing_keys()
             .await?
             .into_iter()
-            .filter(|k| k.retired_at.is_none_or(|r| now - r < RETIRED_KEY_PUBLISHED_MS))
+            .filter(|k| k.retired_at.is_none_or(|r| now - r < self.retired_published_ms))
             .map(|k| {
                 json!({ "kty": "OKP", "crv": "Ed25519", "x": k.public_key, "kid": k.kid, "use": "sig", "alg": "EdDSA" })
             })

@@ -8,17 +8,26 @@
 //! - `Vericall-Delivery` and `Idempotency-Key`: the delivery id (the same on every retry)
 //! - `Vericall-Event`: the event name (`verdict`)
 //!
+//! Deliveries never reach internal addresses (unless `allow_internal`): the client resolves names
+//! through `address::GuardedResolver`, which drops loopback, private, link-local, metadata and
+//! other internal answers, literal addresses are checked before sending, redirects are not
+//! followed, and no proxy from the environment is used (it would resolve the name instead).
+//! A refused destination is recorded as the attempt status `blocked_address`.
+//!
 //! Any 2xx is accepted. Otherwise it is retried with exponential back-off (`retry_base`, tripled
 //! each time, at most `MAX_BACKOFF`) until `give_up_after` from its creation (24 h by default).
 //! Receivers reject signatures older than a few minutes and remember delivery ids they have
 //! processed (replay protection, docs/INTEGRATION.md).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::hmac;
 use tokio::sync::Notify;
 
+use super::address::{is_internal_host, AddressError, GuardedResolver};
 use crate::events::unix_ms_now;
 use crate::store::{OutboxRow, Store};
 
@@ -35,6 +44,10 @@ pub struct WebhookPolicy {
     pub give_up_after: Duration,
     /// Re-check the outbox at least this often (deliveries due after a back-off).
     pub poll: Duration,
+    /// Deliver to loopback, private and other internal addresses (tests, lab setups).
+    pub allow_internal: bool,
+    /// Fixed answers for host names (like curl's `--resolve`); still filtered.
+    pub resolve_overrides: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Default for WebhookPolicy {
@@ -43,6 +56,8 @@ impl Default for WebhookPolicy {
             retry_base: Duration::from_secs(10),
             give_up_after: Duration::from_secs(24 * 3600),
             poll: Duration::from_secs(1),
+            allow_internal: false,
+            resolve_overrides: BTreeMap::new(),
         }
     }
 }
@@ -96,14 +111,34 @@ pub struct WebhookWorker {
     store: Store,
     policy: WebhookPolicy,
     client: reqwest::Client,
+    resolver: Arc<GuardedResolver>,
     wake: Arc<Notify>,
+}
+
+/// Whether a failed request was refused by the address guard.
+fn blocked_by_guard(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<AddressError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl WebhookWorker {
     pub fn new(store: Store, policy: WebhookPolicy) -> WebhookWorker {
+        let resolver = Arc::new(GuardedResolver::new(
+            policy.allow_internal,
+            policy.resolve_overrides.clone(),
+        ));
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // A redirect could lead anywhere (including inside): the receiver must answer itself.
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(resolver.clone())
             .user_agent(concat!("vericall/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client builds");
@@ -111,7 +146,44 @@ impl WebhookWorker {
             store,
             policy,
             client,
+            resolver,
             wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Checks a webhook URL as a delivery would: its literal host, then what its name resolves
+    /// to now. (Deliveries check again, since DNS answers change.)
+    pub async fn check_destination(&self, url: &reqwest::Url) -> Result<(), AddressError> {
+        let Some(host) = url.host() else {
+            return Err(AddressError::Unresolved(String::new()));
+        };
+        if self.policy.allow_internal {
+            return Ok(());
+        }
+        if is_internal_host(&host) {
+            return Err(match host {
+                url::Host::Domain(d) => AddressError::InternalName(d.to_string()),
+                ip => AddressError::InternalAddress(ip.to_string()),
+            });
+        }
+        if let url::Host::Domain(name) = host {
+            self.resolver.resolve_allowed(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the URL's literal host is refused (names are checked by the resolver).
+    fn literal_blocked(&self, url: &str) -> bool {
+        if self.policy.allow_internal {
+            return false;
+        }
+        match reqwest::Url::parse(url) {
+            Ok(u) => match u.host() {
+                Some(url::Host::Domain(_)) => false,
+                Some(h) => is_internal_host(&h),
+                None => true,
+            },
+            Err(_) => true,
         }
     }
 
@@ -180,6 +252,26 @@ impl WebhookWorker {
         };
         let started = Instant::now();
         let t = unix_ms_now() / 1000;
+        if self.literal_blocked(&target.url) {
+            // Set before the address guard existed, or on a lab server: never sent.
+            let now = unix_ms_now();
+            let next = now + self.policy.backoff(attempt).as_millis() as i64;
+            let give_up = next - row.created_at > self.policy.give_up_after.as_millis() as i64;
+            tracing::warn!(delivery = %row.id, "webhook URL points at an internal address; not sent");
+            return self
+                .store
+                .record_webhook_attempt(
+                    &row.id,
+                    attempt,
+                    now,
+                    "blocked_address",
+                    0,
+                    false,
+                    next,
+                    give_up,
+                )
+                .await;
+        }
         let result = self
             .client
             .post(&target.url)
@@ -196,6 +288,7 @@ impl WebhookWorker {
             .await;
         let (status, delivered) = match &result {
             Ok(r) => (r.status().as_u16().to_string(), r.status().is_success()),
+            Err(e) if blocked_by_guard(e) => ("blocked_address".to_string(), false),
             Err(e) if e.is_timeout() => ("timeout".to_string(), false),
             Err(e) if e.is_connect() => ("connect_error".to_string(), false),
             Err(_) => ("error".to_string(), false),

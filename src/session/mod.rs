@@ -26,11 +26,28 @@ use crate::media::peer::{
 use crate::media::sdp::SdpError;
 use crate::notify::{Notifier, VerdictNotice};
 use crate::reasons::ReasonCode;
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{SessionRow, Store, StoreError, VerdictWrite};
 use tokens::{new_secret, new_session_id, SecretHash};
 
 /// Ended sessions stay in memory this long (for SSE replays and quick GETs), then only in the store.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// End reasons a stored session may have (`decide` takes them as `&'static str`).
+const KNOWN_END_REASONS: [&str; 12] = [
+    "completed",
+    "deleted",
+    "expired",
+    "ice_failed",
+    "connection_lost",
+    "closed_by_peer",
+    "idle_timeout",
+    "max_duration",
+    "server_shutdown",
+    "server_restart",
+    "node_lost",
+    "internal_error",
+];
+/// Tries to record a session's end (with its verdict and webhook) before giving up.
+const RECORD_END_TRIES: u32 = 3;
 /// Slack past a session's longest possible life before another instance ends it as orphaned.
 const STALE_MARGIN_SECS: u64 = 300;
 
@@ -114,6 +131,8 @@ pub struct Session {
     pub api_key_id: String,
     /// The relying party's id for the person (for attempt limits, webhooks and deletion).
     pub subject: Option<String>,
+    /// The relying party's opaque reference for this session (an order or case id), echoed back.
+    pub external_reference: Option<String>,
     pub created_at_ms: i64,
     /// The client token is accepted for a first WHIP offer until then.
     pub expires_at_ms: i64,
@@ -306,6 +325,7 @@ impl SessionRegistry {
         &self,
         api_key_id: &str,
         subject: Option<String>,
+        external_reference: Option<String>,
         policy: SessionPolicy,
     ) -> Result<NewSession, SessionError> {
         if !self.is_accepting() {
@@ -313,7 +333,10 @@ impl SessionRegistry {
         }
         if let Some(subject) = &subject {
             let since = unix_ms_now() - self.cfg.attempt_window_secs as i64 * 1000;
-            let failed = self.store.count_failed_attempts(subject, since).await?;
+            let failed = self
+                .store
+                .count_failed_attempts(api_key_id, subject, since)
+                .await?;
             if failed >= self.cfg.max_failed_attempts as i64 {
                 return Err(SessionError::TooManyAttempts { failed });
             }
@@ -324,18 +347,21 @@ impl SessionRegistry {
         let now = unix_ms_now();
         let expires = now + self.cfg.session_ttl().as_millis() as i64;
         self.store
-            .insert_session(&SessionRow {
-                id: id.to_string(),
-                api_key_id: api_key_id.to_string(),
-                subject: subject.clone(),
-                state: "created".into(),
-                created_at: now,
-                expires_at: expires,
-                connected_at: None,
-                ended_at: None,
-                end_reason: None,
-                network_summary: None,
-            })
+            .insert_session_with_reference(
+                &SessionRow {
+                    id: id.to_string(),
+                    api_key_id: api_key_id.to_string(),
+                    subject: subject.clone(),
+                    state: "created".into(),
+                    created_at: now,
+                    expires_at: expires,
+                    connected_at: None,
+                    ended_at: None,
+                    end_reason: None,
+                    network_summary: None,
+                },
+                external_reference.as_deref(),
+            )
             .await?;
         let session = Arc::new(Session {
             id: id.clone(),
@@ -343,6 +369,7 @@ impl SessionRegistry {
             reference: Arc::new(Mutex::new(None)),
             api_key_id: api_key_id.to_string(),
             subject,
+            external_reference,
             created_at_ms: now,
             expires_at_ms: expires,
             bus: EventBus::new(id.clone(), Some(self.persist.clone())),
@@ -370,7 +397,7 @@ impl SessionRegistry {
             .iter()
             .find(|k| k.revoked_at.is_none())
             .ok_or(SessionError::Unauthorized)?;
-        self.create(&key.id, Some("dev".into()), SessionPolicy::default())
+        self.create(&key.id, Some("dev".into()), None, SessionPolicy::default())
             .await
     }
 
@@ -600,64 +627,87 @@ impl SessionRegistry {
                 }),
             })
         });
-        if let Ok(value) = serde_json::to_value(&verdict) {
-            match self
-                .store
-                .set_verdict(&session.id, verdict.status.as_str(), &value.to_string())
-                .await
-            {
-                Ok(()) => {
-                    if let Some(fields) = &verdict.document_fields {
-                        if let Err(e) = self
-                            .store
-                            .set_document_fields(&session.id, &fields.to_string())
-                            .await
-                        {
-                            tracing::error!(session = %session.id, error = %e, "cannot store the document fields");
-                        }
-                    }
-                    let notice = VerdictNotice {
-                        session_id: &session.id,
-                        api_key_id: &session.api_key_id,
-                        subject: session.subject.as_deref(),
-                        verdict: &value,
-                        decided_by: "vericall",
-                    };
-                    if let Err(e) = self.notifier.verdict_recorded(&notice).await {
-                        tracing::error!(session = %session.id, error = %e, "cannot queue the verdict webhook");
-                    }
+        let value = match serde_json::to_value(&verdict) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(session = %session.id, error = %e, "cannot serialize the verdict");
+                return;
+            }
+        };
+        let summary_text = summary.and_then(|s| serde_json::to_string(s).ok());
+        let fields_text = verdict.document_fields.as_ref().map(|f| f.to_string());
+        let notice = VerdictNotice {
+            session_id: &session.id,
+            api_key_id: &session.api_key_id,
+            subject: session.subject.as_deref(),
+            reference: session.external_reference.as_deref(),
+            verdict: &value,
+            decided_by: "vericall",
+        };
+        // End, verdict, signed verdict and webhook delivery are one transaction.
+        let write = VerdictWrite::End {
+            at: now,
+            reason,
+            network_summary: summary_text.as_deref(),
+            document_fields: fields_text.as_deref(),
+            timeline_event: false,
+        };
+        // A busy or briefly unreachable database gets a few tries; if it stays down, the session
+        // stays open in the store and the next start ends it as `server_restart`.
+        for attempt in 1..=RECORD_END_TRIES {
+            match self.notifier.record(&notice, &write).await {
+                Ok(true) => {
+                    session
+                        .bus
+                        .publish("session_ended", &json!({ "reason": reason }));
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) if attempt < RECORD_END_TRIES => {
+                    tracing::warn!(session = %session.id, error = %e, attempt, "cannot record the session end; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
                 }
                 Err(e) => {
-                    tracing::error!(session = %session.id, error = %e, "cannot store the verdict")
+                    tracing::error!(session = %session.id, error = %e, "cannot record the session end")
                 }
-            }
-        }
-        if let Some(s) = summary {
-            if let Ok(text) = serde_json::to_string(s) {
-                if let Err(e) = self.store.set_network_summary(&session.id, &text).await {
-                    tracing::error!(session = %session.id, error = %e, "cannot store network summary");
-                }
-            }
-        }
-        match self.store.end_session(&session.id, now, reason).await {
-            Ok(true) => {
-                session
-                    .bus
-                    .publish("session_ended", &json!({ "reason": reason }));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(session = %session.id, error = %e, "cannot record session end")
             }
         }
     }
 
-    /// Ends sessions whose node vanished (several instances on one database; a pod that died and
-    /// was replaced under another name never restarts to end its own). Nothing running can be
-    /// older than its token lifetime plus the longest call, so anything older is an orphan.
-    pub async fn end_stale_sessions(&self) {
-        let horizon = self.cfg.session_ttl_secs + self.cfg.max_call_secs + STALE_MARGIN_SECS;
-        let now = unix_ms_now();
+    /// Ends, with a verdict, open sessions whose call cannot go on: `reason` is
+    /// `server_restart` (this node's sessions after a crash) or `node_lost` (any node's, when
+    /// far older than any call can be). Each gets `SESSION_INCOMPLETE` with the reason as
+    /// evidence, a signed verdict, a webhook delivery and a stored `session_ended` event.
+    async fn end_abandoned(
+        &self,
+        open: Vec<crate::store::OpenSession>,
+        reason: &'static str,
+    ) -> Result<u64, StoreError> {
+        let mut ended = 0;
+        for s in open {
+            let write = VerdictWrite::End {
+                at: unix_ms_now(),
+                reason,
+                network_summary: None,
+                document_fields: None,
+                timeline_event: true,
+            };
+            if self.record_without_call(&s, reason, &write).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Records the verdict of a session whose call is gone (`decide` for an early end with
+    /// `reason`): signed, with its webhook, written as `write` says. A store error stops the
+    /// caller; anything else is logged.
+    async fn record_without_call(
+        &self,
+        s: &crate::store::OpenSession,
+        reason: &'static str,
+        write: &VerdictWrite<'_>,
+    ) -> Result<bool, StoreError> {
         let verdict = crate::verdict::decide(&crate::verdict::VerdictInputs {
             liveness: None,
             face_match: None,
@@ -665,21 +715,76 @@ impl SessionRegistry {
             persistent_faults: Vec::new(),
             step_faults: Vec::new(),
             document: None,
-            ended_early: Some("other"),
+            ended_early: Some(reason),
         });
-        let Ok(text) = serde_json::to_string(&verdict) else {
-            return;
+        let Ok(value) = serde_json::to_value(&verdict) else {
+            return Ok(false);
         };
-        match self
-            .store
-            .end_stale_sessions(
-                now - horizon as i64 * 1000,
-                now,
-                verdict.status.as_str(),
-                &text,
-            )
-            .await
-        {
+        let notice = VerdictNotice {
+            session_id: &s.id,
+            api_key_id: &s.api_key_id,
+            subject: s.subject.as_deref(),
+            reference: s.reference.as_deref(),
+            verdict: &value,
+            decided_by: "vericall",
+        };
+        match self.notifier.record(&notice, write).await {
+            Ok(written) => Ok(written),
+            Err(crate::notify::NotifyError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::error!(session = %s.id, error = %e, "cannot record the verdict of a session without its call");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sessions that an earlier version ended without a verdict get one now: `SESSION_INCOMPLETE`
+    /// with their end reason, signed; those ended within the webhook retry window are also sent
+    /// by webhook. Called once at start-up (any instance may; each session is decided once).
+    pub async fn backfill_verdicts(&self) -> Result<u64, StoreError> {
+        let notify_since = unix_ms_now() - self.cfg.webhook_give_up_secs as i64 * 1000;
+        let mut decided = 0;
+        for u in self.store.ended_without_verdict().await? {
+            let reason = KNOWN_END_REASONS
+                .iter()
+                .copied()
+                .find(|k| u.end_reason.as_deref() == Some(*k))
+                .unwrap_or("other");
+            let write = VerdictWrite::Backfill {
+                notify: u.ended_at >= notify_since,
+            };
+            if self.record_without_call(&u.session, reason, &write).await? {
+                decided += 1;
+            }
+        }
+        if decided > 0 {
+            tracing::warn!(count = decided, "gave ended sessions without a verdict one");
+        }
+        Ok(decided)
+    }
+
+    /// Sessions this node left open in a previous process (crash, kill -9) cannot resume: their
+    /// media state was in memory. Called once at start-up.
+    pub async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+        let open = self.store.orphaned_sessions().await?;
+        let n = self.end_abandoned(open, "server_restart").await?;
+        if n > 0 {
+            tracing::warn!(count = n, "ended sessions left open by a previous run");
+        }
+        Ok(n)
+    }
+
+    /// Ends sessions whose node vanished (several instances on one database; a pod that died and
+    /// was replaced under another name never restarts to end its own). Nothing running can be
+    /// older than its token lifetime plus the longest call, so anything older is an orphan.
+    pub async fn end_stale_sessions(&self) {
+        let horizon = self.cfg.session_ttl_secs + self.cfg.max_call_secs + STALE_MARGIN_SECS;
+        let cutoff = unix_ms_now() - horizon as i64 * 1000;
+        let result = match self.store.stale_sessions(cutoff).await {
+            Ok(open) => self.end_abandoned(open, "node_lost").await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(0) => {}
             Ok(n) => tracing::warn!(count = n, "ended sessions whose server instance is gone"),
             Err(e) => tracing::warn!(error = %e, "cannot end stale sessions"),

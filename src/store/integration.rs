@@ -60,6 +60,8 @@ pub struct SessionListing {
     pub end_reason: Option<String>,
     pub verdict_status: Option<String>,
     pub verdict: Option<String>,
+    /// The relying party's opaque reference.
+    pub reference: Option<String>,
 }
 
 /// Filters for `list_sessions`; `None` matches everything.
@@ -68,11 +70,111 @@ pub struct SessionFilter {
     pub api_key_id: Option<String>,
     pub verdict_status: Option<String>,
     pub subject: Option<String>,
-    /// Only sessions created before this (Unix ms), for paging backwards.
+    /// Only sessions created before this (Unix ms). Kept for old clients: sessions created in
+    /// the same millisecond as the last one seen are skipped; page with `after` instead.
     pub created_before: Option<i64>,
+    /// Only sessions after this one in the listing order (keyset paging, exact).
+    pub after: Option<ListCursor>,
     pub limit: i64,
     /// Oldest first (review queue) instead of newest first.
     pub oldest_first: bool,
+}
+
+/// A position in a session listing: the last session seen, by its sort key `(created_at, id)`.
+/// Handed to the relying party as an opaque token (`encode`/`decode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl ListCursor {
+    /// `c1.<base64url(created_at:id)>`: opaque to clients, versioned for us.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let raw = format!("{}:{}", self.created_at, self.id);
+        format!(
+            "c1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        )
+    }
+
+    pub fn decode(token: &str) -> Option<ListCursor> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.strip_prefix("c1.")?)
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (at, id) = text.split_once(':')?;
+        if id.is_empty() || id.len() > 128 {
+            return None;
+        }
+        Some(ListCursor {
+            created_at: at.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// An open session the server must end without its call (restart, lost node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenSession {
+    pub id: String,
+    pub api_key_id: String,
+    pub subject: Option<String>,
+    pub reference: Option<String>,
+}
+
+pub(super) fn open_session(r: &sqlx::any::AnyRow) -> StoreResult<OpenSession> {
+    Ok(OpenSession {
+        id: r.try_get(0)?,
+        api_key_id: r.try_get(1)?,
+        subject: r.try_get(2)?,
+        reference: r.try_get(3)?,
+    })
+}
+
+/// A decided verdict and what goes with it, written in one transaction by `record_verdict`.
+#[derive(Debug, Clone)]
+pub struct VerdictRecord<'a> {
+    pub session_id: &'a str,
+    pub status: &'a str,
+    pub verdict_json: &'a str,
+    /// The compact JWS of the verdict, made once at decision time (`None` only when it could
+    /// not be signed; it is then made on first read).
+    pub signed_verdict: Option<&'a str>,
+    pub decided_at: i64,
+    /// The webhook delivery, when the relying party has a webhook.
+    pub outbox: Option<&'a OutboxRow>,
+}
+
+/// How a verdict is written.
+#[derive(Debug, Clone)]
+pub enum VerdictWrite<'a> {
+    /// The session ends now with this verdict, unless it has already ended.
+    End {
+        at: i64,
+        reason: &'a str,
+        network_summary: Option<&'a str>,
+        document_fields: Option<&'a str>,
+        /// Append `session_ended` to the stored timeline (when no live event bus does it).
+        timeline_event: bool,
+    },
+    /// An operator's decision replaces the verdict while it still has `expected_status`.
+    Replace { expected_status: &'a str },
+    /// A session that ended without a verdict (before every end had one) gets one now.
+    Backfill {
+        /// Also deliver it by webhook (recent ends only: older ones would be given up anyway).
+        notify: bool,
+    },
+}
+
+/// An ended session without a verdict, from before every end had one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecidedSession {
+    pub session: OpenSession,
+    pub end_reason: Option<String>,
+    pub ended_at: i64,
 }
 
 const OUTBOX_COLUMNS: &str = "id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_status";
@@ -432,18 +534,27 @@ impl Store {
 
     pub async fn list_sessions(&self, f: &SessionFilter) -> StoreResult<Vec<SessionListing>> {
         // Optional filters as `($n IS NULL OR col = $n)`, so one statement serves every filter.
-        let order = if f.oldest_first { "ASC" } else { "DESC" };
+        // Pages follow the total order (created_at, id), so sessions created in the same
+        // millisecond are neither skipped nor repeated.
+        let (order, beyond) = if f.oldest_first {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
         let sql = format!(
-            "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict FROM sessions \
+            "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict, reference FROM sessions \
              WHERE ($1 IS NULL OR api_key_id = $1) AND ($2 IS NULL OR verdict_status = $2) \
              AND ($3 IS NULL OR subject = $3) AND ($4 IS NULL OR created_at < $4) \
-             ORDER BY created_at {order}, id {order} LIMIT $5"
+             AND ($5 IS NULL OR created_at {beyond} $5 OR (created_at = $5 AND id {beyond} $6)) \
+             ORDER BY created_at {order}, id {order} LIMIT $7"
         );
         let rows = sqlx::query(&sql)
             .bind(f.api_key_id.clone())
             .bind(f.verdict_status.clone())
             .bind(f.subject.clone())
             .bind(f.created_before)
+            .bind(f.after.as_ref().map(|c| c.created_at))
+            .bind(f.after.as_ref().map(|c| c.id.clone()))
             .bind(f.limit.clamp(1, 500))
             .fetch_all(&self.pool)
             .await?;
@@ -459,6 +570,7 @@ impl Store {
                     end_reason: r.try_get(6)?,
                     verdict_status: r.try_get(7)?,
                     verdict: r.try_get(8)?,
+                    reference: r.try_get(9)?,
                 })
             })
             .collect()
@@ -485,25 +597,175 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Ends sessions of any node that should have ended long ago (their node died without a
-    /// restart to end them): created before `cutoff`, still open. They get `verdict_json`.
-    pub async fn end_stale_sessions(
-        &self,
-        cutoff: i64,
-        at: i64,
-        status: &str,
-        verdict_json: &str,
-    ) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'node_lost', verdict_status = $2, verdict = $3 WHERE ended_at IS NULL AND created_at < $4",
+    /// Open sessions of any node created before `cutoff`: nothing running can be that old, so
+    /// their node is gone (a pod replaced under another name never restarts to end them).
+    pub async fn stale_sessions(&self, cutoff: i64) -> StoreResult<Vec<OpenSession>> {
+        let rows = sqlx::query(
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND created_at < $1 ORDER BY created_at, id",
         )
-        .bind(at)
-        .bind(status)
-        .bind(verdict_json)
         .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(open_session).collect()
+    }
+
+    /// Ended sessions that have no verdict (ended by a version that could leave them so).
+    pub async fn ended_without_verdict(&self) -> StoreResult<Vec<UndecidedSession>> {
+        let rows = sqlx::query(
+            "SELECT id, api_key_id, subject, reference, end_reason, ended_at FROM sessions WHERE ended_at IS NOT NULL AND verdict IS NULL ORDER BY ended_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UndecidedSession {
+                    session: open_session(r)?,
+                    end_reason: r.try_get(4)?,
+                    ended_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a decided verdict, its signed form and its webhook delivery in one transaction:
+    /// either all of them are stored or none. With `VerdictWrite::End` the session ends too
+    /// (only once: false when it had already ended); with `Replace`, only while the verdict
+    /// still has the expected status (false otherwise).
+    pub async fn record_verdict(
+        &self,
+        v: &VerdictRecord<'_>,
+        write: &VerdictWrite<'_>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = match write {
+            VerdictWrite::End {
+                at,
+                reason,
+                network_summary,
+                document_fields,
+                ..
+            } => {
+                sqlx::query(
+                    "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2, verdict_status = $3, verdict = $4, \
+                     signed_verdict = $5, decided_at = $6, network_summary = COALESCE($7, network_summary), \
+                     document_fields = COALESCE($8, document_fields) WHERE id = $9 AND ended_at IS NULL",
+                )
+                .bind(*at)
+                .bind(*reason)
+                .bind(v.status)
+                .bind(v.verdict_json)
+                .bind(v.signed_verdict)
+                .bind(v.decided_at)
+                .bind(*network_summary)
+                .bind(*document_fields)
+                .bind(v.session_id)
+                .execute(&mut *tx)
+                .await?
+            }
+            VerdictWrite::Replace { expected_status } => {
+                sqlx::query(
+                    "UPDATE sessions SET verdict_status = $1, verdict = $2, signed_verdict = $3, decided_at = $4 \
+                     WHERE id = $5 AND verdict_status = $6",
+                )
+                .bind(v.status)
+                .bind(v.verdict_json)
+                .bind(v.signed_verdict)
+                .bind(v.decided_at)
+                .bind(v.session_id)
+                .bind(*expected_status)
+                .execute(&mut *tx)
+                .await?
+            }
+            VerdictWrite::Backfill { .. } => {
+                sqlx::query(
+                    "UPDATE sessions SET verdict_status = $1, verdict = $2, signed_verdict = $3, decided_at = $4 \
+                     WHERE id = $5 AND verdict IS NULL AND ended_at IS NOT NULL",
+                )
+                .bind(v.status)
+                .bind(v.verdict_json)
+                .bind(v.signed_verdict)
+                .bind(v.decided_at)
+                .bind(v.session_id)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let VerdictWrite::End {
+            at,
+            reason,
+            timeline_event: true,
+            ..
+        } = write
+        {
+            let seq: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE session_id = $1",
+            )
+            .bind(v.session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let body = serde_json::json!({ "type": "session_ended", "seq": seq, "at_ms": at, "reason": reason });
+            sqlx::query(
+                "INSERT INTO events (session_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(v.session_id)
+            .bind(seq)
+            .bind(*at)
+            .bind("session_ended")
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(o) = v.outbox {
+            sqlx::query(
+                "INSERT INTO webhook_outbox (id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+            )
+            .bind(&o.id)
+            .bind(&o.api_key_id)
+            .bind(&o.session_id)
+            .bind(&o.event)
+            .bind(&o.body)
+            .bind(o.created_at)
+            .bind(o.next_attempt_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The stored signed verdict and its decision time (Unix ms).
+    pub async fn get_signed_verdict(&self, id: &str) -> StoreResult<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT signed_verdict, decided_at FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let jws: Option<String> = r.try_get(0)?;
+        let at: Option<i64> = r.try_get(1)?;
+        Ok(jws.zip(at))
+    }
+
+    /// Stores a signed verdict for a session decided before signed verdicts were stored (made
+    /// once, on first read); false when one was stored meanwhile.
+    pub async fn set_signed_verdict_if_missing(
+        &self,
+        id: &str,
+        jws: &str,
+        decided_at: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET signed_verdict = $1, decided_at = $2 WHERE id = $3 AND signed_verdict IS NULL",
+        )
+        .bind(jws)
+        .bind(decided_at)
+        .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(done.rows_affected() > 0)
     }
 
     /// Session ids of a subject under one API key.
@@ -552,6 +814,9 @@ impl Store {
                 .rows_affected();
         }
         tx.commit().await?;
+        // The deleted rows were zeroed in place (secure_delete); older page images in the
+        // write-ahead log go too.
+        self.checkpoint().await?;
         Ok(deleted)
     }
 }

@@ -17,7 +17,8 @@ pub mod evidence;
 mod integration;
 
 pub use integration::{
-    AuditRow, OutboxRow, SessionFilter, SessionListing, SigningKeyRow, WebhookTarget,
+    AuditRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing, SigningKeyRow,
+    UndecidedSession, VerdictRecord, VerdictWrite, WebhookTarget,
 };
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
@@ -26,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_verdicts.sql")),
     (3, include_str!("../../migrations/0003_relying_party.sql")),
     (4, include_str!("../../migrations/0004_documents.sql")),
+    (5, include_str!("../../migrations/0005_verdict_record.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,7 @@ pub struct Store {
     pool: AnyPool,
     /// This server instance (`Config::node_id`), stamped on the sessions it creates.
     node: Arc<str>,
+    is_sqlite: bool,
 }
 
 impl Store {
@@ -90,6 +93,16 @@ impl Store {
             // SQLite serialises writers anyway; a few connections let readers proceed.
             .max_connections(if is_sqlite { 4 } else { 10 })
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        // Deleted rows (a deleted subject's sessions, webhook bodies) are
+                        // overwritten with zeros instead of lingering in free pages of the file.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA secure_delete = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         if is_sqlite {
@@ -101,6 +114,7 @@ impl Store {
         let store = Store {
             pool,
             node: "local".into(),
+            is_sqlite,
         };
         store.migrate(!is_sqlite).await?;
         Ok(store)
@@ -153,6 +167,17 @@ impl Store {
                 .await?;
             tx.commit().await?;
             tracing::info!(version, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// SQLite: copies the write-ahead log into the database file and empties it, so rows just
+    /// deleted (and zeroed by `secure_delete`) leave no older copy in the log. No-op elsewhere.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        if self.is_sqlite {
+            sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }
@@ -225,8 +250,17 @@ impl Store {
     // ---- sessions ----
 
     pub async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
+        self.insert_session_with_reference(s, None).await
+    }
+
+    /// A new session with the relying party's opaque `reference` (an order or case id).
+    pub async fn insert_session_with_reference(
+        &self,
+        s: &SessionRow,
+        reference: Option<&str>,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.id)
         .bind(&s.api_key_id)
@@ -235,9 +269,21 @@ impl Store {
         .bind(s.created_at)
         .bind(s.expires_at)
         .bind(&*self.node)
+        .bind(reference)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The relying party's reference of a session.
+    pub async fn get_session_reference(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT reference FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     pub async fn set_session_connected(&self, id: &str, at: i64) -> StoreResult<()> {
@@ -332,28 +378,38 @@ impl Store {
         )
     }
 
-    /// Failed verdicts of a subject that ended at or after `since` (Unix ms).
-    pub async fn count_failed_attempts(&self, subject: &str, since: i64) -> StoreResult<i64> {
+    /// Failed verdicts of a subject under one API key that ended at or after `since` (Unix ms).
+    /// Subjects are the relying party's ids: another key's subject of the same name is another
+    /// person, so its failures neither count here nor show. Sessions the server ended itself
+    /// (restart, lost node, shutdown) are not the person's failures.
+    pub async fn count_failed_attempts(
+        &self,
+        api_key_id: &str,
+        subject: &str,
+        since: i64,
+    ) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sessions WHERE subject = $1 AND verdict_status = 'failed' AND ended_at >= $2",
+            "SELECT COUNT(*) FROM sessions WHERE api_key_id = $1 AND subject = $2 AND verdict_status = 'failed' AND ended_at >= $3 \
+             AND (end_reason IS NULL OR end_reason NOT IN ('server_restart', 'node_lost', 'server_shutdown'))",
         )
+        .bind(api_key_id)
         .bind(subject)
         .bind(since)
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// Sessions this node left open in a previous process cannot resume (their media state was
-    /// in memory). Other nodes' sessions are theirs to end.
-    pub async fn end_orphaned_sessions(&self, at: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = 'server_restart' WHERE ended_at IS NULL AND (node = $2 OR node IS NULL)",
+    /// Sessions this node left open in a previous process: they cannot resume (their media state
+    /// was in memory) and are ended with a verdict by `SessionRegistry::end_orphaned_sessions`.
+    /// Other nodes' sessions are theirs to end.
+    pub async fn orphaned_sessions(&self) -> StoreResult<Vec<OpenSession>> {
+        let rows = sqlx::query(
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY created_at, id",
         )
-        .bind(at)
         .bind(&*self.node)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(integration::open_session).collect()
     }
 
     pub async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRow>> {
@@ -574,8 +630,8 @@ mod tests {
         drop(store);
         let url = format!("sqlite://{}/sub/v.db?mode=rwc", dir.path().display());
         let again = Store::connect(&url).await.unwrap();
-        assert_eq!(again.end_orphaned_sessions(5).await.unwrap(), 1);
-        let got = again.get_session("s2").await.unwrap().unwrap();
-        assert_eq!(got.end_reason.as_deref(), Some("server_restart"));
+        let orphans = again.orphaned_sessions().await.unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].id, "s2");
     }
 }

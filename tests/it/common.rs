@@ -74,6 +74,18 @@ impl TestServer {
         start(cfg, static_dir).await.expect("server starts")
     }
 
+    /// A server on the database and data folder in `dir` that another process left behind.
+    pub async fn start_in(cfg: Config, dir: tempfile::TempDir, api_key: String) -> TestServer {
+        init_logs();
+        let server = Self::boot(cfg, &dir).await;
+        TestServer {
+            server,
+            api_key,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
     /// Stops this server and starts another on the same database and data folder (new ports).
     pub async fn restart(self, cfg: Config) -> TestServer {
         let TestServer {

@@ -566,3 +566,662 @@ async fn an_operator_approves_a_session_in_the_review_console() {
     assert_eq!(no_csrf.status(), 403);
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+// ---- issue 17: what a wallet backend's test found ----
+
+/// The delivery log of a session once its first delivery has `n` attempts.
+async fn wait_attempts(ts: &TestServer, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = ts.get_json(&format!("/v1/sessions/{id}/deliveries")).await;
+        if log["deliveries"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() >= n)
+        {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no attempt yet: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With internal targets disallowed, internal literals are refused when the webhook is set, and a
+/// name that resolves to 127.0.0.1 (here by the resolver override, as DNS rebinding would) is
+/// refused when set and again at delivery: the local receiver never gets a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_never_reach_internal_addresses_even_through_dns() {
+    let (receiver, url) = Receiver::start(0).await;
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let ts = TestServer::start_with(Config {
+        webhook_retry_base_ms: 60_000,
+        webhook_resolve: [(
+            "rebind.test".to_string(),
+            vec!["127.0.0.1".parse().unwrap()],
+        )]
+        .into(),
+        ..test_config()
+    })
+    .await;
+    for internal in [
+        format!("https://[::ffff:127.0.0.1]:{port}/hook"),
+        "https://[::ffff:a9fe:a9fe]/latest".to_string(),
+        format!("https://[64:ff9b::7f00:1]:{port}/hook"),
+        "https://localhost./hook".to_string(),
+        "https://metadata.google.internal/computeMetadata/v1/".to_string(),
+        "https://100.64.0.1/hook".to_string(),
+        "https://224.0.0.1/hook".to_string(),
+        "https://255.255.255.255/hook".to_string(),
+        format!("https://rebind.test:{port}/hook"),
+    ] {
+        let r = ts
+            .http
+            .put(ts.url("/v1/webhook"))
+            .bearer_auth(&ts.api_key)
+            .json(&json!({ "url": internal }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{internal}");
+    }
+    // URLs stored before the guard existed (or whose DNS changed since): refused at delivery.
+    let store = ts.server.registry.store().clone();
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    for target in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://rebind.test:{port}/hook"),
+    ] {
+        store
+            .set_webhook(
+                &key_id,
+                Some(&vericall::store::WebhookTarget {
+                    url: target.clone(),
+                    secret: "whsec_test".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        let s = create_for(&ts, "user-guard").await;
+        cancel(&ts, &s).await;
+        let log = wait_attempts(&ts, &s.id, 1).await;
+        assert_eq!(
+            log["deliveries"][0]["attempts"][0]["status"], "blocked_address",
+            "{target}: {log}"
+        );
+    }
+    assert!(
+        receiver.requests().is_empty(),
+        "the local receiver got nothing"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The signed verdict is made once, when the verdict is decided: every GET returns the same JWS,
+/// the webhook carries it too, and its claims are the documented ones (`aud` is the API key id
+/// the integrator is shown, `iat` the decision time, `exp` after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_verdict_is_made_once_with_documented_claims() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let created: Value = ts
+        .http
+        .post(ts.url("/v1/sessions"))
+        .bearer_auth(&ts.api_key)
+        .json(&json!({ "subject": "user-claims" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    assert_eq!(created["api_key_id"], key_id.as_str());
+    let s = CreatedSession {
+        id: created["id"].as_str().unwrap().into(),
+        token: created["client_token"].as_str().unwrap().into(),
+        whip_url: created["whip_url"].as_str().unwrap().into(),
+        events_url: created["events_url"].as_str().unwrap().into(),
+        page_url: created["page_url"].as_str().unwrap().into(),
+    };
+    cancel(&ts, &s).await;
+    let first = ts.session(&s.id).await;
+    // Long enough for a re-signed token to carry another `iat`.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = ts.session(&s.id).await;
+    let jws = first["signed_verdict"].as_str().unwrap();
+    assert_eq!(second["signed_verdict"], jws, "GET returns the stored JWS");
+    assert_eq!(first["api_key_id"], key_id.as_str());
+    let decided_at = first["verdict"]["decided_at"].as_i64().expect("decided_at");
+    assert!(decided_at >= first["created_at"].as_i64().unwrap());
+    let claims = verify(jws, &jwks(&ts).await).unwrap();
+    assert_eq!(claims["iss"], "vericall");
+    assert_eq!(claims["aud"], key_id.as_str());
+    assert_eq!(claims["sub"], "user-claims");
+    assert_eq!(claims["sid"], s.id.as_str());
+    assert_eq!(claims["decided_at"], decided_at);
+    assert_eq!(claims["iat"], decided_at / 1000);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        Config::default().signed_verdict_lifetime_secs as i64
+    );
+    receiver
+        .wait("the verdict webhook", Duration::from_secs(10), |r| {
+            r.accepted().len() == 1
+        })
+        .await;
+    let body: Value = serde_json::from_str(&receiver.accepted()[0].1).unwrap();
+    assert_eq!(
+        body["signed_verdict"], jws,
+        "the webhook carries the same JWS"
+    );
+    assert_eq!(body["decided_at"], decided_at);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The server binary is killed (SIGKILL) during a call; after a restart on the same database the
+/// interrupted session has a verdict, a signed verdict, a `session_ended` event and a delivered
+/// webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_interrupted_by_kill_9_gets_a_verdict_and_a_webhook_after_restart() {
+    use std::io::BufRead;
+    let (receiver, hook) = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vericall.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:0\"\nmedia_addr = \"127.0.0.1:0\"\nface_analysis = false\n\
+             node_id = \"crash-node\"\nwebhook_allow_internal = true\nwebhook_retry_base_ms = 300\n\
+             database_url = \"sqlite://{0}/vericall.db?mode=rwc\"\ndata_dir = \"{0}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vericall"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env_remove("VERICALL_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    // stdout: the API key (on the line after "Created an API key"), then the listening URL. The
+    // reader keeps draining afterwards, so the server never writes to a closed pipe.
+    let (found, found_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut key = None;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("Created an API key") {
+                key = lines
+                    .next()
+                    .and_then(|l| l.ok())
+                    .map(|l| l.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("vericall listening on ") {
+                let base = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = found.send((key.clone().unwrap_or_default(), base));
+            }
+        }
+    });
+    let (api_key, base) = tokio::task::spawn_blocking(move || {
+        found_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server binary starts and prints its URL")
+    })
+    .await
+    .unwrap();
+    assert!(api_key.starts_with("vck_"), "a new API key: {api_key:?}");
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{base}/v1/webhook"))
+        .bearer_auth(&api_key)
+        .json(&json!({ "url": hook }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created: Value = http
+        .post(format!("{base}/v1/sessions"))
+        .bearer_auth(&api_key)
+        .json(&json!({ "subject": "user-crash" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let whip = created["whip_url"].as_str().unwrap().to_string();
+    let token = created["client_token"].as_str().unwrap().to_string();
+    let peer = tokio::spawn(async move {
+        vericall::testkit::peer::run_peer(
+            &whip,
+            &token,
+            vericall::testkit::peer::PeerOptions {
+                video: Some(crate::common::vp8_clip()),
+                audio: Some(crate::common::tone()),
+                duration: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = http
+            .get(format!("{base}/v1/sessions/{id}"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "connected" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call did not connect: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the connect reach the store, then crash: no shutdown code runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    peer.abort();
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing was sent before the crash"
+    );
+
+    let ts = TestServer::start_in(
+        Config {
+            node_id: Some("crash-node".into()),
+            ..fast_webhooks()
+        },
+        dir,
+        api_key,
+    )
+    .await;
+    let v = ts.session(&id).await;
+    assert_eq!(v["state"], "ended");
+    assert_eq!(v["end_reason"], "server_restart");
+    assert_eq!(v["verdict"]["status"], "failed");
+    assert_eq!(v["verdict"]["reasons"][0]["code"], "SESSION_INCOMPLETE");
+    assert_eq!(
+        v["verdict"]["reasons"][0]["evidence"]["ended"],
+        "server_restart"
+    );
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert_eq!(claims["sid"], id.as_str());
+    assert_eq!(claims["status"], "failed");
+    let timeline = ts.timeline(&id).await;
+    let last = timeline.last().unwrap();
+    assert_eq!(last["type"], "session_ended", "{timeline:?}");
+    assert_eq!(last["reason"], "server_restart");
+    receiver
+        .wait(
+            "the restart verdict's webhook",
+            Duration::from_secs(10),
+            |r| r.accepted().len() == 1,
+        )
+        .await;
+    let body: Value = serde_json::from_str(&receiver.accepted()[0].1).unwrap();
+    assert_eq!(body["session_id"], id.as_str());
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["signed_verdict"], v["signed_verdict"]);
+    // A server-caused failure does not count against the person's attempts.
+    assert_eq!(
+        ts.server
+            .registry
+            .store()
+            .count_failed_attempts(claims["aud"].as_str().unwrap(), "user-crash", 0)
+            .await
+            .unwrap(),
+        0
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A session whose server instance vanished (another node, long past any possible call) ends
+/// as `node_lost` with a verdict, a signed verdict and a delivered webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_verdict_is_delivered_by_webhook() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    let gone = ts.server.registry.store().clone().for_node("pod-gone");
+    let long_ago = vericall::events::unix_ms_now() - 2 * 3600 * 1000;
+    gone.insert_session(&vericall::store::SessionRow {
+        id: "ses_lostnode0000000000000000".into(),
+        api_key_id: key_id.clone(),
+        subject: Some("user-lost".into()),
+        state: "connected".into(),
+        created_at: long_ago,
+        expires_at: long_ago + 600_000,
+        connected_at: Some(long_ago + 1000),
+        ended_at: None,
+        end_reason: None,
+        network_summary: None,
+    })
+    .await
+    .unwrap();
+    ts.server.registry.end_stale_sessions().await;
+    let id = "ses_lostnode0000000000000000";
+    let v = ts.session(id).await;
+    assert_eq!(v["end_reason"], "node_lost");
+    assert_eq!(v["verdict"]["status"], "failed");
+    assert_eq!(v["verdict"]["reasons"][0]["evidence"]["ended"], "node_lost");
+    verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    receiver
+        .wait("the node_lost webhook", Duration::from_secs(10), |r| {
+            r.accepted().len() == 1
+        })
+        .await;
+    let body: Value = serde_json::from_str(&receiver.accepted()[0].1).unwrap();
+    assert_eq!(body["session_id"], id);
+    assert_eq!(body["signed_verdict"], v["signed_verdict"]);
+    assert_eq!(
+        ts.timeline(id).await.last().unwrap()["type"],
+        "session_ended"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Many sessions created in the same millisecond: following `next_cursor` reaches each exactly
+/// once (`before=<last created_at>` skipped all but the first page's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_by_cursor_reaches_every_session_once() {
+    let ts = TestServer::start().await;
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    let store = ts.server.registry.store().clone();
+    let at = vericall::events::unix_ms_now();
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..23 {
+        let id = format!("ses_samems{i:04}");
+        store
+            .insert_session(&vericall::store::SessionRow {
+                id: id.clone(),
+                api_key_id: key_id.clone(),
+                subject: Some("user-page".into()),
+                state: "created".into(),
+                created_at: at,
+                expires_at: at + 600_000,
+                connected_at: None,
+                ended_at: None,
+                end_reason: None,
+                network_summary: None,
+            })
+            .await
+            .unwrap();
+        want.insert(id);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/sessions?limit=5".to_string();
+    for _ in 0..10 {
+        let page = ts.get_json(&path).await;
+        for s in page["sessions"].as_array().unwrap() {
+            seen.push(s["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/sessions?limit=5&cursor={c}"),
+            None => break,
+        }
+    }
+    let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no session twice: {seen:?}");
+    assert_eq!(unique, want, "every session reached");
+    let bad = ts
+        .http
+        .get(ts.url("/v1/sessions?cursor=garbage"))
+        .bearer_auth(&ts.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Failed attempts are counted per API key: one tenant's failures for subject "shared" neither
+/// lock out nor reveal anything to another tenant's "shared".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_counted_per_api_key() {
+    let ts = TestServer::start_with(Config {
+        max_failed_attempts: 1,
+        ..test_config()
+    })
+    .await;
+    let store = ts.server.registry.store().clone();
+    let (other_key, other_hash) = vericall::session::tokens::new_secret("vck_");
+    store
+        .insert_api_key("key_other", "other tenant", &other_hash.to_hex(), 1)
+        .await
+        .unwrap();
+    let create = |key: String| {
+        let http = ts.http.clone();
+        let url = ts.url("/v1/sessions");
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({ "subject": "shared" }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The first tenant's user fails once (an unused session made to fail directly).
+    let r = create(ts.api_key.clone()).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    store
+        .set_verdict(&id, "failed", r#"{"status":"failed","reasons":[]}"#)
+        .await
+        .unwrap();
+    assert!(store
+        .end_session(&id, vericall::events::unix_ms_now(), "completed")
+        .await
+        .unwrap());
+    let again = create(ts.api_key.clone()).await;
+    assert_eq!(again.status(), 429, "the same tenant's user is limited");
+    let other = create(other_key.clone()).await;
+    assert_eq!(other.status(), 201, "another tenant's user is not");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// After a subject is deleted, the SQLite file holds neither its session ids nor its webhook
+/// bodies (secure_delete zeroes them; the WAL is checkpointed and emptied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_subject_leaves_no_bytes_in_the_database_file() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let subject = "erase-me-7f3a9c";
+    let s = create_for(&ts, subject).await;
+    cancel(&ts, &s).await;
+    receiver
+        .wait("the verdict webhook", Duration::from_secs(10), |r| {
+            r.accepted().len() == 1
+        })
+        .await;
+    ts.timeline_until(&s.id, "session_ended").await;
+    let delivery = receiver.accepted()[0].0["vericall-delivery"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let store = ts.server.registry.store().clone();
+    let db_bytes = || {
+        let mut all = Vec::new();
+        for name in ["vericall.db", "vericall.db-wal"] {
+            if let Ok(b) = std::fs::read(ts.dir.path().join(name)) {
+                all.extend(b);
+            }
+        }
+        all
+    };
+    let contains =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    store.checkpoint().await.unwrap();
+    let before = db_bytes();
+    for marker in [s.id.as_str(), delivery.as_str(), subject] {
+        assert!(contains(&before, marker), "{marker} is stored before");
+    }
+    let r = ts
+        .http
+        .delete(ts.url(&format!("/v1/subjects/{subject}")))
+        .bearer_auth(&ts.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after = db_bytes();
+    for marker in [s.id.as_str(), delivery.as_str(), subject] {
+        assert!(!contains(&after, marker), "{marker} is still in the file");
+    }
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The relying party's `reference` comes back in GET, the listing, the webhook and the signed
+/// verdict; a creation retried with the same `Idempotency-Key` gets the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_is_echoed_and_idempotent_creation_returns_one_session() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let post = |key: Option<&'static str>, body: Value| {
+        let mut r = ts
+            .http
+            .post(ts.url("/v1/sessions"))
+            .bearer_auth(&ts.api_key)
+            .json(&body);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    let body = json!({ "subject": "user-ref", "reference": "order-4711" });
+    let first = post(Some("order-4711-try"), body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(Some("order-4711-try"), body.clone()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the same session and tokens");
+    let other = post(Some("order-4711-try"), json!({ "subject": "someone-else" }))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422, "a key reused for another request");
+    let bad = post(Some("with space"), body.clone()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unkeyed = post(None, body.clone()).await.unwrap();
+    assert_ne!(
+        unkeyed.json::<Value>().await.unwrap()["id"],
+        first["id"],
+        "no key, a new session"
+    );
+
+    assert_eq!(first["reference"], "order-4711");
+    let s = CreatedSession {
+        id: first["id"].as_str().unwrap().into(),
+        token: first["client_token"].as_str().unwrap().into(),
+        whip_url: first["whip_url"].as_str().unwrap().into(),
+        events_url: first["events_url"].as_str().unwrap().into(),
+        page_url: first["page_url"].as_str().unwrap().into(),
+    };
+    cancel(&ts, &s).await;
+    let v = ts.session(&s.id).await;
+    assert_eq!(v["reference"], "order-4711");
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert_eq!(claims["reference"], "order-4711");
+    let listed = ts.get_json("/v1/sessions?subject=user-ref").await;
+    let mine = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == s.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["reference"], "order-4711");
+    receiver
+        .wait("the verdict webhook", Duration::from_secs(10), |r| {
+            r.accepted().len() == 1
+        })
+        .await;
+    let hook: Value = serde_json::from_str(&receiver.accepted()[0].1).unwrap();
+    assert_eq!(hook["reference"], "order-4711");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Sessions an earlier version ended without a verdict (the old `server_restart` path) get one
+/// at the next start: signed, and sent by webhook when they ended within the retry window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_without_a_verdict_get_one_at_start() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let key_id = ts.server.created_api_key_id.clone().unwrap();
+    let store = ts.server.registry.store().clone();
+    let now = vericall::events::unix_ms_now();
+    for (id, ended_at) in [
+        ("ses_oldbug_recent00000000000000", now - 1000),
+        (
+            "ses_oldbug_longago0000000000000",
+            now - 30 * 24 * 3600 * 1000,
+        ),
+    ] {
+        store
+            .insert_session(&vericall::store::SessionRow {
+                id: id.into(),
+                api_key_id: key_id.clone(),
+                subject: Some("user-old".into()),
+                state: "connected".into(),
+                created_at: ended_at - 5000,
+                expires_at: ended_at + 600_000,
+                connected_at: None,
+                ended_at: None,
+                end_reason: None,
+                network_summary: None,
+            })
+            .await
+            .unwrap();
+        assert!(store
+            .end_session(id, ended_at, "server_restart")
+            .await
+            .unwrap());
+    }
+    let ts = ts.restart(fast_webhooks()).await;
+    for id in [
+        "ses_oldbug_recent00000000000000",
+        "ses_oldbug_longago0000000000000",
+    ] {
+        let v = ts.session(id).await;
+        assert_eq!(v["verdict"]["status"], "failed", "{v}");
+        assert_eq!(
+            v["verdict"]["reasons"][0]["evidence"]["ended"],
+            "server_restart"
+        );
+        verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    }
+    receiver
+        .wait(
+            "the recent session's webhook",
+            Duration::from_secs(10),
+            |r| !r.accepted().is_empty(),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies: Vec<Value> = receiver
+        .accepted()
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 1, "only the recent one is sent: {bodies:?}");
+    assert_eq!(bodies[0]["session_id"], "ses_oldbug_recent00000000000000");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}

@@ -5,7 +5,8 @@
 use sqlx::Connection;
 use vericall::events::EventBus;
 use vericall::store::{
-    AuditRow, OutboxRow, SessionFilter, SessionRow, SigningKeyRow, Store, WebhookTarget,
+    AuditRow, ListCursor, OutboxRow, SessionFilter, SessionRow, SigningKeyRow, Store,
+    VerdictRecord, VerdictWrite, WebhookTarget,
 };
 
 fn session(id: &str, key: &str, subject: &str, created_at: i64) -> SessionRow {
@@ -89,7 +90,21 @@ async fn suite(store: Store, label: &str) {
         .await
         .unwrap();
     assert!(store.end_session("s2", 200, "completed").await.unwrap());
-    assert_eq!(store.count_failed_attempts("alice", 150).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count_failed_attempts("k1", "alice", 150)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_failed_attempts("k2", "alice", 150)
+            .await
+            .unwrap(),
+        0,
+        "another key's subject of the same name is another person"
+    );
     let list = |f: SessionFilter| ids(store.clone(), f);
     let all_k1 = SessionFilter {
         api_key_id: Some("k1".into()),
@@ -260,7 +275,48 @@ async fn suite(store: Store, label: &str) {
         .insert_session(&session("o2", "k1", "x", 1))
         .await
         .unwrap();
-    assert_eq!(mine.end_orphaned_sessions(9).await.unwrap(), 1);
+    let orphans = mine.orphaned_sessions().await.unwrap();
+    assert_eq!(
+        orphans.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+        ["o1"]
+    );
+    // Ending one writes the end, verdict, signed verdict, outbox row and timeline event at once,
+    // and only once.
+    let delivery = OutboxRow {
+        api_key_id: "k1".into(),
+        ..outbox("d-o1", "o1", 9)
+    };
+    let record = VerdictRecord {
+        session_id: "o1",
+        status: "failed",
+        verdict_json: r#"{"status":"failed"}"#,
+        signed_verdict: Some("jws-o1"),
+        decided_at: 9,
+        outbox: Some(&delivery),
+    };
+    let end = VerdictWrite::End {
+        at: 9,
+        reason: "server_restart",
+        network_summary: None,
+        document_fields: None,
+        timeline_event: true,
+    };
+    assert!(mine.record_verdict(&record, &end).await.unwrap());
+    assert!(
+        !mine.record_verdict(&record, &end).await.unwrap(),
+        "ended once"
+    );
+    let o1 = store.get_session("o1").await.unwrap().unwrap();
+    assert_eq!(o1.end_reason.as_deref(), Some("server_restart"));
+    assert_eq!(
+        store.get_signed_verdict("o1").await.unwrap(),
+        Some(("jws-o1".to_string(), 9))
+    );
+    assert_eq!(store.webhook_deliveries("o1").await.unwrap().len(), 1);
+    let ended = store.list_events("o1", 0).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].kind, "session_ended");
+    assert!(mine.orphaned_sessions().await.unwrap().is_empty());
     assert!(theirs
         .get_session("o2")
         .await
@@ -268,21 +324,46 @@ async fn suite(store: Store, label: &str) {
         .unwrap()
         .ended_at
         .is_none());
-    // Stale sessions of any node (a pod that vanished) end with the given verdict.
+    // Stale sessions of any node (a pod that vanished) are found by age.
     theirs
         .insert_session(&session("o3", "k1", "x", 5))
         .await
         .unwrap();
-    assert_eq!(
+    let stale: Vec<String> = store
+        .stale_sessions(6)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(stale, ["o2", "o3"], "o2 and o3 are open and old");
+    // Paging by cursor: sessions created in the same millisecond are each listed once.
+    for i in 0..7 {
         store
-            .end_stale_sessions(6, 10, "failed", r#"{"status":"failed"}"#)
+            .insert_session(&session(&format!("p{i}"), "k3", "p", 500))
             .await
-            .unwrap(),
-        2,
-        "o2 and o3 are open and old"
-    );
-    let o3 = store.get_session("o3").await.unwrap().unwrap();
-    assert_eq!(o3.end_reason.as_deref(), Some("node_lost"));
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_sessions(&SessionFilter {
+                api_key_id: Some("k3".into()),
+                after: after.clone(),
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(ListCursor {
+            created_at: last.created_at,
+            id: last.id.clone(),
+        });
+        seen.extend(page.into_iter().map(|s| s.id));
+    }
+    assert_eq!(seen, ["p6", "p5", "p4", "p3", "p2", "p1", "p0"], "{label}");
     println!("store suite passed on {label}");
 }
 
