@@ -91,7 +91,7 @@ fn main() {
     let mut scratch = CardScratch::default();
     let capture = frames
         .iter()
-        .find_map(|f| examine(&f.view(), Instant::now(), &mut scratch, &thresholds))
+        .find_map(|f| examine(&f.view(), Instant::now(), &mut scratch, &thresholds, &[]))
         .expect("the card is found in some frame");
     // Warm-up.
     for f in &frames {
@@ -100,6 +100,7 @@ fn main() {
             Instant::now(),
             &mut scratch,
             &thresholds,
+            &[],
         ));
     }
     black_box(
@@ -128,7 +129,13 @@ fn main() {
                 black_box(judge(&quad, &image, view.width, &thresholds));
                 judged.push(ms(t.elapsed()));
                 let t = Instant::now();
-                black_box(examine(&view, Instant::now(), &mut scratch, &thresholds));
+                black_box(examine(
+                    &view,
+                    Instant::now(),
+                    &mut scratch,
+                    &thresholds,
+                    &[],
+                ));
                 whole.push(ms(t.elapsed()));
             }
         }

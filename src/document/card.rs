@@ -171,13 +171,88 @@ fn angle_between(a: f32, b: f32) -> f32 {
 
 /// Finds the card in `frame`, if one is there.
 pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
+    find_card_excluding(frame, scratch, &[])
+}
+
+/// Two quads whose corners are all within this share of the frame's width of each other are the
+/// same object (a card-like thing of the room that has not moved).
+pub const SAME_OBJECT_TOLERANCE: f32 = 0.04;
+/// A candidate leaning on the frame's border whose bounding box lies this much inside a room
+/// object's is part of it (a window's pane, a frame's edge meeting the picture's border).
+pub const PART_OF_OBJECT_SHARE: f32 = 0.6;
+
+/// Whether `a` and `b` (frame pixels, oriented) are the same object in a frame `width` wide.
+pub fn same_object(a: &CardQuad, b: &CardQuad, width: usize) -> bool {
+    let tolerance = SAME_OBJECT_TOLERANCE * width as f32;
+    a.corners
+        .iter()
+        .zip(&b.corners)
+        .all(|(p, q)| (p.0 - q.0).hypot(p.1 - q.1) <= tolerance)
+}
+
+/// Whether `candidate` is `object` or a part of it: the same corners, or a bounding box mostly
+/// inside the object's ([`PART_OF_OBJECT_SHARE`]).
+pub fn part_of(candidate: &CardQuad, object: &CardQuad, width: usize) -> bool {
+    if same_object(candidate, object, width) {
+        return true;
+    }
+    let bounds = |q: &CardQuad| {
+        q.corners.iter().fold(
+            (f32::MAX, f32::MAX, f32::MIN, f32::MIN),
+            |(x0, y0, x1, y1), &(x, y)| (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+        )
+    };
+    let (a, b) = (bounds(candidate), bounds(object));
+    let overlap = (a.2.min(b.2) - a.0.max(b.0)).max(0.0) * (a.3.min(b.3) - a.1.max(b.1)).max(0.0);
+    let area = (a.2 - a.0) * (a.3 - a.1);
+    area > 0.0 && overlap / area >= PART_OF_OBJECT_SHARE
+}
+
+/// Finds the card in `frame`, skipping candidates that are one of the `room`'s objects or part
+/// of one (found before the card was asked for and not moved since: picture frames, windows,
+/// books).
+pub fn find_card_excluding(
+    frame: &I420,
+    scratch: &mut CardScratch,
+    room: &[CardQuad],
+) -> Option<CardQuad> {
+    let mut best: Option<(f32, CardQuad)> = None;
+    search(frame, scratch, room, |score, quad| {
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, quad));
+        }
+    });
+    best.map(|(_, quad)| quad)
+}
+
+/// Every card-like quad in `frame` that is not one of the `room`'s objects: what a room shows
+/// before the card is asked for.
+pub fn card_like_quads(
+    frame: &I420,
+    scratch: &mut CardScratch,
+    room: &[CardQuad],
+) -> Vec<CardQuad> {
+    let mut found = Vec::new();
+    search(frame, scratch, room, |_, quad| found.push(quad));
+    found
+}
+
+/// The card search: hands `sink` each candidate quad (frame pixels, oriented) with its score,
+/// leaving out the room's objects and their parts. A whole card always outscores a quad that
+/// leans on the frame's border.
+fn search(
+    frame: &I420,
+    scratch: &mut CardScratch,
+    room: &[CardQuad],
+    mut sink: impl FnMut(f32, CardQuad),
+) {
     if !frame.is_valid() {
-        return None;
+        return;
     }
     let k = frame.width.div_ceil(WORK_WIDTH).max(1);
     let (w, h) = (frame.width / k, frame.height / k);
     if w < 32 || h < 32 {
-        return None;
+        return;
     }
     // Box-downscaled luma.
     let luma = &mut scratch.luma;
@@ -350,7 +425,6 @@ pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
             pairs.push((i, j, a.theta));
         }
     }
-    let mut best: Option<(f32, CardQuad)> = None;
     for (pi, p) in pairs.iter().enumerate() {
         for q in &pairs[pi + 1..] {
             let crossing = angle_between(p.2, q.2);
@@ -370,25 +444,40 @@ pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
             // A whole card always beats a quad that leans on the frame's border.
             let cut_off = sides.iter().any(|l| l.border);
             let score = if cut_off { score } else { score + 1e6 };
-            if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                best = Some((
-                    score,
-                    CardQuad {
-                        corners: quad,
-                        cut_off,
-                        support,
-                    },
-                ));
+            let candidate = to_frame(
+                CardQuad {
+                    corners: quad,
+                    cut_off,
+                    support,
+                },
+                k,
+            );
+            // A quad leaning on the frame's border may be any part of a room object (its edges
+            // meet the border wherever); a whole quad must be the object itself, so a card held
+            // up in front of the room, over anything learnt there, is never taken for it.
+            let known = |r: &CardQuad| {
+                if candidate.cut_off {
+                    part_of(&candidate, r, frame.width)
+                } else {
+                    same_object(&candidate, r, frame.width)
+                }
+            };
+            if room.iter().any(known) {
+                continue;
             }
+            sink(score, candidate);
         }
     }
-    let (_, mut card) = best?;
-    // Back to frame pixels (work pixel centres sit at k * (x + 0.5)).
+}
+
+/// A quad found on the `k`-times downscaled work image, in frame pixels (work pixel centres sit
+/// at k * (x + 0.5)) and oriented.
+fn to_frame(mut card: CardQuad, k: usize) -> CardQuad {
     for c in card.corners.iter_mut() {
         *c = ((c.0 + 0.5) * k as f32, (c.1 + 0.5) * k as f32);
     }
     card.corners = orient(card.corners);
-    Some(card)
+    card
 }
 
 /// Corners of the quad bounded by lines [a1, b1, a2, b2] (a's parallel, b's parallel), in

@@ -14,6 +14,7 @@ pub mod card;
 pub mod checks;
 pub mod fields;
 pub mod ocr;
+pub mod room;
 pub mod step;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use serde_json::{json, Value};
 use crate::analysis::face::embed::{embed_single_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::FaceModels;
 use crate::analysis::quality::I420;
-use card::{find_card, judge, rectify, CaptureThresholds, CardScratch};
+use card::{find_card_excluding, judge, rectify, CaptureThresholds, CardScratch};
 use fields::{DocumentKind, DocumentRead, ExpectedIdentity, FieldMatch, NumberCheck};
 use step::Capture;
 
@@ -115,14 +116,16 @@ impl DocumentOutcome {
     }
 }
 
-/// The per-frame part: find, rectify and judge the card in `frame` (a few ms at 640x480).
+/// The per-frame part: find, rectify and judge the card in `frame` (a few ms at 640x480),
+/// ignoring the room's own card-like objects (`room`, see [`room::RoomMemory`]).
 pub fn examine(
     frame: &I420,
     at: Instant,
     scratch: &mut CardScratch,
     thresholds: &CaptureThresholds,
+    room: &[card::CardQuad],
 ) -> Option<Capture> {
-    let quad = find_card(frame, scratch)?;
+    let quad = find_card_excluding(frame, scratch, room)?;
     let image = rectify(frame, &quad, card::RECTIFIED_WIDTH, card::RECTIFIED_HEIGHT)?;
     let judgement = judge(&quad, &image, frame.width, thresholds);
     Some(Capture {

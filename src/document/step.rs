@@ -240,15 +240,19 @@ impl DocumentStep {
         Vec::new()
     }
 
-    /// Why the step failed: the first raised issue, else blur after unreadable reads, else
-    /// "not shown".
+    /// Why the step failed: the state the person was in when it gave up. No card in view says
+    /// "not shown" (whatever was seen earlier); otherwise the first raised issue; otherwise blur
+    /// when captures were read but never became readable; otherwise "not shown".
     fn failure_code(&self) -> ReasonCode {
+        if self.not_shown {
+            return ReasonCode::DocumentNotShown;
+        }
         let raised = ISSUES
             .iter()
             .zip(&self.streaks)
             .find(|(_, s)| s.2)
             .map(|(i, _)| issue_code(*i));
-        raised.unwrap_or(if self.reads > 0 || self.captures > 0 {
+        raised.unwrap_or(if self.reads > 0 {
             ReasonCode::DocumentBlur
         } else {
             ReasonCode::DocumentNotShown
@@ -282,6 +286,31 @@ mod tests {
     }
 
     const FRAME: Duration = Duration::from_millis(125);
+
+    /// A card seen for a while early on (a hint raised about it), then gone: the give-up names
+    /// what the person faces at the end, no card, not a leftover hint about what was seen.
+    #[test]
+    fn the_give_up_names_the_state_at_the_end() {
+        let t0 = Instant::now();
+        let mut step = DocumentStep::new(t0);
+        for i in 0..4u32 {
+            let at = t0 + FRAME * i;
+            step.on_frame(at, Some(capture(at, 1.0, &[CaptureIssue::CutOff])));
+        }
+        assert_eq!(step.active(), vec![ReasonCode::DocumentCutOff]);
+        let mut gave_up = None;
+        let mut i = 4u32;
+        while gave_up.is_none() {
+            let at = t0 + FRAME * i;
+            for e in step.on_frame(at, None) {
+                if let StepEvent::GaveUp { code } = e {
+                    gave_up = Some(code);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(gave_up, Some(ReasonCode::DocumentNotShown));
+    }
 
     #[test]
     fn keeps_the_best_capture_over_the_window_then_reads_once() {

@@ -25,6 +25,7 @@ use crate::analysis::quality::{
 };
 use crate::document::card::{CaptureThresholds, CardScratch};
 use crate::document::fields::DocumentRead;
+use crate::document::room::RoomMemory;
 use crate::document::step::{Capture, DocumentStep, StepEvent};
 use crate::document::{
     compare_portrait, examine, today_utc, DocumentOutcome, DocumentPolicy, DocumentReader, Retain,
@@ -76,6 +77,8 @@ struct DocumentPhase {
     step_id: u32,
     scratch: CardScratch,
     thresholds: CaptureThresholds,
+    /// The room's card-like objects, learnt before the step.
+    room: RoomMemory,
     /// The last capture read, its read and the card portrait's embedding.
     read: Option<(Capture, DocumentRead, Option<Embedding>)>,
     outcome: Option<DocumentOutcome>,
@@ -309,6 +312,7 @@ impl Worker {
                 step_id: rand::random::<u32>(),
                 scratch: CardScratch::default(),
                 thresholds: CaptureThresholds::default(),
+                room: RoomMemory::default(),
                 read: None,
                 outcome: None,
             }),
@@ -661,20 +665,35 @@ impl Worker {
         true
     }
 
-    /// Looks for the card in the frame just decoded, while the document step runs.
+    /// Looks for the card in the frame just decoded, while the document step runs; before it,
+    /// learns the room's own card-like objects so that the step ignores them.
     fn analyze_document(&mut self, captured: Instant) {
         let Some(doc) = self.document.as_mut() else {
             return;
         };
-        let Some(step) = doc.step.as_mut().filter(|s| !s.is_done()) else {
+        let Some(step) = doc.step.as_mut() else {
+            if doc
+                .room
+                .observe(&self.frame.view(), captured, &mut doc.scratch)
+                > 0
+            {
+                tracing::debug!(session = %self.bus.session_id(), objects = doc.room.objects().len(), "room object learnt");
+            }
             return;
         };
+        if step.is_done() {
+            return;
+        }
         let capture = examine(
             &self.frame.view(),
             captured,
             &mut doc.scratch,
             &doc.thresholds,
+            doc.room.objects(),
         );
+        if let Some(c) = &capture {
+            tracing::debug!(session = %self.bus.session_id(), corners = ?c.quad.corners, cut_off = c.quad.cut_off, room = doc.room.objects().len(), "document candidate");
+        }
         let events = step.on_frame(captured, capture);
         self.on_document_events(events, captured);
     }

@@ -213,6 +213,60 @@ pub fn live_person_with_card(
     }))
 }
 
+/// Card-like things behind the person, away from the face: a picture frame (a dark border around
+/// a lighter print, about ID-1 proportions), a bright window with a mullion, a dark book and a
+/// phone-sized slab with a bright screen. Drawn on `img` in place.
+pub fn furnish(img: &mut RgbImage) {
+    let mut fill = |x0: usize, y0: usize, w: usize, h: usize, rgb: [u8; 3]| {
+        for y in y0..(y0 + h).min(img.height) {
+            for x in x0..(x0 + w).min(img.width) {
+                img.set_pixel(x, y, rgb);
+            }
+        }
+    };
+    // Picture frame: 8 px dark wood around a pale print, 158 x 100.
+    fill(18, 28, 158, 100, [70, 45, 30]);
+    fill(26, 36, 142, 84, [200, 190, 170]);
+    fill(60, 60, 50, 30, [120, 140, 90]);
+    // Window: bright panes, a dark frame and a mullion.
+    fill(490, 16, 136, 170, [60, 60, 60]);
+    fill(498, 24, 120, 154, [235, 240, 250]);
+    fill(556, 24, 6, 154, [60, 60, 60]);
+    fill(498, 98, 120, 6, [60, 60, 60]);
+    // A book lying on a shelf and a phone with its screen on.
+    fill(24, 350, 120, 76, [40, 60, 110]);
+    fill(560, 330, 64, 120, [20, 20, 20]);
+    fill(566, 338, 52, 104, [180, 200, 230]);
+}
+
+/// A rendered person in a furnished room ([`furnish`]) who follows the challenges and, when asked
+/// for their ID, holds `card` up as `hold` says, or never shows one (`card` is `None`).
+pub fn live_person_in_room(
+    stage: Arc<Stage>,
+    card: Option<Arc<RgbImage>>,
+    hold: CardHold,
+) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    reactive(Box::new(move |index, events| {
+        let edit = match current_challenge(events, &seen, index) {
+            Some((action, t)) if action == "show_document" => {
+                if let Some(card) = &card {
+                    let mut person = stage.renderer.render(&idle(index)).0;
+                    furnish(&mut person);
+                    let k = (t * FPS as f32) as u64;
+                    return frame_of(&holding_card_over(&person, card, &hold, k));
+                }
+                idle(index)
+            }
+            Some((action, t)) => perform(&action, t, index),
+            None => idle(index),
+        };
+        let mut img = stage.renderer.render(&edit).0;
+        furnish(&mut img);
+        frame_of(&img)
+    }))
+}
+
 /// A recording of a person, looped frame by frame whatever the server asks (a replay attack).
 pub fn replay(stage: Arc<Stage>, recording: Vec<FaceEdit>) -> VideoSource {
     reactive(Box::new(move |index, _| {
@@ -285,14 +339,24 @@ impl Default for CardHold {
 /// Frame `index` of a person (idle) holding `card` (a rectified card image) in front of the
 /// camera: it comes up from a small, far position, then settles with a slight hand sway.
 pub fn holding_card(stage: &Stage, card: &RgbImage, hold: &CardHold, index: u64) -> RgbImage {
-    let t = index as f32 / FPS as f32;
     let person = stage.renderer.render(&idle(index)).0;
+    holding_card_over(&person, card, hold, index)
+}
+
+/// `card` held up as `hold` says over the picture `person` (`index` frames into the step).
+pub fn holding_card_over(
+    person: &RgbImage,
+    card: &RgbImage,
+    hold: &CardHold,
+    index: u64,
+) -> RgbImage {
+    let t = index as f32 / FPS as f32;
     let settle = (t / hold.approach_s.max(0.01)).clamp(0.0, 1.0);
     let width = hold.width_px * (0.5 + 0.5 * settle);
     let (sx, sy) = ((t * 2.1).sin() * 4.0, (t * 1.7).cos() * 3.0);
     render_card(
         card,
-        &person,
+        person,
         (
             hold.centre.0 + sx,
             hold.centre.1 + sy + 30.0 * (1.0 - settle),

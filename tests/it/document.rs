@@ -121,7 +121,7 @@ pub fn run_step(reader: &DocumentReader, frames: &[DecodedFrame]) -> StepRun {
     for (i, f) in frames.iter().enumerate() {
         let at = t0 + Duration::from_millis(i as u64 * 1000 / FPS as u64);
         let start = Instant::now();
-        let capture = examine(&f.view(), at, &mut scratch, &thresholds);
+        let capture = examine(&f.view(), at, &mut scratch, &thresholds, &[]);
         run.examine_ms.push(start.elapsed().as_secs_f64() * 1000.0);
         let mut events = step.on_frame(at, capture);
         while let Some(e) = events.pop() {
@@ -508,6 +508,94 @@ async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_
         !everything.contains(&data.name),
         "the name leaked into events"
     );
+}
+
+/// Document guidance events (`source: document`) in a timeline: (code, active).
+fn document_hints(timeline: &[serde_json::Value]) -> Vec<(String, bool)> {
+    timeline
+        .iter()
+        .filter(|e| e["type"] == "guidance" && e["source"] == "document")
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap_or("").to_string(),
+                e["active"] == true,
+            )
+        })
+        .collect()
+}
+
+/// A person who never shows a card: the call ends DOCUMENT_NOT_SHOWN, the state the person was
+/// in, and the step gives no hint about a card that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_card_ends_document_not_shown() {
+    use vericall::testkit::actor::live_person;
+    let ts = crate::common::TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..crate::common::test_config()
+    })
+    .await;
+    let s = ts
+        .create_session_with(serde_json::json!({
+            "document": { "mode": "required", "kind": "cn_resident_id" }
+        }))
+        .await;
+    let video = live_person(stage().clone(), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (_, v, timeline) =
+        crate::liveness::call(&ts, &s, video, None, Duration::from_secs(70)).await;
+    let hints = document_hints(&timeline);
+    let codes: Vec<&str> = v["verdict"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    println!(
+        "no card: verdict {} {codes:?}; document hints {hints:?}",
+        v["verdict"]["status"]
+    );
+    assert!(
+        hints.iter().all(|(c, _)| c == "DOCUMENT_NOT_SHOWN"),
+        "hints about a card that is not there: {hints:?}"
+    );
+    assert_eq!(v["verdict"]["status"], "failed");
+    assert_eq!(codes.first(), Some(&"DOCUMENT_NOT_SHOWN"), "{codes:?}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The same room with the person's own card held up when asked: the card, not the room, is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_held_up_in_a_furnished_room_is_read() {
+    use vericall::testkit::actor::live_person_in_room;
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(21));
+    let card = render_cn_id(&data, &astronaut_portrait(), &font);
+    let ts = crate::common::TestServer::start_with(vericall::config::Config {
+        face_analysis: true,
+        ..crate::common::test_config()
+    })
+    .await;
+    let s = ts
+        .create_session_with(serde_json::json!({
+            "document": { "mode": "required", "kind": "cn_resident_id", "retain": "text" }
+        }))
+        .await;
+    let hold = CardHold {
+        centre: (320.0, 300.0),
+        width_px: 400.0,
+        ..CardHold::default()
+    };
+    let video = live_person_in_room(stage().clone(), Some(Arc::new(card)), hold);
+    let (_, v, timeline) =
+        crate::liveness::call(&ts, &s, video, None, Duration::from_secs(70)).await;
+    println!(
+        "room with card: verdict {} {}; document hints {:?}",
+        v["verdict"]["status"],
+        v["verdict"]["reasons"],
+        document_hints(&timeline)
+    );
+    assert_eq!(v["document_fields"]["number"], data.number.as_str());
+    assert_eq!(v["document_fields"]["name"], data.name.as_str());
+    ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
 /// The document policy is checked at session creation: bad expected data, expected data that
