@@ -8,6 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::body::OptionalApiJson;
 use super::{ApiError, AppState};
 use crate::notify::VerdictNotice;
 use crate::session::tokens::{bearer, SecretHash};
@@ -73,7 +74,7 @@ pub struct CreatedSession {
 pub async fn create(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
-    body: Option<Json<CreateSession>>,
+    OptionalApiJson(body): OptionalApiJson<CreateSession>,
 ) -> Result<impl IntoResponse, ApiError> {
     state
         .session_limit
@@ -83,7 +84,7 @@ pub async fn create(
             message: "too many sessions created with this key; retry later".into(),
             retry_after_secs,
         })?;
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let req = body.unwrap_or_default();
     if req.subject.as_ref().is_some_and(|s| s.len() > 256) {
         return Err(ApiError::BadRequest(
             "subject is limited to 256 bytes".into(),

@@ -120,6 +120,10 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let session = client_session(&state, &id, &headers)?;
     require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
+    if session.is_ended() {
+        return Err(ApiError::Conflict("the session has ended".into()));
+    }
+    // No call yet: there is no WHIP session resource to patch.
     let current = session.etag().ok_or(ApiError::NotFound)?;
     let if_match = headers
         .get(header::IF_MATCH)
