@@ -104,6 +104,9 @@ pub struct Config {
     /// Take the client address for rate limits from the last `X-Forwarded-For` entry (set this
     /// only behind a proxy or ingress that overwrites that header).
     pub trust_forwarded_for: bool,
+    /// An HTTP client must send a request's headers, and then its whole body, within this many
+    /// seconds each, or the connection is closed (slow clients cannot hold connections open).
+    pub http_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -142,6 +145,7 @@ impl Default for Config {
             drain_secs: 90,
             webhook_allow_internal: false,
             trust_forwarded_for: false,
+            http_read_timeout_secs: 15,
         }
     }
 }
@@ -159,6 +163,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "http_read_timeout_secs must be at least 1".into(),
+            ));
+        }
         if self.max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "max_sessions must be at least 1".into(),

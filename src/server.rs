@@ -110,6 +110,64 @@ async fn ensure_api_key(store: &Store) -> Result<Option<String>, StoreError> {
     Ok(Some(key))
 }
 
+/// Serves HTTP/1.1 and HTTP/2 until `stop`, then lets open requests finish (bounded). Unlike
+/// `axum::serve`, a connection that does not send a request's headers within `read_timeout` is
+/// closed (the body deadline is `limits::body_deadline`).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection closed with an error");
+            }
+        });
+    }
+    // Open event streams never finish by themselves: bounded.
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP connections still open at shutdown were dropped");
+    }
+}
+
 pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
@@ -261,17 +319,13 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
         login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
     };
-    let app = api::router(state, static_dir);
-    let (shutdown, mut shutdown_rx) = watch::channel(false);
-    let http_task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown_rx.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let read_timeout = Duration::from_secs(cfg.http_read_timeout_secs);
+    let app = api::router(state, static_dir).layer(axum::middleware::from_fn_with_state(
+        read_timeout,
+        api::limits::body_deadline,
+    ));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let http_task = tokio::spawn(serve_http(listener, app, read_timeout, shutdown_rx));
     tracing::info!(%http_addr, %media_addr, advertised = %cfg.advertised_ip(), "vericall listening");
     Ok(RunningServer {
         http_addr,
