@@ -143,18 +143,30 @@ async fn serve_http(
             },
             _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
         };
+        // Small API responses and SSE events go out at once.
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // The first bytes decide HTTP/1 or HTTP/2, before hyper's header timeout runs: a
+            // client that connects and sends nothing is dropped here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(read_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "HTTP connection closed with an error");
             }
         });

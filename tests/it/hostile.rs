@@ -653,12 +653,15 @@ async fn slow_connections_are_closed_within_the_read_timeout() {
     for i in 0..20 {
         tasks.push(tokio::spawn(async move {
             let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let partial = if i % 2 == 0 {
+            let partial = match i % 4 {
                 // Headers that never end.
-                "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n".to_string()
-            } else {
+                0 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n",
                 // Complete headers, a body that never arrives.
-                "POST /v1/sessions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{".to_string()
+                1 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+                // Nothing at all after connecting.
+                2 => "",
+                // One request, then an idle keep-alive connection.
+                _ => "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
             };
             conn.write_all(partial.as_bytes()).await.unwrap();
             // Read until the server closes (a 408 may come first); bounded.
@@ -666,15 +669,15 @@ async fn slow_connections_are_closed_within_the_read_timeout() {
             let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf))
                 .await
                 .is_ok();
-            (closed, started.elapsed())
+            (i % 4, closed, started.elapsed())
         }));
     }
     for t in tasks {
-        let (closed, after) = t.await.unwrap();
-        assert!(closed, "a slow connection stayed open");
+        let (case, closed, after) = t.await.unwrap();
+        assert!(closed, "slow connection case {case} stayed open");
         assert!(
             after < Duration::from_secs(4),
-            "closed only after {after:?}"
+            "case {case} closed only after {after:?}"
         );
     }
     // The server still answers.
