@@ -16,10 +16,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{code_for_status, public_message};
+use super::limits::BodyDeadlineExceeded;
 use super::ApiError;
 
 /// A JSON object body, deserialised into `T`.
 pub struct ApiJson<T>(pub T);
+
+/// A raw body (SDP, images) with the API's errors: `413` over the route's limit, `408` when it
+/// did not arrive within the read timeout.
+pub struct RawBody(pub Bytes);
 
 /// An optional JSON object body: an empty body with no `Content-Type` is `None`.
 pub struct OptionalApiJson<T>(pub Option<T>);
@@ -39,15 +44,33 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state)
-        .await
-        .map_err(|rejection| match rejection.status() {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+        while let Some(e) = source {
+            if e.is::<BodyDeadlineExceeded>() {
+                return ApiError::Http {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: BodyDeadlineExceeded.to_string(),
+                };
+            }
+            source = e.source();
+        }
+        match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             status => ApiError::Http {
                 status,
                 message: "the request body could not be read".into(),
             },
-        })
+        }
+    })
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        read_body(req, state).await.map(RawBody)
+    }
 }
 
 /// Parses a JSON object body into `T`.

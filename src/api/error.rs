@@ -175,6 +175,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
+        // A client too slow to send its request does not keep the connection.
+        if self.status() == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::Unavailable { retry_after_secs } = self {
             response
                 .headers_mut()

@@ -76,40 +76,43 @@ impl RateLimiter {
     }
 }
 
-/// Largest body any route accepts (the reference photo); the route's own limit still applies.
-const MAX_ANY_BODY: usize = super::reference::MAX_REFERENCE_BYTES;
+/// The request body did not arrive within the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyDeadlineExceeded;
 
-/// Middleware: the whole request body must arrive within the read timeout, or the request is
-/// answered `408` and the connection closed (a client trickling bytes cannot hold it open).
+/// Middleware: the whole request body must arrive within the read timeout (from the moment its
+/// headers did), or reading it fails with [`BodyDeadlineExceeded`] (`408`, and the connection is
+/// closed): a client trickling bytes cannot hold a connection open. Nothing is buffered here; each
+/// route's own body limit still applies as the handler reads.
 pub async fn body_deadline(
     axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + timeout;
     let (parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_ANY_BODY)).await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return super::ApiError::PayloadTooLarge.into_response(),
-        Err(_) => {
-            let mut response = super::ApiError::Http {
-                status: axum::http::StatusCode::REQUEST_TIMEOUT,
-                message: "the request body did not arrive in time".into(),
+    let frames = futures_util::stream::unfold(
+        (body.into_data_stream(), false),
+        move |(mut frames, failed)| async move {
+            if failed {
+                return None;
             }
-            .into_response();
-            response.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
-            return response;
-        }
-    };
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from(bytes),
-    ))
-    .await
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), (frames, false))),
+                Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), (frames, true))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(axum::BoxError::from(BodyDeadlineExceeded)),
+                    (frames, true),
+                )),
+            }
+        },
+    );
+    let body = axum::body::Body::from_stream(frames);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 #[cfg(test)]

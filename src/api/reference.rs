@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use bytes::Bytes;
 use serde_json::json;
 
+use super::body::RawBody;
 use super::sessions::ApiKey;
 use super::{ApiError, AppState};
 use crate::analysis::face::embed::{
@@ -48,7 +48,7 @@ pub async fn upload(
     ApiKey(key): ApiKey,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let session = state
         .registry

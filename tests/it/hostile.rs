@@ -651,17 +651,24 @@ async fn slow_connections_are_closed_within_the_read_timeout() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..20 {
+        let key = ts.api_key.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let partial = match i % 4 {
+            let partial = match i % 5 {
                 // Headers that never end.
-                0 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n",
+                0 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n".to_string(),
                 // Complete headers, a body that never arrives.
-                1 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+                1 => format!(
+                    "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {key}\r\n\
+                     content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+                ),
                 // Nothing at all after connecting.
-                2 => "",
+                2 => String::new(),
+                // A body nobody reads (refused before), trickling.
+                3 => "POST /v1/sessions HTTP/1.1\r\nHost: x\r\ncontent-length: 1000\r\n\r\n{"
+                    .to_string(),
                 // One request, then an idle keep-alive connection.
-                _ => "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                _ => "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
             };
             conn.write_all(partial.as_bytes()).await.unwrap();
             // Read until the server closes (a 408 may come first); bounded.
@@ -669,7 +676,12 @@ async fn slow_connections_are_closed_within_the_read_timeout() {
             let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf))
                 .await
                 .is_ok();
-            (i % 4, closed, started.elapsed())
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if i % 5 == 1 {
+                assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+                assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+            }
+            (i % 5, closed, started.elapsed())
         }));
     }
     for t in tasks {
