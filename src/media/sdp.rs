@@ -324,8 +324,13 @@ pub struct SdpFragment {
 }
 
 pub fn parse_fragment(body: &str) -> Result<SdpFragment, SdpError> {
+    let credentials = ice_credentials(body);
+    if let Some(c) = &credentials {
+        check_ice("ice-ufrag", &c.ufrag, UFRAG_LEN)?;
+        check_ice("ice-pwd", &c.pass, PWD_LEN)?;
+    }
     let mut frag = SdpFragment {
-        credentials: ice_credentials(body),
+        credentials,
         ..SdpFragment::default()
     };
     for line in body.lines() {
@@ -417,6 +422,13 @@ mod tests {
         assert!(frag.end_of_candidates);
         assert!(parse_fragment("a=candidate:garbage").is_err());
         assert!(parse_fragment("\u{1}\u{2}binary junk").is_err());
+        // An ICE restart's credentials follow RFC 8839 like the offer's.
+        assert!(parse_fragment("a=ice-ufrag:EsAw\r\na=ice-pwd:short\r\n").is_err());
+        let long = format!(
+            "a=ice-ufrag:{}\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\n",
+            "u".repeat(300)
+        );
+        assert!(parse_fragment(&long).is_err());
     }
 
     #[test]
