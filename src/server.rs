@@ -110,25 +110,22 @@ async fn ensure_api_key(store: &Store) -> Result<Option<String>, StoreError> {
     Ok(Some(key))
 }
 
-/// Serves HTTP/1.1 and HTTP/2 until `stop`, then lets open requests finish (bounded). Unlike
-/// `axum::serve`, a connection that does not send a request's headers within `read_timeout` is
-/// closed (the body deadline is `limits::body_deadline`).
+/// Serves HTTP/1.1 (as `axum::serve` did) until `stop`, then lets open requests finish
+/// (bounded). Unlike `axum::serve`, a connection that does not send a request's headers within
+/// `read_timeout` is closed (the body deadline is `limits::body_deadline`).
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout);
-    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -154,8 +151,8 @@ async fn serve_http(
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
         tokio::spawn(async move {
-            // The first bytes decide HTTP/1 or HTTP/2, before hyper's header timeout runs: a
-            // client that connects and sends nothing is dropped here.
+            // A client that connects and sends nothing is dropped here, whatever hyper's header
+            // timer does before the first byte.
             let mut first = [0u8; 1];
             if !matches!(
                 tokio::time::timeout(read_timeout, stream.peek(&mut first)).await,
@@ -163,9 +160,7 @@ async fn serve_http(
             ) {
                 return;
             }
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "HTTP connection closed with an error");
             }
