@@ -111,6 +111,9 @@ pub struct Config {
     /// Take the client address for rate limits from the last `X-Forwarded-For` entry (set this
     /// only behind a proxy or ingress that overwrites that header).
     pub trust_forwarded_for: bool,
+    /// An HTTP client must send a request's headers, and then its whole body, within this many
+    /// seconds each, or the connection is closed (slow clients cannot hold connections open).
+    pub http_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -151,6 +154,7 @@ impl Default for Config {
             webhook_resolve: Default::default(),
             signed_verdict_lifetime_secs: 30 * 24 * 3600,
             trust_forwarded_for: false,
+            http_read_timeout_secs: 15,
         }
     }
 }
@@ -168,6 +172,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "http_read_timeout_secs must be at least 1".into(),
+            ));
+        }
         if self.max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "max_sessions must be at least 1".into(),

@@ -113,6 +113,71 @@ async fn ensure_api_key(store: &Store) -> Result<Option<(String, String)>, Store
     Ok(Some((id, key)))
 }
 
+/// Serves HTTP/1.1 (as `axum::serve` did) until `stop`, then lets open requests finish
+/// (bounded). Unlike `axum::serve`, a connection that does not send a request's headers within
+/// `read_timeout` is closed (the body deadline is `limits::body_deadline`).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
+        };
+        // Small API responses and SSE events go out at once.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        tokio::spawn(async move {
+            // A client that connects and sends nothing is dropped here, whatever hyper's header
+            // timer does before the first byte.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(read_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "HTTP connection closed with an error");
+            }
+        });
+    }
+    // Open event streams never finish by themselves: bounded.
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP connections still open at shutdown were dropped");
+    }
+}
+
 pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
@@ -274,17 +339,13 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
         idempotency: Arc::default(),
     };
-    let app = api::router(state, static_dir);
-    let (shutdown, mut shutdown_rx) = watch::channel(false);
-    let http_task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown_rx.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let read_timeout = Duration::from_secs(cfg.http_read_timeout_secs);
+    let app = api::router(state, static_dir).layer(axum::middleware::from_fn_with_state(
+        read_timeout,
+        api::limits::body_deadline,
+    ));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let http_task = tokio::spawn(serve_http(listener, app, read_timeout, shutdown_rx));
     tracing::info!(%http_addr, %media_addr, advertised = %cfg.advertised_ip(), "vericall listening");
     Ok(RunningServer {
         http_addr,

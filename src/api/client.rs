@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::ApiJson;
 use super::{ApiError, AppState};
 use crate::reasons::ReasonCode;
 use crate::session::tokens::bearer;
@@ -59,7 +60,7 @@ pub async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(report): Json<DeviceReport>,
+    ApiJson(report): ApiJson<DeviceReport>,
 ) -> Result<StatusCode, ApiError> {
     let auth = headers
         .get(header::AUTHORIZATION)

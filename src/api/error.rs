@@ -38,6 +38,13 @@ pub enum ApiError {
     },
     #[error("the server is at capacity; retry later")]
     Unavailable { retry_after_secs: u32 },
+    #[error("this request needs the header x-vericall-csrf: 1")]
+    CsrfRequired,
+    #[error("the body is larger than this endpoint accepts")]
+    PayloadTooLarge,
+    /// A framework rejection or a plain-text error turned into the API's shape.
+    #[error("{message}")]
+    Http { status: StatusCode, message: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -57,6 +64,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CsrfRequired => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Http { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,9 +85,70 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_content_type",
             ApiError::TooManyRequests { code, .. } => code,
             ApiError::Unavailable { .. } => "at_capacity",
+            ApiError::CsrfRequired => "csrf_required",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Http { status, .. } => code_for_status(*status),
             ApiError::Internal(_) => "internal",
         }
     }
+}
+
+/// The `error` code of a status with no more specific one.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_content_type",
+        422 => "unprocessable",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "error",
+    }
+}
+
+/// A message safe to show a client: printable, short, and without anything that looks like a
+/// memory address or other internal detail (parsers put those in their error text).
+pub fn public_message(text: &str) -> String {
+    // A hex literal starting a word (0x7f8d...), a Debug-printed parser position, a Rust path.
+    let looks_internal = |w: &str| {
+        let w = w.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+        let hex_literal = w.match_indices("0x").any(|(i, _)| {
+            let boundary = w[..i]
+                .chars()
+                .last()
+                .is_none_or(|c| !c.is_ascii_alphanumeric());
+            boundary
+                && w[i + 2..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .count()
+                    >= 4
+        });
+        hex_literal || w.contains("PointerOffset") || w.contains("::")
+    };
+    let all = text.split_whitespace().count();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take_while(|w| !looks_internal(w))
+        .collect();
+    let kept: String = words
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let mut out: String = kept.chars().take(200).collect();
+    if words.len() < all || out.len() < kept.len() {
+        out = out.trim_end_matches([':', ',', ' ', '(']).to_string();
+        out.push('…');
+    }
+    out
 }
 
 impl IntoResponse for ApiError {
@@ -88,7 +159,8 @@ impl IntoResponse for ApiError {
                 tracing::error!(detail = %detail, "internal error");
                 "internal error".to_string()
             }
-            other => other.to_string(),
+            ApiError::Http { status, .. } if status.is_server_error() => "internal error".into(),
+            other => public_message(&other.to_string()),
         };
         let mut response = (
             self.status(),
@@ -102,6 +174,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        // A client too slow to send its request does not keep the connection.
+        if self.status() == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::Unavailable { retry_after_secs } = self {
             response
@@ -156,5 +234,29 @@ impl From<crate::notify::NotifyError> for ApiError {
 impl From<crate::notify::signing::SigningError> for ApiError {
     fn from(e: crate::notify::signing::SigningError) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_messages_drop_internal_detail() {
+        assert_eq!(
+            public_message("subject is limited to 256 bytes"),
+            "subject is limited to 256 bytes"
+        );
+        assert_eq!(
+            public_message("the image is 30000x30000"),
+            "the image is 30000x30000"
+        );
+        assert_eq!(
+            public_message("malformed SDP: Parse error at PointerOffset(0x7f8d12345678) expected"),
+            "malformed SDP: Parse error at…"
+        );
+        assert_eq!(public_message("at 0x7f8d1234 in"), "at…");
+        assert_eq!(public_message("bad\u{0}name"), "badname");
+        assert!(public_message(&"x ".repeat(500)).chars().count() <= 201);
     }
 }

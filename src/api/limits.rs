@@ -1,16 +1,22 @@
 //! Request rate limits: a token bucket per key (an API key for session creation, a client IP for
 //! WHIP offers). Over the limit, the API answers 429 with `Retry-After`.
+//!
+//! Memory is bounded whatever callers send: keys are kept as a 128-bit digest (a username of any
+//! length costs 16 bytes), and at `MAX_BUCKETS` idle buckets go first, then the least recently
+//! used one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 /// Buckets kept at most; idle (full) ones are dropped first when this is reached.
 const MAX_BUCKETS: usize = 10_000;
 
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<HashMap<[u8; 16], (f64, Instant)>>,
 }
 
 impl RateLimiter {
@@ -22,6 +28,16 @@ impl RateLimiter {
         }
     }
 
+    /// Buckets held now.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Takes a token for `key` at `now`, or says how many seconds until one is available.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), u32> {
         if self.per_minute == 0 {
@@ -29,13 +45,25 @@ impl RateLimiter {
         }
         let capacity = f64::from(self.per_minute);
         let per_sec = capacity / 60.0;
+        let digest = Sha256::digest(key.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&id) {
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < capacity
             });
+            if buckets.len() >= MAX_BUCKETS {
+                let oldest = buckets
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    buckets.remove(&k);
+                }
+            }
         }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((capacity, now));
+        let (tokens, at) = buckets.entry(id).or_insert((capacity, now));
         *tokens =
             (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(capacity);
         *at = now;
@@ -46,6 +74,45 @@ impl RateLimiter {
             Err(((1.0 - *tokens) / per_sec).ceil().max(1.0) as u32)
         }
     }
+}
+
+/// The request body did not arrive within the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyDeadlineExceeded;
+
+/// Middleware: the whole request body must arrive within the read timeout (from the moment its
+/// headers did), or reading it fails with [`BodyDeadlineExceeded`] (`408`, and the connection is
+/// closed): a client trickling bytes cannot hold a connection open. Nothing is buffered here; each
+/// route's own body limit still applies as the handler reads.
+pub async fn body_deadline(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (parts, body) = req.into_parts();
+    let frames = futures_util::stream::unfold(
+        (body.into_data_stream(), false),
+        move |(mut frames, failed)| async move {
+            if failed {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), (frames, false))),
+                Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), (frames, true))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(axum::BoxError::from(BodyDeadlineExceeded)),
+                    (frames, true),
+                )),
+            }
+        },
+    );
+    let body = axum::body::Body::from_stream(frames);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 #[cfg(test)]
@@ -65,5 +132,19 @@ mod tests {
         assert!(l.check("a", t0 + Duration::from_secs(20)).is_ok());
         assert!(l.check("a", t0 + Duration::from_secs(20)).is_err());
         assert!(RateLimiter::new(0).check("a", t0).is_ok());
+    }
+
+    #[test]
+    fn holds_at_most_max_buckets_of_fixed_size() {
+        let l = RateLimiter::new(1);
+        let t0 = Instant::now();
+        let long = "x".repeat(4096);
+        for i in 0..MAX_BUCKETS + 50 {
+            let _ = l.check(&format!("{long}{i}"), t0);
+        }
+        assert_eq!(l.len(), MAX_BUCKETS);
+        // The newest key is kept and still limited.
+        let last = format!("{long}{}", MAX_BUCKETS + 49);
+        assert!(l.check(&last, t0).is_err());
     }
 }

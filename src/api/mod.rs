@@ -2,6 +2,7 @@
 //! endpoints and the static page. Handlers are thin: they authenticate, translate HTTP to calls on
 //! the session registry, and map errors to statuses.
 
+mod body;
 mod client;
 mod error;
 mod events;
@@ -48,7 +49,7 @@ pub struct AppState {
 
 pub fn router(state: AppState, static_dir: &str) -> Router {
     let sdp_limit = DefaultBodyLimit::max(state.cfg.max_sdp_bytes);
-    Router::new()
+    let app = Router::new()
         .route("/v1/sessions", post(sessions::create).get(relying::list))
         .route("/v1/sessions/{id}/deliveries", get(relying::deliveries))
         .route(
@@ -60,7 +61,10 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
             axum::routing::delete(relying::delete_subject),
         )
         .route("/.well-known/jwks.json", get(relying::jwks))
-        .route("/v1/review/login", post(review::login))
+        .route(
+            "/v1/review/login",
+            post(review::login).layer(DefaultBodyLimit::max(review::MAX_LOGIN_BODY)),
+        )
         .route("/v1/review/logout", post(review::logout))
         .route("/v1/review/me", get(review::me))
         .route("/v1/review/queue", get(review::queue))
@@ -91,9 +95,25 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback_service(ServeDir::new(static_dir))
+        .layer(middleware::from_fn(body::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(cors(&state.cfg.allowed_origins))
-        .with_state(state)
+        .with_state(state.clone());
+    // The CORS layer answers every OPTIONS itself; only real pre-flights (with
+    // Access-Control-Request-Method) go to it, so a WHIP client's OPTIONS reaches the handler
+    // (RFC 9725 section 4.6: Allow, Accept-Patch and the ICE servers' Link headers).
+    let with_cors = app.clone().layer(cors(&state.cfg.allowed_origins));
+    Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let preflight_or_other = req.method() != Method::OPTIONS
+            || req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let target = if preflight_or_other {
+            with_cors.clone()
+        } else {
+            app.clone()
+        };
+        tower::ServiceExt::oneshot(target, req)
+    }))
 }
 
 /// The client address for rate limits: the TCP peer, or behind a trusted proxy the last

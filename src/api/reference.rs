@@ -6,22 +6,49 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use bytes::Bytes;
 use serde_json::json;
 
+use super::body::RawBody;
 use super::sessions::ApiKey;
 use super::{ApiError, AppState};
-use crate::analysis::face::embed::{embed_reference, ReferenceError};
+use crate::analysis::face::embed::{
+    embed_reference, ReferenceError, REFERENCE_MAX_SIDE, REFERENCE_MIN_SIDE,
+};
 
 /// Largest accepted reference photo.
 pub const MAX_REFERENCE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads only the image header: a small file can declare a huge image (a decompression bomb),
+/// so the declared size is checked before anything is decoded (the decoder has limits too).
+fn check_dimensions(bytes: &[u8]) -> Result<(), ApiError> {
+    let unreadable = || ApiError::Unprocessable("the image could not be read".into());
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|_| unreadable())?;
+    if !matches!(
+        reader.format(),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)
+    ) {
+        return Err(ApiError::Unprocessable(
+            "the image is not a JPEG or PNG".into(),
+        ));
+    }
+    let (w, h) = reader.into_dimensions().map_err(|_| unreadable())?;
+    let allowed = REFERENCE_MIN_SIDE..=REFERENCE_MAX_SIDE;
+    if !allowed.contains(&w) || !allowed.contains(&h) {
+        return Err(ApiError::Unprocessable(format!(
+            "the image is {w} by {h} pixels; each side must be {REFERENCE_MIN_SIDE} to {REFERENCE_MAX_SIDE} pixels"
+        )));
+    }
+    Ok(())
+}
 
 pub async fn upload(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let session = state
         .registry
@@ -44,6 +71,7 @@ pub async fn upload(
     if session.is_ended() {
         return Err(ApiError::Conflict("the session has ended".into()));
     }
+    check_dimensions(&body)?;
     let models = state
         .registry
         .face_models()

@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::ApiJson;
 use super::sessions::ApiKey;
 use super::{ApiError, AppState};
 use crate::store::{ListCursor, SessionFilter, WebhookTarget};
@@ -107,6 +108,9 @@ pub async fn list(
     ))
 }
 
+/// Longest accepted webhook URL (what browsers and proxies handle reliably).
+const MAX_WEBHOOK_URL: usize = 2048;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetWebhook {
@@ -117,8 +121,13 @@ pub struct SetWebhook {
 pub async fn set_webhook(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
-    Json(req): Json<SetWebhook>,
+    ApiJson(req): ApiJson<SetWebhook>,
 ) -> Result<Json<Value>, ApiError> {
+    if req.url.len() > MAX_WEBHOOK_URL {
+        return Err(ApiError::Unprocessable(format!(
+            "url is limited to {MAX_WEBHOOK_URL} characters"
+        )));
+    }
     let url =
         reqwest::Url::parse(&req.url).map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
     // Internal addresses only where explicitly allowed (development, tests): a webhook must not

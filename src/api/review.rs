@@ -20,6 +20,7 @@ use ring::rand::SecureRandom;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::ApiJson;
 use super::{ApiError, AppState};
 use crate::events::unix_ms_now;
 use crate::notify::VerdictNotice;
@@ -28,6 +29,10 @@ use crate::session::tokens::{new_id, new_secret, SecretHash};
 use crate::store::{AuditRow, SessionFilter, VerdictWrite};
 
 const COOKIE: &str = "vericall_review";
+/// Largest login body (a username and a password).
+pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+/// Longest username or password considered (longer ones are refused before any work).
+const MAX_CREDENTIAL_BYTES: usize = 256;
 const CSRF_HEADER: &str = "x-vericall-csrf";
 /// PBKDF2-HMAC-SHA256 iterations (OWASP 2023 guidance for this PRF).
 const PBKDF2_ITERATIONS: u32 = 600_000;
@@ -123,7 +128,7 @@ impl FromRequestParts<AppState> for Operator {
 fn require_csrf(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
         Some("1") => Ok(()),
-        _ => Err(ApiError::Forbidden),
+        _ => Err(ApiError::CsrfRequired),
     }
 }
 
@@ -161,9 +166,14 @@ pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    Json(req): Json<Login>,
+    ApiJson(req): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
     require_csrf(&headers)?;
+    if req.username.len() > MAX_CREDENTIAL_BYTES || req.password.len() > MAX_CREDENTIAL_BYTES {
+        return Err(ApiError::Unprocessable(format!(
+            "username and password are limited to {MAX_CREDENTIAL_BYTES} bytes"
+        )));
+    }
     let now = std::time::Instant::now();
     let ip = super::client_ip(&state, peer, &headers);
     let limited = state
@@ -380,7 +390,7 @@ pub async fn decide(
     headers: HeaderMap,
     Operator(user): Operator,
     Path(id): Path<String>,
-    Json(req): Json<Decision>,
+    ApiJson(req): ApiJson<Decision>,
 ) -> Result<Json<Value>, ApiError> {
     require_csrf(&headers)?;
     let note = req.note.trim();

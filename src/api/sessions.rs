@@ -8,6 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::body::OptionalApiJson;
 use super::idempotency::{self, Begin};
 use super::{ApiError, AppState};
 use crate::notify::VerdictNotice;
@@ -82,7 +83,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
     headers: HeaderMap,
-    body: Option<Json<CreateSession>>,
+    OptionalApiJson(body): OptionalApiJson<CreateSession>,
 ) -> Result<Response, ApiError> {
     state
         .session_limit
@@ -92,7 +93,7 @@ pub async fn create(
             message: "too many sessions created with this key; retry later".into(),
             retry_after_secs,
         })?;
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let req = body.unwrap_or_default();
     let Some(idempotency_key) = headers.get("idempotency-key") else {
         let created = create_new(&state, &key, req).await?;
         return Ok((StatusCode::CREATED, Json(created)).into_response());

@@ -7,6 +7,8 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+
+use super::body::RawBody;
 use str0m::Candidate;
 
 use super::{ApiError, AppState};
@@ -68,7 +70,7 @@ pub async fn offer(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     state
         .whip_limit
@@ -116,10 +118,14 @@ pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let session = client_session(&state, &id, &headers)?;
     require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
+    if session.is_ended() {
+        return Err(ApiError::Conflict("the session has ended".into()));
+    }
+    // No call yet: there is no WHIP session resource to patch.
     let current = session.etag().ok_or(ApiError::NotFound)?;
     let if_match = headers
         .get(header::IF_MATCH)

@@ -1,11 +1,17 @@
 //! The one UDP socket that carries every session's media, and the demultiplexer in front of it.
 //!
 //! A datagram from a known remote address goes to that address's session. A STUN binding request
-//! from a new address is routed by the local ICE ufrag in its USERNAME (each session has its own),
-//! which also teaches the mux the new address. Everything else is dropped and counted: random
-//! datagrams sprayed at the port never reach a session.
+//! from a new address is routed by the local ICE ufrag in its USERNAME (each session has its own)
+//! and teaches the mux the new address only when its MESSAGE-INTEGRITY verifies with that
+//! session's ICE password and its transaction id was not already seen from another address (a
+//! replayed request). Everything else is dropped and counted: random datagrams sprayed at the port
+//! never reach a session.
+//!
+//! A session holds at most `MAX_ADDRS_PER_SESSION` addresses. The peer task marks an address
+//! verified once str0m accepts it as a checked candidate pair; when the cap is reached the oldest
+//! unverified address gives way, so requests replayed from many ports cannot lock out the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +21,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::wire::{classify, stun_local_ufrag, DatagramKind};
+use super::wire::{
+    classify, stun_integrity_ok, stun_local_ufrag, stun_transaction_id, DatagramKind,
+};
 
 /// Remote addresses one session may accumulate (each STUN check from a new candidate adds one).
 const MAX_ADDRS_PER_SESSION: usize = 16;
+/// STUN transaction ids remembered per session to recognise a request replayed from another address.
+const RECENT_TRANSACTIONS: usize = 128;
 /// Receive buffer refilled in large chunks so the hot path does not allocate per datagram.
 const RECV_CHUNK: usize = 256 * 1024;
 const MAX_DATAGRAM: usize = 2048;
@@ -37,6 +47,8 @@ pub struct MuxStats {
     pub received: AtomicU64,
     pub routed: AtomicU64,
     pub dropped_unknown_source: AtomicU64,
+    /// STUN requests from new addresses that failed MESSAGE-INTEGRITY or were replays.
+    pub dropped_unauthenticated: AtomicU64,
     pub dropped_queue_full: AtomicU64,
     pub sent: AtomicU64,
 }
@@ -47,10 +59,78 @@ struct Route {
     inbox: mpsc::Sender<Datagram>,
 }
 
+/// A local ufrag's session and the ICE password that signs its STUN requests.
+#[derive(Debug)]
+struct UfragRoute {
+    route: Route,
+    password: String,
+}
+
+/// A learned remote address.
+#[derive(Debug)]
+struct AddrRoute {
+    route: Route,
+    /// str0m accepted the address (a checked candidate pair): never evicted.
+    verified: bool,
+    /// Order of learning, for evicting the oldest unverified address first.
+    learned: u64,
+}
+
 #[derive(Debug, Default)]
 struct Routes {
-    by_ufrag: HashMap<String, Route>,
-    by_addr: HashMap<SocketAddr, Route>,
+    by_ufrag: HashMap<String, UfragRoute>,
+    by_addr: HashMap<SocketAddr, AddrRoute>,
+    /// Recent STUN transaction ids per session with the address each came from.
+    transactions: HashMap<Arc<str>, VecDeque<([u8; 12], SocketAddr)>>,
+    learned: u64,
+}
+
+impl Routes {
+    /// Learns `source` for `route`'s session, evicting its oldest unverified address when the
+    /// session is at its cap; false when every address it holds is verified.
+    fn learn(&mut self, source: SocketAddr, route: &Route) -> bool {
+        let mine = || {
+            self.by_addr
+                .iter()
+                .filter(|(_, a)| a.route.session == route.session)
+        };
+        if mine().count() >= MAX_ADDRS_PER_SESSION {
+            let oldest = mine()
+                .filter(|(_, a)| !a.verified)
+                .min_by_key(|(_, a)| a.learned)
+                .map(|(addr, _)| *addr);
+            match oldest {
+                Some(addr) => {
+                    self.by_addr.remove(&addr);
+                }
+                None => return false,
+            }
+        }
+        self.learned += 1;
+        self.by_addr.insert(
+            source,
+            AddrRoute {
+                route: route.clone(),
+                verified: false,
+                learned: self.learned,
+            },
+        );
+        true
+    }
+
+    /// Remembers a request's transaction id; false when the same id came from another address
+    /// (a replay: a client retransmits a request only from the address it first used).
+    fn fresh_transaction(&mut self, session: &Arc<str>, id: [u8; 12], source: SocketAddr) -> bool {
+        let recent = self.transactions.entry(session.clone()).or_default();
+        if let Some((_, from)) = recent.iter().find(|(t, _)| *t == id) {
+            return *from == source;
+        }
+        if recent.len() >= RECENT_TRANSACTIONS {
+            recent.pop_front();
+        }
+        recent.push_back((id, source));
+        true
+    }
 }
 
 /// Kernel receive buffer requested for the media socket: bursts (many calls' keyframes at once,
@@ -94,14 +174,24 @@ impl MediaMux {
         self.local_addr
     }
 
-    /// Registers a session's local ICE ufrag; datagrams for it go to `inbox`.
-    pub fn register(&self, session: &Arc<str>, ufrag: &str, inbox: mpsc::Sender<Datagram>) {
+    /// Registers a session's local ICE credentials; datagrams for its ufrag go to `inbox`, and
+    /// new addresses are learned only from STUN requests signed with `password`.
+    pub fn register(
+        &self,
+        session: &Arc<str>,
+        ufrag: &str,
+        password: &str,
+        inbox: mpsc::Sender<Datagram>,
+    ) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.by_ufrag.insert(
             ufrag.to_string(),
-            Route {
-                session: session.clone(),
-                inbox,
+            UfragRoute {
+                route: Route {
+                    session: session.clone(),
+                    inbox,
+                },
+                password: password.to_string(),
             },
         );
     }
@@ -115,8 +205,29 @@ impl MediaMux {
     /// Forgets every route of a session.
     pub fn unregister_session(&self, session: &str) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        routes.by_ufrag.retain(|_, r| &*r.session != session);
-        routes.by_addr.retain(|_, r| &*r.session != session);
+        routes.by_ufrag.retain(|_, r| &*r.route.session != session);
+        routes.by_addr.retain(|_, r| &*r.route.session != session);
+        routes.transactions.remove(session);
+    }
+
+    /// Marks a learned address of `session` as verified by its ICE agent (kept at the cap).
+    pub fn mark_verified(&self, session: &str, source: SocketAddr) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = routes.by_addr.get_mut(&source) {
+            if &*a.route.session == session {
+                a.verified = true;
+            }
+        }
+    }
+
+    /// Addresses a session has learned (for tests and diagnostics).
+    pub fn learned_addresses(&self, session: &str) -> usize {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .by_addr
+            .values()
+            .filter(|a| &*a.route.session == session)
+            .count()
     }
 
     pub async fn send_to(&self, contents: &[u8], destination: SocketAddr) {
@@ -131,22 +242,36 @@ impl MediaMux {
 
     fn route(&self, source: SocketAddr, contents: &[u8]) -> Option<Route> {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let is_stun = classify(contents) == DatagramKind::Stun;
         if let Some(r) = routes.by_addr.get(&source) {
-            return Some(r.clone());
+            let route = r.route.clone();
+            // Remembered so that this request replayed from elsewhere is recognised.
+            if let Some(id) = is_stun.then(|| stun_transaction_id(contents)).flatten() {
+                routes.fresh_transaction(&route.session, id, source);
+            }
+            return Some(route);
         }
-        if classify(contents) != DatagramKind::Stun {
+        if !is_stun {
             return None;
         }
         let ufrag = stun_local_ufrag(contents)?;
-        let route = routes.by_ufrag.get(ufrag)?.clone();
-        let known = routes
-            .by_addr
-            .values()
-            .filter(|r| r.session == route.session)
-            .count();
-        if known < MAX_ADDRS_PER_SESSION {
-            routes.by_addr.insert(source, route.clone());
+        let target = routes.by_ufrag.get(ufrag)?;
+        // Anyone who saw a ufrag on the wire can name it; only the peer holds the password.
+        if !stun_integrity_ok(contents, &target.password) {
+            self.stats
+                .dropped_unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        let route = target.route.clone();
+        let transaction = stun_transaction_id(contents)?;
+        if !routes.fresh_transaction(&route.session, transaction, source) {
+            self.stats
+                .dropped_unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        routes.learn(source, &route);
         Some(route)
     }
 
@@ -194,5 +319,55 @@ impl MediaMux {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::wire::signed_binding_request;
+
+    const PWD: &str = "0123456789012345678901";
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[tokio::test]
+    async fn learns_addresses_only_from_signed_fresh_requests_and_evicts_unverified() {
+        let mux = MediaMux::bind(addr(0)).await.unwrap();
+        let session: Arc<str> = "ses_a".into();
+        let (tx, _rx) = mpsc::channel(4);
+        mux.register(&session, "abcd", PWD, tx);
+        let client = signed_binding_request("abcd:remote", PWD, [1; 12]);
+        assert!(mux.route(addr(1000), &client).is_some());
+        assert_eq!(mux.learned_addresses("ses_a"), 1);
+        mux.mark_verified("ses_a", addr(1000));
+        // A forged signature, an unknown ufrag, media from a stranger: nothing learned.
+        let forged = signed_binding_request("abcd:remote", "wrong-password-0123456789", [2; 12]);
+        assert!(mux.route(addr(1001), &forged).is_none());
+        let other = signed_binding_request("zzzz:remote", PWD, [3; 12]);
+        assert!(mux.route(addr(1002), &other).is_none());
+        assert!(mux.route(addr(1003), &[0x80, 96, 0, 1]).is_none());
+        // The client's request replayed from other ports: recognised by its transaction id.
+        for port in 2000..2020 {
+            assert!(mux.route(addr(port), &client).is_none());
+        }
+        assert_eq!(mux.learned_addresses("ses_a"), 1);
+        // Fresh signed requests from many ports (only the password holder can make them) fill the
+        // cap; the verified address is never the one evicted.
+        for (i, port) in (3000..3040).enumerate() {
+            let fresh = signed_binding_request("abcd:remote", PWD, [10 + i as u8; 12]);
+            assert!(mux.route(addr(port), &fresh).is_some());
+        }
+        assert_eq!(mux.learned_addresses("ses_a"), MAX_ADDRS_PER_SESSION);
+        assert!(mux.route(addr(1000), &[0x80, 96, 0, 1]).is_some(), "kept");
+        assert!(mux.route(addr(3039), &[0x80, 96, 0, 1]).is_some(), "newest");
+        assert!(
+            mux.route(addr(3000), &[0x80, 96, 0, 1]).is_none(),
+            "evicted"
+        );
+        mux.unregister_session("ses_a");
+        assert_eq!(mux.learned_addresses("ses_a"), 0);
     }
 }

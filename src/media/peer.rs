@@ -185,6 +185,13 @@ pub struct PeerHandle {
     pub local_ice: IceCreds,
 }
 
+/// str0m's parse errors quote parser internals (positions as memory addresses): logged, not
+/// returned to the client.
+fn unparsable(e: impl std::fmt::Display) -> SdpError {
+    tracing::debug!(error = %e, "SDP offer rejected by the parser");
+    SdpError::Malformed("the offer could not be parsed as WebRTC SDP".into())
+}
+
 /// Accepts a WHIP offer: validates it, builds the `Rtc`, registers with the mux and starts the task.
 pub fn accept_offer(
     offer: &str,
@@ -192,9 +199,8 @@ pub fn accept_offer(
     bus: EventBus,
     mux: Arc<MediaMux>,
 ) -> Result<PeerHandle, PeerError> {
-    sdp::check_offer(offer)?;
-    let parsed =
-        SdpOffer::from_sdp_string(offer).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    let offer = &sdp::check_offer(offer)?;
+    let parsed = SdpOffer::from_sdp_string(offer).map_err(unparsable)?;
     let now = Instant::now();
     let local_ice = IceCreds::new();
     let mut rtc = RtcConfig::new()
@@ -238,7 +244,12 @@ pub fn accept_offer(
     let (commands_tx, commands) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(PeerStatus::Connecting);
     let (summary_tx, summary) = watch::channel(MediaSummary::default());
-    mux.register(&cfg.session, &local_ice.ufrag, inbox_tx.clone());
+    mux.register(
+        &cfg.session,
+        &local_ice.ufrag,
+        &local_ice.pass,
+        inbox_tx.clone(),
+    );
 
     let task = PeerTask {
         events: bus.subscribe(),
@@ -251,6 +262,7 @@ pub fn accept_offer(
         status: status_tx,
         summary: summary_tx,
         offer: offer.to_string(),
+        verified_sources: Vec::new(),
         local_ufrag: local_ice.ufrag.clone(),
         started: now,
         last_input: now,
@@ -307,6 +319,8 @@ struct PeerTask {
     status: watch::Sender<PeerStatus>,
     summary: watch::Sender<MediaSummary>,
     offer: String,
+    /// Remote addresses str0m accepted for media (told to the mux once each).
+    verified_sources: Vec<SocketAddr>,
     local_ufrag: String,
     started: Instant,
     /// str0m needs monotonic input times; arrivals stamped by the mux can trail a timeout we fed.
@@ -399,7 +413,8 @@ impl PeerTask {
     }
 
     fn on_datagram(&mut self, d: Datagram) {
-        let header = match classify(&d.contents) {
+        let kind = classify(&d.contents);
+        let header = match kind {
             DatagramKind::Rtp => parse_rtp_header(&d.contents),
             _ => None,
         };
@@ -408,7 +423,7 @@ impl PeerTask {
             return;
         };
         let at = d.arrival.max(self.last_input);
-        self.feed(Input::Receive(
+        let input = Input::Receive(
             at,
             Receive {
                 proto: Protocol::Udp,
@@ -416,8 +431,17 @@ impl PeerTask {
                 destination: self.cfg.advertised,
                 contents,
             },
-        ));
-        if let Some(h) = header {
+        );
+        // Media counts only from an address str0m's ICE agent has checked (the nominated pair or
+        // another succeeded one): a forged packet from an address learned by a replayed STUN
+        // request is rejected by str0m and must not reach the network monitor either.
+        let verified = kind != DatagramKind::Stun && self.rtc.accepts(&input);
+        self.feed(input);
+        if verified && !self.verified_sources.contains(&d.source) {
+            self.verified_sources.push(d.source);
+            self.mux.mark_verified(&self.cfg.session, d.source);
+        }
+        if let Some(h) = header.filter(|_| verified) {
             // Looked up after str0m saw the packet, so a new stream's SSRC is already known to it.
             match self.track_for_ssrc(h.ssrc) {
                 Some((i, false)) => {
@@ -652,8 +676,7 @@ impl PeerTask {
     /// is how str0m learns of a remote-initiated restart; the answer carries our new credentials.
     fn ice_restart(&mut self, remote: &IceCreds) -> Result<IceCreds, PeerError> {
         let offer = sdp::with_ice_credentials(&self.offer, remote);
-        let parsed =
-            SdpOffer::from_sdp_string(&offer).map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let parsed = SdpOffer::from_sdp_string(&offer).map_err(unparsable)?;
         let answer = self
             .rtc
             .sdp_api()
@@ -663,8 +686,12 @@ impl PeerTask {
         let local = sdp::ice_credentials(&answer)
             .ok_or_else(|| SdpError::Rejected("answer without ICE credentials".into()))?;
         self.mux.unregister_ufrag(&self.local_ufrag);
-        self.mux
-            .register(&self.cfg.session, &local.ufrag, self.inbox_tx.clone());
+        self.mux.register(
+            &self.cfg.session,
+            &local.ufrag,
+            &local.pass,
+            self.inbox_tx.clone(),
+        );
         self.local_ufrag = local.ufrag.clone();
         self.offer = offer;
         self.bus.publish("ice_restart", &json!({}));

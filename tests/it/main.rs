@@ -6,6 +6,7 @@ mod call;
 mod common;
 mod document;
 mod face;
+mod hostile;
 mod liveness;
 mod matching;
 mod media;

@@ -59,6 +59,8 @@ pub const MATCH_THRESHOLD: f32 = 0.66;
 /// Pixel limits per side for a reference photo.
 pub const REFERENCE_MIN_SIDE: u32 = 64;
 pub const REFERENCE_MAX_SIDE: u32 = 4096;
+/// Most memory the reference photo's decoder may allocate.
+const REFERENCE_MAX_DECODE_BYTES: u64 = 96 * 1024 * 1024;
 /// A reference photo in which no face is found at its own size is placed, scaled to half the
 /// side, in the middle of a canvas this large and searched again (the short-range detector
 /// misses faces that fill the whole picture, as in tight ID crops).
@@ -339,8 +341,18 @@ impl Planes {
 /// image is scaled to half of a 512x512 canvas, centred, and searched again; the face found
 /// there is mapped back and embedded from the original pixels.
 pub fn embed_reference(models: &FaceModels, bytes: &[u8]) -> Result<Embedding, ReferenceError> {
-    let decoded =
-        image::load_from_memory(bytes).map_err(|e| ReferenceError::Decode(e.to_string()))?;
+    // Bounded before decoding: a small file may declare a huge image.
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ReferenceError::Decode(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(REFERENCE_MAX_SIDE);
+    limits.max_image_height = Some(REFERENCE_MAX_SIDE);
+    limits.max_alloc = Some(REFERENCE_MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|e| ReferenceError::Decode(e.to_string()))?;
     let (w, h) = (decoded.width(), decoded.height());
     let allowed = REFERENCE_MIN_SIDE..=REFERENCE_MAX_SIDE;
     if !allowed.contains(&w) || !allowed.contains(&h) {
