@@ -10,6 +10,7 @@ mod liveness;
 mod matching;
 mod media;
 mod network;
+mod openapi;
 mod relay;
 mod relying;
 mod store;
