@@ -529,6 +529,7 @@ async fn an_operator_approves_a_session_in_the_review_console() {
     let last: Value = serde_json::from_str(&receiver.accepted()[1].1).unwrap();
     assert_eq!(last["status"], "passed");
     assert_eq!(last["decided_by"], "operator:ann");
+    assert_eq!(last["type"], "session.verdict_changed");
     // A second decision is refused: the session is no longer under review.
     let login = ts
         .http
@@ -1566,5 +1567,46 @@ async fn a_rotated_webhook_secret_overlaps_with_the_previous_one() {
     assert!(verify_signature(&third, &sig, &body, unix_secs(), 300));
     assert!(!verify_signature(&second, &sig, &body, unix_secs(), 300));
     assert!(!verify_signature(&first, &sig, &body, unix_secs(), 300));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `DELETE /v1/sessions/{id}` cancels a session nobody joined: it ends `cancelled` with a signed
+/// verdict; a second DELETE answers the ended session; another key's session is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relying_party_cancels_a_session_with_delete() {
+    let ts = TestServer::start().await;
+    let s = create_for(&ts, "cancel-me").await;
+    let delete = || {
+        ts.http
+            .delete(ts.url(&format!("/v1/sessions/{}", s.id)))
+            .bearer_auth(&ts.api_key)
+            .send()
+    };
+    let r = delete().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "ended");
+    assert_eq!(v["verdict"]["status"], "cancelled");
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert_eq!(claims["status"], "cancelled");
+    let again = delete().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["signed_verdict"], v["signed_verdict"]);
+    let (other_key, other_hash) = vericall::session::tokens::new_secret("vck_");
+    ts.server
+        .registry
+        .store()
+        .insert_api_key("key_other", "other", &other_hash.to_hex(), 1)
+        .await
+        .unwrap();
+    let foreign = ts
+        .http
+        .delete(ts.url(&format!("/v1/sessions/{}", s.id)))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
