@@ -126,6 +126,7 @@ pub struct SendOutcome {
     /// The HTTP status, or `timeout`, `connect_error`, `blocked_address`, `error`.
     pub status: String,
     pub delivered: bool,
+    /// 0 when nothing was sent (a refused literal address), else at least 1.
     pub duration_ms: i64,
 }
 
@@ -266,6 +267,8 @@ impl WebhookWorker {
         body: &str,
     ) -> Result<SendOutcome, crate::store::StoreError> {
         if self.literal_blocked(&target.url) {
+            // Set before the address guard existed, or on a lab server: never sent.
+            tracing::warn!(delivery = %delivery_id, "webhook URL points at an internal address; not sent");
             return Ok(SendOutcome {
                 status: "blocked_address".into(),
                 delivered: false,
@@ -336,10 +339,6 @@ impl WebhookWorker {
             delivered,
             duration_ms,
         } = outcome;
-        if status == "blocked_address" && duration_ms == 0 {
-            // Set before the address guard existed, or on a lab server: never sent.
-            tracing::warn!(delivery = %row.id, "webhook URL points at an internal address; not sent");
-        }
         let now = unix_ms_now();
         let next = now + self.policy.backoff(attempt).as_millis() as i64;
         // A delivery sent again on request gets the full retry window from then.
