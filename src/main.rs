@@ -117,6 +117,10 @@ enum KeysAction {
     Create {
         #[arg(long, default_value = "default")]
         name: String,
+        /// A sandbox key: its sessions' verdicts can be forced (POST
+        /// /v1/sessions/{id}/sandbox-verdict) and are marked `sandbox: true`.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// List keys (ids and names, never the keys).
     List,
@@ -364,14 +368,15 @@ fn redact_url(url: &str) -> String {
 async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
     let store = open_store(&db).await?;
     match action {
-        KeysAction::Create { name } => {
+        KeysAction::Create { name, sandbox } => {
             let (key, hash) = new_secret("vck_");
             let id = new_id("key_");
             store
-                .insert_api_key(&id, &name, &hash.to_hex(), unix_ms_now())
+                .insert_api_key_of_kind(&id, &name, &hash.to_hex(), unix_ms_now(), sandbox)
                 .await?;
+            let kind = if sandbox { "sandbox" } else { "live" };
             println!(
-                "id:  {id}\nkey: {key}\n(the key is shown only now; the id is the `aud` of its signed verdicts)"
+                "id:   {id}\nkey:  {key}\nkind: {kind}\n(the key is shown only now; the id is the `aud` of its signed verdicts)"
             );
         }
         KeysAction::List => {
@@ -381,7 +386,8 @@ async fn keys(db: DbArgs, action: KeysAction) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
-                println!("{}\t{}\t{}", k.id, k.name, status);
+                let kind = if k.sandbox { "sandbox" } else { "live" };
+                println!("{}\t{}\t{}\t{}", k.id, k.name, kind, status);
             }
         }
         KeysAction::Revoke { id } => {

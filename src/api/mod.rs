@@ -8,10 +8,12 @@ mod error;
 mod events;
 pub mod idempotency;
 pub mod limits;
+mod openapi;
 mod ops;
 mod reference;
 mod relying;
 pub mod review;
+mod sandbox;
 mod sessions;
 mod whip;
 
@@ -56,6 +58,12 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
             "/v1/webhook",
             axum::routing::put(relying::set_webhook).delete(relying::delete_webhook),
         )
+        .route("/v1/webhook/secret", post(relying::rotate_webhook_secret))
+        .route("/v1/webhook/ping", post(relying::ping_webhook))
+        .route(
+            "/v1/webhook/deliveries/{id}/resend",
+            post(relying::resend_delivery),
+        )
         .route(
             "/v1/subjects/{subject}",
             axum::routing::delete(relying::delete_subject),
@@ -71,7 +79,14 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/v1/review/sessions/{id}", get(review::session))
         .route("/v1/review/sessions/{id}/frames/{name}", get(review::frame))
         .route("/v1/review/sessions/{id}/decision", post(review::decide))
-        .route("/v1/sessions/{id}", get(sessions::get_one))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get_one).delete(sessions::cancel),
+        )
+        .route(
+            "/v1/sessions/{id}/sandbox-verdict",
+            post(sandbox::force_verdict),
+        )
         .route("/v1/sessions/{id}/timeline", get(sessions::timeline))
         .route(
             "/v1/sessions/{id}/reference",
@@ -91,6 +106,7 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
                 .options(whip::options)
                 .layer(sdp_limit),
         )
+        .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

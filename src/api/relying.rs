@@ -185,23 +185,150 @@ pub async fn deliveries(
     let store = state.registry.store();
     let mut out = Vec::new();
     for d in store.webhook_deliveries(&id).await? {
-        let attempts: Vec<Value> = store
-            .webhook_attempts(&d.id)
-            .await?
-            .into_iter()
-            .map(|(n, status)| json!({ "attempt": n, "status": status }))
-            .collect();
-        out.push(json!({
+        out.push(delivery_json(store, &d).await?);
+    }
+    Ok(Json(json!({ "deliveries": out })))
+}
+
+/// A delivery in the log: its state and every attempt with its time, status and duration.
+async fn delivery_json(
+    store: &crate::store::Store,
+    d: &crate::store::OutboxRow,
+) -> Result<Value, ApiError> {
+    let attempts: Vec<Value> = store
+        .webhook_attempt_log(&d.id)
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "at": a.at,
+                "status": a.status,
+                "duration_ms": a.duration_ms,
+            })
+        })
+        .collect();
+    let event_type = serde_json::from_str::<Value>(&d.body)
+        .ok()
+        .and_then(|b| b["type"].as_str().map(str::to_string));
+    Ok(json!({
             "id": d.id,
             "event": d.event,
+            "type": event_type,
             "created_at": d.created_at,
+            "resent_at": d.resent_at,
             "delivered_at": d.delivered_at,
             "failed_at": d.failed_at,
             "next_attempt_at": (d.delivered_at.is_none() && d.failed_at.is_none()).then_some(d.next_attempt_at),
             "attempts": attempts,
-        }));
+    }))
+}
+
+/// `POST /v1/webhook/deliveries/{id}/resend`: sends a delivered or given-up delivery again (same
+/// id and body, so receivers deduplicate it; new attempts are added to its log).
+pub async fn resend_delivery(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    Path(id): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let store = state.registry.store();
+    if store.webhook_delivery(&key.id, &id).await?.is_none() {
+        return Err(ApiError::NotFound);
     }
-    Ok(Json(json!({ "deliveries": out })))
+    if store.get_webhook(&key.id).await?.is_none() {
+        return Err(ApiError::Conflict(
+            "no webhook is set; PUT /v1/webhook first".into(),
+        ));
+    }
+    if !store
+        .resend_webhook(&key.id, &id, crate::events::unix_ms_now())
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "the delivery is still pending; it is retried on its own".into(),
+        ));
+    }
+    state.registry.notifier().worker.wake();
+    let d = store
+        .webhook_delivery(&key.id, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(delivery_json(store, &d).await?),
+    ))
+}
+
+/// `POST /v1/webhook/ping`: sends a `webhook.ping` event to the webhook now and answers with
+/// what the receiver said (not stored, not retried).
+pub async fn ping_webhook(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.registry.store();
+    let target = store
+        .get_webhook(&key.id)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("no webhook is set; PUT /v1/webhook first".into()))?;
+    let (id, body) = crate::notify::Notifier::ping_body();
+    let outcome = state
+        .registry
+        .notifier()
+        .worker
+        .send(&key.id, &target, &id, "ping", &body)
+        .await?;
+    Ok(Json(json!({
+        "id": id,
+        "type": crate::notify::EVENT_PING,
+        "delivered": outcome.delivered,
+        "status": outcome.status,
+        "duration_ms": outcome.duration_ms,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long the previous secret keeps signing deliveries too (default a day, at most 7 days;
+    /// 0 ends it now).
+    pub overlap_secs: Option<i64>,
+}
+
+/// Longest overlap of two webhook secrets.
+const MAX_SECRET_OVERLAP_SECS: i64 = 7 * 24 * 3600;
+
+/// `POST /v1/webhook/secret`: a new webhook secret (shown once). Until the overlap ends, every
+/// delivery carries two signatures (new secret first, then the previous one), so receivers can
+/// switch without losing a delivery.
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    body: Option<Json<RotateSecret>>,
+) -> Result<Json<Value>, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let overlap_secs = req.overlap_secs.unwrap_or(24 * 3600);
+    if !(0..=MAX_SECRET_OVERLAP_SECS).contains(&overlap_secs) {
+        return Err(ApiError::BadRequest(format!(
+            "overlap_secs must be 0..={MAX_SECRET_OVERLAP_SECS}"
+        )));
+    }
+    let (secret, _) = crate::session::tokens::new_secret("whsec_");
+    let previous_valid_until = crate::events::unix_ms_now() + overlap_secs * 1000;
+    if !state
+        .registry
+        .store()
+        .rotate_webhook_secret(&key.id, &secret, previous_valid_until)
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "no webhook is set; PUT /v1/webhook first".into(),
+        ));
+    }
+    tracing::info!(api_key = %key.id, overlap_secs, "webhook secret rotated");
+    Ok(Json(json!({
+        "secret": secret,
+        "previous_secret_valid_until": (overlap_secs > 0).then_some(previous_valid_until),
+    })))
 }
 
 /// `DELETE /v1/subjects/{subject}`: every session of this subject under this key, with its

@@ -351,3 +351,38 @@ pub async fn timeline(
         .collect();
     Ok(Json(json!({ "id": id, "events": events })))
 }
+
+/// `DELETE /v1/sessions/{id}`: the relying party cancels a session (its call ends if one is
+/// running; the verdict is `cancelled`, recorded, signed and sent as usual). Answers with the
+/// session once its end is recorded; an ended session is answered as it is.
+pub async fn cancel(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = key.owned_session(&state, &id).await?;
+    if row.ended_at.is_none() {
+        let Some(session) = state.registry.get(&id) else {
+            return Err(ApiError::Conflict(
+                "the session is not running on this server; it is ended when its server restarts or after it expires".into(),
+            ));
+        };
+        state
+            .registry
+            .end(&session, crate::media::peer::EndReason::Deleted)
+            .await?;
+        // The end is recorded asynchronously when a call was running.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state
+            .registry
+            .store()
+            .get_session(&id)
+            .await?
+            .is_some_and(|r| r.ended_at.is_none())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    get_one(State(state), key, Path(id)).await
+}

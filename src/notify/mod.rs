@@ -34,7 +34,8 @@ pub struct VerdictNotice<'a> {
     pub reference: Option<&'a str>,
     /// The stored verdict JSON (`status`, `reasons[{code, retryable, ...}]`, ...).
     pub verdict: &'a Value,
-    /// `vericall` for automatic verdicts, `operator:<name>` after a review decision.
+    /// `vericall` for automatic verdicts, `operator:<name>` after a review decision, `sandbox`
+    /// for a verdict forced with a sandbox key.
     pub decided_by: &'a str,
 }
 
@@ -83,7 +84,7 @@ impl Notifier {
             })
             .unwrap_or_default();
         let iat = decided_at_ms.div_euclid(1000);
-        json!({
+        let mut claims = json!({
             "sid": n.session_id,
             // The API key the verdict was issued to (its id, as shown by `vericall keys list`
             // and in the session's `api_key_id`): a verdict is not proof for another client.
@@ -96,7 +97,12 @@ impl Notifier {
             "decided_at": decided_at_ms,
             "iat": iat,
             "exp": iat + self.verdict_lifetime.as_secs() as i64,
-        })
+        });
+        // Forced by a sandbox key: only then present, so a live integration can refuse it.
+        if is_sandbox(n.verdict) {
+            claims["sandbox"] = json!(true);
+        }
+        claims
     }
 
     /// A compact JWS of the verdict decided at `decided_at_ms` (verify with
@@ -145,7 +151,13 @@ impl Notifier {
             true => self.store.get_webhook(n.api_key_id).await?,
             false => None,
         }
-        .map(|_| self.delivery(&n, signed.as_deref(), decided_at));
+        .map(|_| {
+            let event_type = match write {
+                VerdictWrite::Replace { .. } => EVENT_VERDICT_CHANGED,
+                _ => EVENT_VERDICT,
+            };
+            self.delivery(&n, event_type, signed.as_deref(), decided_at)
+        });
         let status = verdict["status"].as_str().unwrap_or("failed");
         let written = self
             .store
@@ -195,12 +207,19 @@ impl Notifier {
     }
 
     /// The webhook delivery of a verdict (an outbox row; the body carries the signed verdict).
-    fn delivery(&self, n: &VerdictNotice<'_>, signed: Option<&str>, decided_at: i64) -> OutboxRow {
+    fn delivery(
+        &self,
+        n: &VerdictNotice<'_>,
+        event_type: &str,
+        signed: Option<&str>,
+        decided_at: i64,
+    ) -> OutboxRow {
         let id = delivery_id();
         let now = unix_ms_now();
         let claims = self.claims(n, decided_at);
-        let body = json!({
+        let mut body = json!({
             "id": id,
+            "type": event_type,
             "event": "verdict",
             "created_at": now,
             "session_id": n.session_id,
@@ -212,6 +231,9 @@ impl Notifier {
             "decided_at": decided_at,
             "signed_verdict": signed,
         });
+        if is_sandbox(n.verdict) {
+            body["sandbox"] = json!(true);
+        }
         OutboxRow {
             id,
             api_key_id: n.api_key_id.to_string(),
@@ -224,6 +246,30 @@ impl Notifier {
             delivered_at: None,
             failed_at: None,
             last_status: None,
+            resent_at: None,
         }
     }
+
+    /// The body of a `webhook.ping` delivery (`POST /v1/webhook/ping`): not stored, sent once.
+    pub fn ping_body() -> (String, String) {
+        let id = delivery_id();
+        let body = json!({
+            "id": id,
+            "type": EVENT_PING,
+            "event": "ping",
+            "created_at": unix_ms_now(),
+        });
+        (id, body.to_string())
+    }
+}
+
+/// Webhook event types (the body's `type`).
+pub const EVENT_VERDICT: &str = "session.verdict";
+/// An operator's review decision replaced the verdict.
+pub const EVENT_VERDICT_CHANGED: &str = "session.verdict_changed";
+pub const EVENT_PING: &str = "webhook.ping";
+
+/// Whether a stored verdict was forced with a sandbox key.
+pub fn is_sandbox(verdict: &Value) -> bool {
+    verdict["sandbox"] == json!(true)
 }

@@ -268,7 +268,15 @@ mod tests {
         .unwrap();
         assert_eq!(header["kid"], new_kid.as_str());
         // A key not in the set is unknown.
-        let only_new = json!({ "keys": [jwks["keys"][0].clone()] });
+        // (Picked by kid: both keys may carry the same creation millisecond.)
+        let new_jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == new_kid.as_str())
+            .unwrap()
+            .clone();
+        let only_new = json!({ "keys": [new_jwk] });
         assert!(matches!(
             verify(&jws, &only_new),
             Err(SigningError::UnknownKey)

@@ -4,9 +4,11 @@
 //! when the server stops; the worker picks up whatever is due, on start and whenever woken.
 //!
 //! A delivery is `POST <url>` with the JSON body and:
-//! - `Vericall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+//! - `Vericall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; after a
+//!   secret rotation, during its overlap window, a second `v1=` made with the previous secret
 //! - `Vericall-Delivery` and `Idempotency-Key`: the delivery id (the same on every retry)
-//! - `Vericall-Event`: the event name (`verdict`)
+//! - `Vericall-Event`: the event name (`verdict`, `ping`); the body's `type` names it fully
+//!   (`session.verdict`, `session.verdict_changed`, `webhook.ping`)
 //!
 //! Deliveries never reach internal addresses (unless `allow_internal`): the client resolves names
 //! through `address::GuardedResolver`, which drops loopback, private, link-local, metadata and
@@ -29,7 +31,7 @@ use tokio::sync::Notify;
 
 use super::address::{is_internal_host, AddressError, GuardedResolver};
 use crate::events::unix_ms_now;
-use crate::store::{OutboxRow, Store};
+use crate::store::{OutboxRow, Store, WebhookTarget};
 
 /// Longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
@@ -72,13 +74,24 @@ impl WebhookPolicy {
 
 /// `t=<secs>,v1=<hex>` for `body` at `t`.
 pub fn signature_header(secret: &str, t: i64, body: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, format!("{t}.{body}").as_bytes());
-    format!("t={t},v1={}", hex::encode(tag.as_ref()))
+    signature_header_with(&[secret], t, body)
 }
 
-/// Checks a `Vericall-Signature` header as a receiver would: the HMAC matches and `t` is within
-/// `tolerance_secs` of `now_secs`.
+/// `t=<secs>,v1=<hex>,v1=<hex>...`: one `v1` per secret (the current one first, then the
+/// previous one during a rotation's overlap), so a receiver holding either secret verifies it.
+pub fn signature_header_with(secrets: &[&str], t: i64, body: &str) -> String {
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = hmac::sign(&key, format!("{t}.{body}").as_bytes());
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(tag.as_ref()));
+    }
+    header
+}
+
+/// Checks a `Vericall-Signature` header as a receiver would: one of its `v1` HMACs matches and
+/// `t` is within `tolerance_secs` of `now_secs`.
 pub fn verify_signature(
     secret: &str,
     header: &str,
@@ -87,22 +100,34 @@ pub fn verify_signature(
     tolerance_secs: i64,
 ) -> bool {
     let mut t = None;
-    let mut v1 = None;
+    let mut v1s = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            Some(("v1", v)) => v1s.extend(hex::decode(v).ok()),
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
+    let Some(t) = t else {
         return false;
     };
     if (now_secs - t).abs() > tolerance_secs {
         return false;
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    hmac::verify(&key, format!("{t}.{body}").as_bytes(), &v1).is_ok()
+    let signed = format!("{t}.{body}");
+    v1s.iter()
+        .any(|v1| hmac::verify(&key, signed.as_bytes(), v1).is_ok())
+}
+
+/// The outcome of one request to the webhook URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendOutcome {
+    /// The HTTP status, or `timeout`, `connect_error`, `blocked_address`, `error`.
+    pub status: String,
+    pub delivered: bool,
+    /// 0 when nothing was sent (a refused literal address), else at least 1.
+    pub duration_ms: i64,
 }
 
 /// Delivers due outbox rows; cheap to clone.
@@ -231,6 +256,62 @@ impl WebhookWorker {
         }
     }
 
+    /// One request to the relying party's webhook: signed with its secret (and, during a
+    /// rotation's overlap, also with the previous one). Nothing is recorded here.
+    pub async fn send(
+        &self,
+        api_key_id: &str,
+        target: &WebhookTarget,
+        delivery_id: &str,
+        event: &str,
+        body: &str,
+    ) -> Result<SendOutcome, crate::store::StoreError> {
+        if self.literal_blocked(&target.url) {
+            // Set before the address guard existed, or on a lab server: never sent.
+            tracing::warn!(delivery = %delivery_id, "webhook URL points at an internal address; not sent");
+            return Ok(SendOutcome {
+                status: "blocked_address".into(),
+                delivered: false,
+                duration_ms: 0,
+            });
+        }
+        let started = Instant::now();
+        let now = unix_ms_now();
+        let t = now / 1000;
+        let previous = self.store.webhook_previous_secret(api_key_id, now).await?;
+        let mut secrets = vec![target.secret.as_str()];
+        if let Some((secret, _)) = &previous {
+            secrets.push(secret);
+        }
+        let result = self
+            .client
+            .post(&target.url)
+            .header("content-type", "application/json")
+            .header(
+                "vericall-signature",
+                signature_header_with(&secrets, t, body),
+            )
+            .header("vericall-delivery", delivery_id)
+            .header("idempotency-key", delivery_id)
+            .header("vericall-event", event)
+            .body(body.to_string())
+            .send()
+            .await;
+        let (status, delivered) = match &result {
+            Ok(r) => (r.status().as_u16().to_string(), r.status().is_success()),
+            Err(e) if blocked_by_guard(e) => ("blocked_address".to_string(), false),
+            Err(e) if e.is_timeout() => ("timeout".to_string(), false),
+            Err(e) if e.is_connect() => ("connect_error".to_string(), false),
+            Err(_) => ("error".to_string(), false),
+        };
+        Ok(SendOutcome {
+            status,
+            delivered,
+            // At least 1 ms, so a request made is told apart from one never sent.
+            duration_ms: (started.elapsed().as_millis() as i64).max(1),
+        })
+    }
+
     async fn attempt(&self, row: &OutboxRow) -> Result<(), crate::store::StoreError> {
         // Lease the row for longer than one request can take, so no other instance tries it now.
         let lease = unix_ms_now() + 2 * REQUEST_TIMEOUT.as_millis() as i64;
@@ -250,60 +331,26 @@ impl WebhookWorker {
                 .record_webhook_attempt(&row.id, attempt, now, "no_webhook", 0, false, now, true)
                 .await;
         };
-        let started = Instant::now();
-        let t = unix_ms_now() / 1000;
-        if self.literal_blocked(&target.url) {
-            // Set before the address guard existed, or on a lab server: never sent.
-            let now = unix_ms_now();
-            let next = now + self.policy.backoff(attempt).as_millis() as i64;
-            let give_up = next - row.created_at > self.policy.give_up_after.as_millis() as i64;
-            tracing::warn!(delivery = %row.id, "webhook URL points at an internal address; not sent");
-            return self
-                .store
-                .record_webhook_attempt(
-                    &row.id,
-                    attempt,
-                    now,
-                    "blocked_address",
-                    0,
-                    false,
-                    next,
-                    give_up,
-                )
-                .await;
-        }
-        let result = self
-            .client
-            .post(&target.url)
-            .header("content-type", "application/json")
-            .header(
-                "vericall-signature",
-                signature_header(&target.secret, t, &row.body),
-            )
-            .header("vericall-delivery", &row.id)
-            .header("idempotency-key", &row.id)
-            .header("vericall-event", &row.event)
-            .body(row.body.clone())
-            .send()
-            .await;
-        let (status, delivered) = match &result {
-            Ok(r) => (r.status().as_u16().to_string(), r.status().is_success()),
-            Err(e) if blocked_by_guard(e) => ("blocked_address".to_string(), false),
-            Err(e) if e.is_timeout() => ("timeout".to_string(), false),
-            Err(e) if e.is_connect() => ("connect_error".to_string(), false),
-            Err(_) => ("error".to_string(), false),
-        };
+        let outcome = self
+            .send(&row.api_key_id, &target, &row.id, &row.event, &row.body)
+            .await?;
+        let SendOutcome {
+            status,
+            delivered,
+            duration_ms,
+        } = outcome;
         let now = unix_ms_now();
         let next = now + self.policy.backoff(attempt).as_millis() as i64;
-        let give_up =
-            !delivered && next - row.created_at > self.policy.give_up_after.as_millis() as i64;
+        // A delivery sent again on request gets the full retry window from then.
+        let since = row.resent_at.unwrap_or(row.created_at);
+        let give_up = !delivered && next - since > self.policy.give_up_after.as_millis() as i64;
         self.store
             .record_webhook_attempt(
                 &row.id,
                 attempt,
                 now,
                 &status,
-                started.elapsed().as_millis() as i64,
+                duration_ms,
                 delivered,
                 next,
                 give_up,

@@ -36,6 +36,19 @@ pub struct OutboxRow {
     pub delivered_at: Option<i64>,
     pub failed_at: Option<i64>,
     pub last_status: Option<String>,
+    /// When the relying party last asked for it to be sent again (retries count from here).
+    pub resent_at: Option<i64>,
+}
+
+/// One delivery attempt, as shown in the delivery log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookAttempt {
+    pub attempt: i64,
+    /// When the attempt finished (Unix ms).
+    pub at: i64,
+    /// The HTTP status, or `timeout`, `connect_error`, `blocked_address`, `no_webhook`, `error`.
+    pub status: String,
+    pub duration_ms: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -177,7 +190,7 @@ pub struct UndecidedSession {
     pub ended_at: i64,
 }
 
-const OUTBOX_COLUMNS: &str = "id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_status";
+const OUTBOX_COLUMNS: &str = "id, api_key_id, session_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_status, resent_at";
 
 fn outbox_row(r: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
     Ok(OutboxRow {
@@ -192,6 +205,7 @@ fn outbox_row(r: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
         delivered_at: r.try_get(8)?,
         failed_at: r.try_get(9)?,
         last_status: r.try_get(10)?,
+        resent_at: r.try_get(11)?,
     })
 }
 
@@ -250,8 +264,9 @@ impl Store {
         api_key_id: &str,
         target: Option<&WebhookTarget>,
     ) -> StoreResult<bool> {
+        // A new URL starts with one secret: no earlier one stays valid.
         let done =
-            sqlx::query("UPDATE api_keys SET webhook_url = $1, webhook_secret = $2 WHERE id = $3")
+            sqlx::query("UPDATE api_keys SET webhook_url = $1, webhook_secret = $2, webhook_previous_secret = NULL, webhook_previous_secret_until = NULL WHERE id = $3")
                 .bind(target.map(|t| t.url.clone()))
                 .bind(target.map(|t| t.secret.clone()))
                 .bind(api_key_id)
@@ -273,6 +288,76 @@ impl Store {
         Ok(url
             .zip(secret)
             .map(|(url, secret)| WebhookTarget { url, secret }))
+    }
+
+    /// Replaces the webhook secret; the current one stays valid (deliveries carry both
+    /// signatures) until `previous_until` (Unix ms). False when the key has no webhook.
+    pub async fn rotate_webhook_secret(
+        &self,
+        api_key_id: &str,
+        secret: &str,
+        previous_until: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET webhook_previous_secret = webhook_secret, webhook_previous_secret_until = $1, webhook_secret = $2 \
+             WHERE id = $3 AND webhook_url IS NOT NULL AND webhook_secret IS NOT NULL",
+        )
+        .bind(previous_until)
+        .bind(secret)
+        .bind(api_key_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The previous webhook secret while it is still valid at `now` (after a rotation).
+    pub async fn webhook_previous_secret(
+        &self,
+        api_key_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT webhook_previous_secret, webhook_previous_secret_until FROM api_keys WHERE id = $1 AND webhook_previous_secret_until > $2",
+        )
+        .bind(api_key_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let secret: Option<String> = r.try_get(0)?;
+        let until: Option<i64> = r.try_get(1)?;
+        Ok(secret.zip(until))
+    }
+
+    /// One delivery by id, if it belongs to this API key.
+    pub async fn webhook_delivery(
+        &self,
+        api_key_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<OutboxRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE id = $1 AND api_key_id = $2"
+        ))
+        .bind(id)
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(outbox_row).transpose()
+    }
+
+    /// Queues a finished delivery (delivered or given up) again, due at `now`, with the same id
+    /// (receivers deduplicate by it). False when it is still pending or not this key's.
+    pub async fn resend_webhook(&self, api_key_id: &str, id: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET delivered_at = NULL, failed_at = NULL, next_attempt_at = $1, resent_at = $1 \
+             WHERE id = $2 AND api_key_id = $3 AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(api_key_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn enqueue_webhook(&self, o: &OutboxRow) -> StoreResult<()> {
@@ -391,6 +476,26 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Every attempt of a delivery with its time, status and duration, in order.
+    pub async fn webhook_attempt_log(&self, delivery_id: &str) -> StoreResult<Vec<WebhookAttempt>> {
+        let rows = sqlx::query(
+            "SELECT attempt, at, status, duration_ms FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WebhookAttempt {
+                    attempt: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    duration_ms: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 

@@ -18,7 +18,7 @@ mod integration;
 
 pub use integration::{
     AuditRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing, SigningKeyRow,
-    UndecidedSession, VerdictRecord, VerdictWrite, WebhookTarget,
+    UndecidedSession, VerdictRecord, VerdictWrite, WebhookAttempt, WebhookTarget,
 };
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0003_relying_party.sql")),
     (4, include_str!("../../migrations/0004_documents.sql")),
     (5, include_str!("../../migrations/0005_verdict_record.sql")),
+    (6, include_str!("../../migrations/0006_integrator_kit.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub struct ApiKeyRow {
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// A sandbox key may force verdicts (marked `sandbox: true`); a live key may not.
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,13 +207,27 @@ impl Store {
         key_hash: &str,
         at: i64,
     ) -> StoreResult<()> {
+        self.insert_api_key_of_kind(id, name, key_hash, at, false)
+            .await
+    }
+
+    /// Inserts a live key, or a sandbox key (`sandbox`) that may force verdicts.
+    pub async fn insert_api_key_of_kind(
+        &self,
+        id: &str,
+        name: &str,
+        key_hash: &str,
+        at: i64,
+        sandbox: bool,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (id, name, key_hash, created_at, sandbox) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(name)
         .bind(key_hash)
         .bind(at)
+        .bind(i64::from(sandbox))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -219,7 +236,7 @@ impl Store {
     /// The active (not revoked) key with this hash.
     pub async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRow>> {
         let row = sqlx::query(
-            "SELECT id, name, created_at, revoked_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, name, created_at, revoked_at, sandbox FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(key_hash)
         .fetch_optional(&self.pool)
@@ -229,7 +246,7 @@ impl Store {
 
     pub async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at",
+            "SELECT id, name, created_at, revoked_at, sandbox FROM api_keys ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -484,6 +501,7 @@ fn api_key_from_row(r: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
         name: r.try_get(1)?,
         created_at: r.try_get(2)?,
         revoked_at: r.try_get(3)?,
+        sandbox: r.try_get::<i64, _>(4)? != 0,
     })
 }
 

@@ -11,6 +11,7 @@ mod liveness;
 mod matching;
 mod media;
 mod network;
+mod openapi;
 mod relay;
 mod relying;
 mod store;

@@ -529,6 +529,7 @@ async fn an_operator_approves_a_session_in_the_review_console() {
     let last: Value = serde_json::from_str(&receiver.accepted()[1].1).unwrap();
     assert_eq!(last["status"], "passed");
     assert_eq!(last["decided_by"], "operator:ann");
+    assert_eq!(last["type"], "session.verdict_changed");
     // A second decision is refused: the session is no longer under review.
     let login = ts
         .http
@@ -1223,5 +1224,389 @@ async fn sessions_ended_without_a_verdict_get_one_at_start() {
         .collect();
     assert_eq!(bodies.len(), 1, "only the recent one is sent: {bodies:?}");
     assert_eq!(bodies[0]["session_id"], "ses_oldbug_recent00000000000000");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A sandbox API key with its own webhook: (key id, key, webhook secret).
+async fn sandbox_key(ts: &TestServer, url: &str) -> (String, String, String) {
+    let (key, hash) = vericall::session::tokens::new_secret("vck_");
+    ts.server
+        .registry
+        .store()
+        .insert_api_key_of_kind("key_sandbox", "sandbox", &hash.to_hex(), 1, true)
+        .await
+        .unwrap();
+    let r = ts
+        .http
+        .put(ts.url("/v1/webhook"))
+        .bearer_auth(&key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ("key_sandbox".into(), key, secret)
+}
+
+async fn post_as(ts: &TestServer, key: &str, path: &str, body: Value) -> reqwest::Response {
+    ts.http
+        .post(ts.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn session_id(ts: &TestServer, key: &str) -> String {
+    let r = post_as(
+        ts,
+        key,
+        "/v1/sessions",
+        json!({ "subject": "sandbox-user" }),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn unix_secs() -> i64 {
+    vericall::events::unix_ms_now() / 1000
+}
+
+/// A sandbox key forces a verdict: it arrives by webhook and by GET, signed (the same JWS),
+/// marked `sandbox: true` in the verdict, the claims and the webhook body. A live key gets 403
+/// and its session keeps going; a sandbox key cannot touch another key's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_key_forces_a_signed_verdict_and_a_live_key_cannot() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    let (key_id, key, secret) = sandbox_key(&ts, &url).await;
+    let id = session_id(&ts, &key).await;
+    let path = format!("/v1/sessions/{id}/sandbox-verdict");
+
+    let unknown = post_as(
+        &ts,
+        &key,
+        &path,
+        json!({ "status": "failed", "reasons": ["NOPE"] }),
+    )
+    .await;
+    assert_eq!(unknown.status(), 422);
+    let forced = post_as(
+        &ts,
+        &key,
+        &path,
+        json!({ "status": "failed", "reasons": ["NETWORK_LOSS_HIGH"] }),
+    )
+    .await;
+    assert_eq!(forced.status(), 200);
+    let again = post_as(&ts, &key, &path, json!({ "status": "passed" })).await;
+    assert_eq!(again.status(), 409, "a decided session keeps its verdict");
+
+    receiver
+        .wait("the sandbox verdict", Duration::from_secs(10), |r| {
+            !r.accepted().is_empty()
+        })
+        .await;
+    let (headers, body) = receiver.accepted().remove(0);
+    let sig = headers["vericall-signature"].to_str().unwrap();
+    assert!(verify_signature(&secret, sig, &body, unix_secs(), 300));
+    let hook: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hook["type"], "session.verdict");
+    assert_eq!(hook["session_id"], id.as_str());
+    assert_eq!(hook["status"], "failed");
+    assert_eq!(hook["reasons"][0]["code"], "NETWORK_LOSS_HIGH");
+    assert_eq!(hook["sandbox"], true);
+    assert_eq!(hook["decided_by"], "sandbox");
+
+    let got: Value = ts
+        .http
+        .get(ts.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], "ended");
+    assert_eq!(got["end_reason"], "sandbox");
+    assert_eq!(got["verdict"]["status"], "failed");
+    assert_eq!(got["verdict"]["sandbox"], true);
+    let jws = got["signed_verdict"].as_str().unwrap();
+    assert_eq!(hook["signed_verdict"], jws, "one token for GET and webhook");
+    let claims = verify(jws, &jwks(&ts).await).unwrap();
+    assert_eq!(claims["sandbox"], true);
+    assert_eq!(claims["aud"], key_id.as_str());
+    assert_eq!(claims["status"], "failed");
+
+    // A live key cannot force anything; its session is untouched.
+    let live_id = session_id(&ts, &ts.api_key).await;
+    let refused = post_as(
+        &ts,
+        &ts.api_key,
+        &format!("/v1/sessions/{live_id}/sandbox-verdict"),
+        json!({ "status": "passed" }),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"], "forbidden");
+    let live = ts.session(&live_id).await;
+    assert!(live["ended_at"].is_null() && live["verdict"].is_null());
+    // Nor can the sandbox key reach the live key's session.
+    let other = post_as(
+        &ts,
+        &key,
+        &format!("/v1/sessions/{live_id}/sandbox-verdict"),
+        json!({ "status": "passed" }),
+    )
+    .await;
+    assert_eq!(other.status(), 404);
+    // Live verdicts carry no sandbox mark.
+    let s = create_for(&ts, "live-user").await;
+    cancel(&ts, &s).await;
+    let v = ts.session(&s.id).await;
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert!(claims.get("sandbox").is_none(), "{claims}");
+    assert!(v["verdict"].get("sandbox").is_none());
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Webhook bodies name their event type; `POST /v1/webhook/ping` sends a signed `webhook.ping`
+/// now and reports what the receiver answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_are_typed_and_a_ping_reaches_the_receiver() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    let none = post_as(&ts, &ts.api_key, "/v1/webhook/ping", json!({})).await;
+    assert_eq!(none.status(), 409, "no webhook yet");
+    let secret = set_webhook(&ts, &url).await;
+    let ping = post_as(&ts, &ts.api_key, "/v1/webhook/ping", json!({})).await;
+    assert_eq!(ping.status(), 200);
+    let ping: Value = ping.json().await.unwrap();
+    assert_eq!(ping["delivered"], true, "{ping}");
+    assert_eq!(ping["status"], "200");
+    assert_eq!(ping["type"], "webhook.ping");
+    let (headers, body) = receiver.accepted().remove(0);
+    assert_eq!(headers["vericall-event"], "ping");
+    assert_eq!(headers["vericall-delivery"], ping["id"].as_str().unwrap());
+    assert!(verify_signature(
+        &secret,
+        headers["vericall-signature"].to_str().unwrap(),
+        &body,
+        unix_secs(),
+        300
+    ));
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "webhook.ping");
+
+    let s = create_for(&ts, "typed").await;
+    cancel(&ts, &s).await;
+    receiver
+        .wait("the verdict", Duration::from_secs(10), |r| {
+            r.accepted().len() >= 2
+        })
+        .await;
+    let (headers, body) = receiver.accepted().remove(1);
+    assert_eq!(headers["vericall-event"], "verdict");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "session.verdict");
+    assert_eq!(body["event"], "verdict");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A delivered delivery is sent again on request (same id and body); every attempt in the log
+/// has its time, status and duration. Unknown or other keys' deliveries are 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_resent_on_request_and_its_attempts_are_timed() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    set_webhook(&ts, &url).await;
+    let s = create_for(&ts, "resend").await;
+    cancel(&ts, &s).await;
+    let log = wait_delivered(&ts, &s.id, 1).await;
+    let d = &log["deliveries"][0];
+    let id = d["id"].as_str().unwrap().to_string();
+    assert_eq!(d["type"], "session.verdict");
+    let first = &d["attempts"][0];
+    assert_eq!(first["attempt"], 1);
+    assert_eq!(first["status"], "200");
+    assert!(first["at"].as_i64().unwrap() >= d["created_at"].as_i64().unwrap());
+    assert!(first["duration_ms"].as_i64().unwrap() >= 1);
+    assert!(d["resent_at"].is_null());
+
+    let r = post_as(
+        &ts,
+        &ts.api_key,
+        &format!("/v1/webhook/deliveries/{id}/resend"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let log = wait_delivered(&ts, &s.id, 2).await;
+    let d = &log["deliveries"][0];
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(attempts[1]["at"].as_i64() >= attempts[0]["at"].as_i64());
+    assert!(d["resent_at"].as_i64().unwrap() >= attempts[0]["at"].as_i64().unwrap());
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[0].1, accepted[1].1, "the same body");
+    assert_eq!(
+        accepted[1].0["idempotency-key"],
+        id.as_str(),
+        "the same idempotency key"
+    );
+
+    let missing = post_as(
+        &ts,
+        &ts.api_key,
+        "/v1/webhook/deliveries/dlv_missing/resend",
+        json!({}),
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    let (other_key, other_hash) = vericall::session::tokens::new_secret("vck_");
+    ts.server
+        .registry
+        .store()
+        .insert_api_key("key_other", "other", &other_hash.to_hex(), 1)
+        .await
+        .unwrap();
+    let foreign = post_as(
+        &ts,
+        &other_key,
+        &format!("/v1/webhook/deliveries/{id}/resend"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(foreign.status(), 404);
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The session's delivery log once its first delivery has `n` attempts and is delivered.
+async fn wait_delivered(ts: &TestServer, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = ts.get_json(&format!("/v1/sessions/{id}/deliveries")).await;
+        let d = &log["deliveries"][0];
+        if d["attempts"].as_array().map_or(0, Vec::len) >= n && d["delivered_at"].is_i64() {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "not delivered {n} times: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rotating the webhook secret with an overlap: deliveries carry both signatures (either
+/// secret verifies) until the overlap ends; rotating with no overlap drops the old one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_webhook_secret_overlaps_with_the_previous_one() {
+    let (receiver, url) = Receiver::start(0).await;
+    let ts = TestServer::start_with(fast_webhooks()).await;
+    let none = post_as(&ts, &ts.api_key, "/v1/webhook/secret", json!({})).await;
+    assert_eq!(none.status(), 409, "no webhook yet");
+    let first = set_webhook(&ts, &url).await;
+    let bad = post_as(
+        &ts,
+        &ts.api_key,
+        "/v1/webhook/secret",
+        json!({ "overlap_secs": 30 * 24 * 3600 }),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let r = post_as(
+        &ts,
+        &ts.api_key,
+        "/v1/webhook/secret",
+        json!({ "overlap_secs": 3600 }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    let second = r["secret"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert!(r["previous_secret_valid_until"].as_i64().unwrap() > vericall::events::unix_ms_now());
+
+    let ping = |n: usize| {
+        let ts = &ts;
+        let receiver = receiver.clone();
+        async move {
+            let r = post_as(ts, &ts.api_key, "/v1/webhook/ping", json!({})).await;
+            assert_eq!(r.status(), 200);
+            let (h, body) = receiver.accepted().remove(n);
+            (h["vericall-signature"].to_str().unwrap().to_string(), body)
+        }
+    };
+    let (sig, body) = ping(0).await;
+    assert_eq!(sig.matches("v1=").count(), 2, "{sig}");
+    assert!(verify_signature(&second, &sig, &body, unix_secs(), 300));
+    assert!(verify_signature(&first, &sig, &body, unix_secs(), 300));
+
+    let r = post_as(
+        &ts,
+        &ts.api_key,
+        "/v1/webhook/secret",
+        json!({ "overlap_secs": 0 }),
+    )
+    .await;
+    let r: Value = r.json().await.unwrap();
+    let third = r["secret"].as_str().unwrap().to_string();
+    assert!(r["previous_secret_valid_until"].is_null());
+    let (sig, body) = ping(1).await;
+    assert_eq!(sig.matches("v1=").count(), 1, "{sig}");
+    assert!(verify_signature(&third, &sig, &body, unix_secs(), 300));
+    assert!(!verify_signature(&second, &sig, &body, unix_secs(), 300));
+    assert!(!verify_signature(&first, &sig, &body, unix_secs(), 300));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `DELETE /v1/sessions/{id}` cancels a session nobody joined: it ends `cancelled` with a signed
+/// verdict; a second DELETE answers the ended session; another key's session is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relying_party_cancels_a_session_with_delete() {
+    let ts = TestServer::start().await;
+    let s = create_for(&ts, "cancel-me").await;
+    let delete = || {
+        ts.http
+            .delete(ts.url(&format!("/v1/sessions/{}", s.id)))
+            .bearer_auth(&ts.api_key)
+            .send()
+    };
+    let r = delete().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "ended");
+    assert_eq!(v["verdict"]["status"], "cancelled");
+    let claims = verify(v["signed_verdict"].as_str().unwrap(), &jwks(&ts).await).unwrap();
+    assert_eq!(claims["status"], "cancelled");
+    let again = delete().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["signed_verdict"], v["signed_verdict"]);
+    let (other_key, other_hash) = vericall::session::tokens::new_secret("vck_");
+    ts.server
+        .registry
+        .store()
+        .insert_api_key("key_other", "other", &other_hash.to_hex(), 1)
+        .await
+        .unwrap();
+    let foreign = ts
+        .http
+        .delete(ts.url(&format!("/v1/sessions/{}", s.id)))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
     ts.server.shutdown(Duration::from_secs(1)).await;
 }

@@ -37,6 +37,7 @@ fn outbox(id: &str, session: &str, next: i64) -> OutboxRow {
         delivered_at: None,
         failed_at: None,
         last_status: None,
+        resent_at: None,
     }
 }
 
