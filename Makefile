@@ -27,10 +27,12 @@ lint: setup
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # nextest does not run doctests, hence the extra `cargo test --doc`. The store suite also runs
-# against a throwaway PostgreSQL server (scripts/test-postgres), and deploy/ is schema-checked.
+# against a throwaway PostgreSQL server (scripts/test-postgres), stopped again when the tests end,
+# pass or fail; deploy/ is schema-checked.
 test: setup lint
 	scripts/validate-deploy
 	pg="$$(scripts/test-postgres start)"; eval "$$pg"; \
+	trap 'scripts/test-postgres stop' EXIT; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --profile ci --no-tests=warn; \
 	  $(CARGO) test --doc; \

@@ -23,7 +23,7 @@ use vericall::analysis::quality::{
 };
 use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
 use vericall::testkit::actor::{idle, Stage, FPS};
-use vericall::testkit::render::{FaceEdit, RgbImage};
+use vericall::testkit::render::FaceEdit;
 
 /// Frames per clip: 1.6 s, longer than every hint's 1 s hold.
 const FRAMES: u64 = 24;
@@ -72,40 +72,6 @@ struct Clip {
     fault: Fault,
 }
 
-fn gaussian_blur(img: &RgbImage, sigma: f32) -> RgbImage {
-    let radius = (3.0 * sigma).ceil() as i64;
-    let kernel: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let total: f32 = kernel.iter().sum();
-    let (w, h) = (img.width as i64, img.height as i64);
-    let pass = |src: &RgbImage, dx: i64, dy: i64| {
-        let mut out = src.clone();
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = [0f32; 3];
-                for (k, weight) in kernel.iter().enumerate() {
-                    let o = k as i64 - radius;
-                    let p = src.pixel(
-                        (x + o * dx).clamp(0, w - 1) as usize,
-                        (y + o * dy).clamp(0, h - 1) as usize,
-                    );
-                    for c in 0..3 {
-                        acc[c] += weight * p[c] as f32;
-                    }
-                }
-                out.set_pixel(
-                    x as usize,
-                    y as usize,
-                    acc.map(|v| (v / total).round() as u8),
-                );
-            }
-        }
-        out
-    };
-    pass(&pass(img, 1, 0), 0, 1)
-}
-
 /// One frame of `clip`: the rendered actor, its tone and light, then the fault.
 fn frame(stage: &Stage, clip: &Clip, index: u64) -> DecodedFrame {
     let edit = FaceEdit {
@@ -149,7 +115,7 @@ fn frame(stage: &Stage, clip: &Clip, index: u64) -> DecodedFrame {
         }
     }
     if clip.fault == Fault::Blur {
-        img = gaussian_blur(&img, 3.0);
+        img = img.gaussian_blurred(3.0);
     }
     DecodedFrame::from_rgb(img.width, img.height, &img.data)
 }

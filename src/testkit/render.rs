@@ -268,6 +268,45 @@ impl RgbImage {
         out
     }
 
+    /// Blurred with a separable Gaussian of `sigma` pixels (edges replicated): an out-of-focus
+    /// or soft camera. `sigma <= 0` returns a copy.
+    pub fn gaussian_blurred(&self, sigma: f32) -> RgbImage {
+        if sigma <= 0.0 {
+            return self.clone();
+        }
+        let radius = (3.0 * sigma).ceil() as i64;
+        let kernel: Vec<f32> = (-radius..=radius)
+            .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let total: f32 = kernel.iter().sum();
+        let (w, h) = (self.width as i64, self.height as i64);
+        let pass = |src: &RgbImage, dx: i64, dy: i64| {
+            let mut out = src.clone();
+            for y in 0..h {
+                for x in 0..w {
+                    let mut acc = [0f32; 3];
+                    for (k, weight) in kernel.iter().enumerate() {
+                        let o = k as i64 - radius;
+                        let p = src.pixel(
+                            (x + o * dx).clamp(0, w - 1) as usize,
+                            (y + o * dy).clamp(0, h - 1) as usize,
+                        );
+                        for c in 0..3 {
+                            acc[c] += weight * p[c] as f32;
+                        }
+                    }
+                    out.set_pixel(
+                        x as usize,
+                        y as usize,
+                        acc.map(|v| (v / total).round().clamp(0.0, 255.0) as u8),
+                    );
+                }
+            }
+            out
+        };
+        pass(&pass(self, 1, 0), 0, 1)
+    }
+
     /// Resized to `width` x `height`, bilinear (pixel centres aligned).
     pub fn resized(&self, width: usize, height: usize) -> RgbImage {
         let mut out = RgbImage::new(width, height, [0; 3]);

@@ -405,42 +405,6 @@ async fn face_observations_flow_end_to_end_over_webrtc() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Separable Gaussian blur of an RGB image (sigma in pixels), edges replicated.
-pub fn gaussian_blur(img: &RgbImage, sigma: f32) -> RgbImage {
-    if sigma <= 0.0 {
-        return img.clone();
-    }
-    let radius = (3.0 * sigma).ceil() as i64;
-    let kernel: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let total: f32 = kernel.iter().sum();
-    let (w, h) = (img.width as i64, img.height as i64);
-    let pass = |src: &RgbImage, dx: i64, dy: i64| {
-        let mut out = src.clone();
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = [0f32; 3];
-                for (k, weight) in kernel.iter().enumerate() {
-                    let o = k as i64 - radius;
-                    let (sx, sy) = ((x + o * dx).clamp(0, w - 1), (y + o * dy).clamp(0, h - 1));
-                    let p = src.pixel(sx as usize, sy as usize);
-                    for c in 0..3 {
-                        acc[c] += weight * p[c] as f32;
-                    }
-                }
-                out.set_pixel(
-                    x as usize,
-                    y as usize,
-                    acc.map(|v| (v / total).round().clamp(0.0, 255.0) as u8),
-                );
-            }
-        }
-        out
-    };
-    pass(&pass(img, 1, 0), 0, 1)
-}
-
 /// Calibrates the Blur hint (`quality::Thresholds::blur_on`, docs/FACE.md): the rendered actor
 /// (already as soft as a 640x480 webcam: its portrait is a 256 px crop upscaled to 480) at face
 /// widths from ~125 to ~225 px, through VP8 at 500 kbit/s, with extra Gaussian blur. Up to
@@ -461,7 +425,7 @@ fn blur_index_separates_soft_webcams_from_blurred_faces() {
             ..FaceEdit::default()
         });
         for sigma in [0.0f32, 1.0, 1.5, 3.0, 4.0] {
-            let blurred = gaussian_blur(&img, sigma);
+            let blurred = img.gaussian_blurred(sigma);
             let raw = Planes::from_rgb(blurred.width, blurred.height, &blurred.data);
             // Through the codec, as a call delivers it (a keyframe at a webcam's bitrate).
             let mut enc = VpxEncoder::new(VideoCodec::Vp8, 640, 480, 15, 500).unwrap();
