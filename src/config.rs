@@ -74,6 +74,9 @@ pub struct Config {
     pub attempt_window_secs: u64,
     /// Evidence frames are deleted after this many days.
     pub retention_days: u64,
+    /// Sessions that ended this many days ago are deleted with their timeline, webhook
+    /// deliveries and audit entries (after their deliveries are done); unset: `retention_days`.
+    pub session_retention_days: Option<u64>,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     pub ice_servers: Vec<IceServer>,
@@ -138,6 +141,7 @@ impl Default for Config {
             max_failed_attempts: 5,
             attempt_window_secs: 3600,
             retention_days: 30,
+            session_retention_days: None,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             dev: false,
@@ -186,6 +190,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "database_url must start with sqlite: or postgres://".into(),
+            ));
+        }
+        // Zero would delete a session the moment it ends, before its relying party reads it.
+        if self.session_retention_days == Some(0) {
+            return Err(ConfigError::Invalid(
+                "session_retention_days must be at least 1".into(),
             ));
         }
         if self.signed_verdict_lifetime_secs < 60 {

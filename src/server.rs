@@ -20,6 +20,9 @@ use crate::session::tokens::{new_id, new_secret};
 use crate::session::SessionRegistry;
 use crate::store::{EventWriter, Store, StoreError};
 
+/// Sessions deleted per transaction by the retention job.
+const SESSION_PURGE_BATCH: i64 = 200;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
@@ -287,16 +290,29 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         })
     };
 
-    // Retention: evidence frames older than `retention_days` are deleted, hourly.
+    // Retention, hourly: evidence frames and document text older than `retention_days`, and
+    // whole sessions that ended more than `session_retention_days` ago, are deleted.
     let purger = {
         let data_dir = std::path::PathBuf::from(&cfg.data_dir);
         let retention = Duration::from_secs(cfg.retention_days * 86_400);
+        let session_retention =
+            Duration::from_secs(cfg.session_retention_days.unwrap_or(cfg.retention_days) * 86_400);
         let store = registry.store().clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                let cutoff = crate::events::unix_ms_now() - retention.as_millis() as i64;
+                let now = crate::events::unix_ms_now();
+                let session_cutoff = now - session_retention.as_millis() as i64;
+                match store
+                    .purge_expired_sessions(session_cutoff, SESSION_PURGE_BATCH)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(sessions = n, "deleted expired sessions"),
+                    Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                    _ => {}
+                }
+                let cutoff = now - retention.as_millis() as i64;
                 match store.purge_document_fields(cutoff).await {
                     Ok(n) if n > 0 => tracing::info!(sessions = n, "purged document text"),
                     Err(e) => tracing::warn!(error = %e, "document text purge failed"),

@@ -888,6 +888,42 @@ impl Store {
         .await?)
     }
 
+    /// Retention: ids of sessions that ended before `before_ms` and have no webhook delivery
+    /// still pending (each delivered or given up), oldest first, at most `limit`.
+    pub async fn expired_sessions(&self, before_ms: i64, limit: i64) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM sessions s WHERE s.ended_at IS NOT NULL AND s.ended_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_outbox w WHERE w.session_id = s.id \
+             AND w.delivered_at IS NULL AND w.failed_at IS NULL) \
+             ORDER BY s.ended_at, s.id LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Retention: deletes the sessions that [`Store::expired_sessions`] finds, with every row
+    /// about them, `batch` sessions per transaction; returns how many were deleted.
+    pub async fn purge_expired_sessions(&self, before_ms: i64, batch: i64) -> StoreResult<u64> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let ids = self.expired_sessions(before_ms, batch).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let deleted = self.delete_sessions(&ids).await?;
+            total += deleted;
+            // A batch that deleted nothing (another instance got there first) or was not full
+            // was the last one.
+            if deleted == 0 || (ids.len() as i64) < batch {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Deletes every row about these sessions (timeline, webhook deliveries and attempts, audit
     /// entries, the sessions themselves) in one transaction.
     pub async fn delete_sessions(&self, ids: &[String]) -> StoreResult<u64> {

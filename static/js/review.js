@@ -15,6 +15,11 @@
 //
 // URL: review.html#session=<id> opens that session (the hash follows the selection).
 // Tests read window.review (see below).
+//
+// Strings: js/review-i18n.js (en, zh-CN; `?lang=`, else the browser's preference, switchable in
+// the header).
+
+import { actionText, initialLanguage, language, setLanguage, statusText, t, translate } from './review-i18n.js';
 
 const API = 'v1/review';
 const QUEUE_POLL_MS = 30_000;
@@ -30,6 +35,7 @@ const review = {
   detailStatus: null, // verdict status of the shown session
   lastDecision: null, // { id, decision, status } after a decision went through
   error: null, // last error message shown, null when none
+  lang: 'en', // the language the console is shown in
 };
 window.review = review;
 
@@ -37,6 +43,8 @@ let pollTimer = null;
 let detailRequest = 0; // ignores answers for a session no longer selected
 let queueRequest = 0;
 let current = null; // the session object on display
+let queueSessions = []; // the queue as last loaded (re-rendered when the language changes)
+let queueError = null; // the queue error on the banner, if it is the one shown
 
 // ---- API ------------------------------------------------------------------------------------
 
@@ -59,7 +67,7 @@ async function api(method, path, body) {
   try {
     res = await fetch(`${API}/${path}`, init);
   } catch {
-    throw new ApiError(0, { message: 'The server cannot be reached. Check the connection and try again.' });
+    throw new ApiError(0, { message: t('error.unreachable') });
   }
   let data = null;
   if (res.status !== 204) {
@@ -102,7 +110,7 @@ function round(n) {
 function scalar(v) {
   if (v === null || v === undefined) return '—';
   if (typeof v === 'number') return round(v);
-  if (typeof v === 'boolean') return v ? 'yes' : 'no';
+  if (typeof v === 'boolean') return v ? t('value.yes') : t('value.no');
   if (typeof v === 'string') return v;
   return compact(v);
 }
@@ -145,21 +153,21 @@ function formatTime(ms) {
 function age(ms) {
   if (!isTime(ms)) return '';
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  if (s < 60) return `${s} s ago`;
+  if (s < 60) return t('age.s', { n: s });
   const m = Math.round(s / 60);
-  if (m < 60) return `${m} min ago`;
+  if (m < 60) return t('age.min', { n: m });
   const h = Math.round(m / 60);
-  if (h < 48) return `${h} h ago`;
-  return `${Math.round(h / 24)} d ago`;
+  if (h < 48) return t('age.h', { n: h });
+  return t('age.d', { n: Math.round(h / 24) });
 }
 
 function duration(ms) {
   if (!Number.isFinite(ms)) return '';
   const sign = ms < 0 ? '−' : '+';
   const s = Math.abs(ms) / 1000;
-  if (s < 60) return `${sign}${s.toFixed(3)} s`;
+  if (s < 60) return `${sign}${s.toFixed(3)} ${t('unit.s')}`;
   const m = Math.floor(s / 60);
-  return `${sign}${m} min ${(s - m * 60).toFixed(1)} s`;
+  return `${sign}${m} ${t('unit.min')} ${(s - m * 60).toFixed(1)} ${t('unit.s')}`;
 }
 
 const shortId = (id) => {
@@ -181,6 +189,38 @@ function setView(view) {
   $('console').hidden = view !== 'console';
   $('who').hidden = view !== 'console';
   $('logout').hidden = view !== 'console';
+}
+
+// ---- language -------------------------------------------------------------------------------
+
+function showWho() {
+  $('who').textContent = review.username ? t('who.named', { name: review.username }) : t('who.anonymous');
+}
+
+// Shows the console in `lang`: the page's own strings, then whatever is on display again.
+function applyLanguage(lang) {
+  setLanguage(lang);
+  review.lang = language();
+  $('lang').value = review.lang;
+  translate();
+  if (!review.loggedIn) return;
+  showWho();
+  renderQueue(queueSessions);
+  if (current && review.selected && $('detail').dataset.loaded === 'true') {
+    // The "already decided" line follows the language; a message about an action stays.
+    if ($('decision-msg').dataset.kind === 'info') setDecisionMsg('', '');
+    renderSession(review.selected, current);
+  } else if ($('detail-body').hidden && !review.selected) {
+    $('detail-empty').textContent = t('detail.empty');
+  }
+}
+
+function onLanguageChange() {
+  applyLanguage($('lang').value);
+  // Kept in the address (`?lang=`) so that a reload shows the same language.
+  const params = new URLSearchParams(location.search);
+  params.set('lang', review.lang);
+  history.replaceState(null, '', `${location.pathname}?${params}${location.hash}`);
 }
 
 // ---- login / logout -------------------------------------------------------------------------
@@ -206,7 +246,7 @@ function showLogin(message) {
 function enterConsole(username) {
   review.loggedIn = true;
   review.username = typeof username === 'string' ? username : null;
-  $('who').textContent = review.username ? `Signed in as ${review.username}` : 'Signed in';
+  showWho();
   $('login-error').hidden = true;
   showError(null);
   setView('console');
@@ -221,7 +261,7 @@ function handleAuth(err) {
   if (!(err instanceof ApiError && err.status === 401)) return false;
   if (review.loggedIn) {
     showError(null);
-    showLogin('Your sign-in has expired. Sign in again.');
+    showLogin(t('login.expired'));
   }
   return true;
 }
@@ -232,7 +272,7 @@ async function onLogin(event) {
   const password = $('password').value;
   const err = $('login-error');
   if (!username || !password) {
-    err.textContent = 'Enter your username and password.';
+    err.textContent = t('login.missing');
     err.hidden = false;
     return;
   }
@@ -244,8 +284,8 @@ async function onLogin(event) {
     enterConsole(me?.username ?? username);
   } catch (e) {
     err.textContent = e.status === 401
-      ? 'Wrong username or password.'
-      : e.status === 429 ? 'Too many attempts. Wait a moment and try again.' : `Sign-in failed: ${e.message}`;
+      ? t('login.wrong')
+      : e.status === 429 ? t('login.too_many') : t('login.failed', { message: e.message });
     err.hidden = false;
     $('password').value = '';
     $('password').focus();
@@ -259,7 +299,7 @@ async function onLogout() {
     await api('POST', 'logout');
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) {
-      showError(`Sign-out failed: ${e.message}`);
+      showError(t('logout.failed', { message: e.message }));
       return;
     }
   }
@@ -287,14 +327,17 @@ async function loadQueue() {
     if (mine !== queueRequest || !review.loggedIn) return;
     const sessions = Array.isArray(data?.sessions) ? data.sessions.filter((s) => s && s.id !== undefined) : [];
     renderQueue(sessions);
-    if (review.error && review.error.startsWith('Queue')) showError(null);
+    if (queueError !== null && review.error === queueError) showError(null);
+    queueError = null;
   } catch (e) {
     if (handleAuth(e)) return;
-    showError(`Queue could not be loaded: ${e.message}`);
+    queueError = t('queue.failed', { message: e.message });
+    showError(queueError);
   }
 }
 
 function renderQueue(sessions) {
+  queueSessions = sessions;
   review.queue = sessions.map((s) => String(s.id));
   const count = $('queue-count');
   count.textContent = String(sessions.length);
@@ -305,7 +348,7 @@ function renderQueue(sessions) {
     const codes = (Array.isArray(s.verdict?.reasons) ? s.verdict.reasons : []).map((r) => String(r?.code ?? ''));
     const waitingSince = isTime(s.ended_at) ? s.ended_at : s.created_at;
     const button = el('button', { type: 'button', class: 'queue-item' },
-      el('span', { class: 'q-subject', text: s.subject || '(no subject)' }),
+      el('span', { class: 'q-subject', text: s.subject || t('subject.none') }),
       el('span', { class: 'q-line' },
         el('code', { class: 'q-id', text: shortId(id), title: id }),
         el('span', { class: 'q-age', text: age(waitingSince), title: formatTime(waitingSince) })),
@@ -335,7 +378,7 @@ function clearDetail() {
   d.dataset.status = '';
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
-  $('detail-empty').textContent = 'Select a session from the queue.';
+  $('detail-empty').textContent = t('detail.empty');
   $('frames').replaceChildren();
   $('frames').dataset.key = '';
 }
@@ -354,7 +397,7 @@ async function selectSession(id) {
     d.dataset.loaded = 'false';
     $('detail-body').hidden = true;
     $('detail-empty').hidden = false;
-    $('detail-empty').textContent = 'Loading…';
+    $('detail-empty').textContent = t('detail.loading');
   }
   await loadSession(id);
 }
@@ -367,7 +410,7 @@ async function loadSession(id) {
     renderSession(id, s);
   } catch (e) {
     if (handleAuth(e) || mine !== detailRequest) return;
-    const msg = e.status === 404 ? 'This session does not exist (any more).' : `Session could not be loaded: ${e.message}`;
+    const msg = e.status === 404 ? t('detail.missing') : t('detail.failed', { message: e.message });
     if ($('detail').dataset.id !== id) {
       $('detail-empty').textContent = msg;
     }
@@ -381,22 +424,22 @@ function renderSession(id, s) {
   const status = String(verdict.status ?? '');
   review.detailStatus = status || null;
 
-  $('d-subject').textContent = current.subject || '(no subject)';
+  $('d-subject').textContent = current.subject || t('subject.none');
   const st = $('d-status');
-  st.textContent = status ? status.replace(/_/g, ' ') : 'no verdict';
+  st.textContent = statusText(status);
   st.dataset.status = status;
 
   const created = current.created_at;
   const meta = [
-    ['Session', String(current.id ?? id)],
-    ['State', current.state ?? '—'],
-    ['Created', `${formatTime(created)}${isTime(created) ? ` (${age(created)})` : ''}`],
-    ['Connected', formatTime(current.connected_at)],
-    ['Ended', formatTime(current.ended_at)],
-    ['End reason', current.end_reason ?? '—'],
+    [t('meta.session'), String(current.id ?? id)],
+    [t('meta.state'), current.state ?? '—'],
+    [t('meta.created'), `${formatTime(created)}${isTime(created) ? ` (${age(created)})` : ''}`],
+    [t('meta.connected'), formatTime(current.connected_at)],
+    [t('meta.ended'), formatTime(current.ended_at)],
+    [t('meta.end_reason'), current.end_reason ?? '—'],
   ];
   if (isTime(current.connected_at) && isTime(current.ended_at)) {
-    meta.push(['Call length', duration(current.ended_at - current.connected_at).replace(/^\+/, '')]);
+    meta.push([t('meta.call_length'), duration(current.ended_at - current.connected_at).replace(/^\+/, '')]);
   }
   $('d-meta').replaceChildren(...meta.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: scalar(v) })]));
 
@@ -422,7 +465,7 @@ function renderReasons(reasons) {
     const li = el('li', { data: { code, retryable: Boolean(r?.retryable) } },
       el('span', { class: 'r-head' },
         el('code', { class: 'r-code', text: code }),
-        r?.retryable ? el('span', { class: 'chip', text: 'retryable' }) : null),
+        r?.retryable ? el('span', { class: 'chip', text: t('reasons.retryable') }) : null),
       r?.hint_en ? el('span', { class: 'r-hint', text: r.hint_en }) : null,
       r?.hint_zh ? el('span', { class: 'r-hint zh', lang: 'zh-CN', text: r.hint_zh }) : null);
     if (r?.evidence !== undefined && r?.evidence !== null) {
@@ -430,7 +473,7 @@ function renderReasons(reasons) {
     }
     return li;
   });
-  if (!items.length) items.push(el('li', { class: 'muted', text: 'No reasons given.' }));
+  if (!items.length) items.push(el('li', { class: 'muted', text: t('reasons.none') }));
   $('reasons').replaceChildren(...items);
 }
 
@@ -446,16 +489,16 @@ function renderScores(scores) {
     fm.dataset.threshold = threshold === null ? '' : String(threshold);
     fm.dataset.result = above === null ? 'unknown' : above ? 'above' : 'below';
     fm.append(
-      el('span', { class: 'fm-label', text: 'ID photo comparison' }),
-      el('span', { class: 'fm-value', text: `ID photo similarity ${round(match.similarity)} vs threshold ${threshold === null ? '—' : round(threshold)}` }),
-      el('span', { class: 'fm-verdict', text: above === null ? '' : above ? 'at or above threshold' : 'below threshold' }));
-    if (typeof match.frames === 'number') fm.append(el('span', { class: 'fm-frames', text: `${match.frames} frames compared` }));
+      el('span', { class: 'fm-label', text: t('face.label') }),
+      el('span', { class: 'fm-value', text: t('face.value', { similarity: round(match.similarity), threshold: threshold === null ? '—' : round(threshold) }) }),
+      el('span', { class: 'fm-verdict', text: above === null ? '' : above ? t('face.above') : t('face.below') }));
+    if (typeof match.frames === 'number') fm.append(el('span', { class: 'fm-frames', text: t('face.frames', { n: match.frames }) }));
     fm.hidden = false;
   } else {
     fm.dataset.present = 'false';
     fm.dataset.result = '';
-    fm.append(el('span', { class: 'fm-label', text: 'ID photo comparison' }),
-      el('span', { class: 'fm-value muted', text: 'No ID photo comparison in this session.' }));
+    fm.append(el('span', { class: 'fm-label', text: t('face.label') }),
+      el('span', { class: 'fm-value muted', text: t('face.none') }));
     fm.hidden = false;
   }
   const rows = scores && typeof scores === 'object' ? flatten(scores) : [];
@@ -467,7 +510,7 @@ function renderScores(scores) {
 
 function renderFrames(id, frames) {
   // Unchanged (a refresh after a decision): keep the loaded images rather than fetch them again.
-  const key = JSON.stringify([id, frames]);
+  const key = JSON.stringify([id, frames, language()]);
   const box = $('frames');
   if (box.dataset.key === key) return;
   box.dataset.key = key;
@@ -475,10 +518,10 @@ function renderFrames(id, frames) {
     const file = String(name);
     const src = `${API}/${sessionPath(id)}/frames/${encodeURIComponent(file)}`;
     const caption = file.replace(/\.jpe?g$/i, '');
-    const img = el('img', { src, alt: `Evidence frame ${i + 1}: ${caption}`, loading: 'eager', data: { name: file } });
+    const img = el('img', { src, alt: t('frames.alt', { n: i + 1, name: caption }), loading: 'eager', data: { name: file } });
     img.addEventListener('error', () => { img.closest('figure')?.setAttribute('data-broken', 'true'); });
     return el('figure', { data: { name: file } },
-      el('a', { href: src, target: '_blank', rel: 'noopener noreferrer', title: 'Open full size' }, img),
+      el('a', { href: src, target: '_blank', rel: 'noopener noreferrer', title: t('frames.open') }, img),
       el('figcaption', { text: caption }));
   });
   box.replaceChildren(...figures);
@@ -495,16 +538,16 @@ function kvTable(rows, caption) {
 function renderNetwork(network) {
   const box = $('network');
   if (!network || typeof network !== 'object') {
-    box.replaceChildren(el('p', { class: 'muted', text: 'No network summary for this session.' }));
+    box.replaceChildren(el('p', { class: 'muted', text: t('network.none') }));
     return;
   }
   const parts = [];
   const { tracks, ...summary } = network;
   const summaryRows = flatten(summary).filter(([, v]) => v !== undefined);
-  if (summaryRows.length) parts.push(kvTable(summaryRows, 'Summary'));
+  if (summaryRows.length) parts.push(kvTable(summaryRows, t('network.summary')));
   for (const [i, t] of (Array.isArray(tracks) ? tracks : []).entries()) {
     if (!t || typeof t !== 'object') continue;
-    const title = [t.kind, t.codec].filter((x) => typeof x === 'string' && x).join(' · ') || `Track ${i + 1}`;
+    const title = [t.kind, t.codec].filter((x) => typeof x === 'string' && x).join(' · ') || t('network.track', { n: i + 1 });
     const rows = flatten(t).filter(([k]) => k !== 'kind' && k !== 'codec');
     if (typeof t.codec === 'string') rows.unshift(['codec', t.codec]);
     const table = kvTable(rows, title);
@@ -512,7 +555,7 @@ function renderNetwork(network) {
     table.dataset.kind = String(t.kind ?? '');
     parts.push(table);
   }
-  if (!parts.length) parts.push(el('p', { class: 'muted', text: 'The network summary is empty.' }));
+  if (!parts.length) parts.push(el('p', { class: 'muted', text: t('network.empty') }));
   box.replaceChildren(...parts);
 }
 
@@ -541,8 +584,8 @@ function renderAudit(entries) {
     const at = typeof a?.at === 'number' ? formatTime(a.at) : typeof a?.at === 'string' ? a.at : '—';
     return el('li', { data: { action, operator, note, at: a?.at ?? '' } },
       el('span', { class: 'a-head' },
-        el('span', { class: 'a-action', data: { action }, text: action || '?' }),
-        el('span', { class: 'a-by', text: `by ${operator || 'unknown'}` }),
+        el('span', { class: 'a-action', data: { action }, text: action ? actionText(action) : '?' }),
+        el('span', { class: 'a-by', text: t('audit.by', { name: operator || t('audit.unknown') }) }),
         el('time', { class: 'a-at', text: at })),
       note ? el('span', { class: 'a-note', text: note }) : null);
   });
@@ -555,7 +598,7 @@ function renderDecisionForm(status) {
   for (const id of ['note', 'approve', 'reject']) $(id).disabled = !open;
   $('decision-form').dataset.open = String(open);
   if (!open && !$('decision-msg').dataset.kind) {
-    setDecisionMsg(`Already decided: ${status ? status.replace(/_/g, ' ') : 'no verdict'}. Nothing to do.`, 'info');
+    setDecisionMsg(t('decision.already', { status: statusText(status) }), 'info');
   }
 }
 
@@ -576,28 +619,29 @@ async function onDecision(event) {
   const note = noteEl.value.trim();
   if (!note) {
     noteEl.setAttribute('aria-invalid', 'true');
-    setDecisionMsg('A note is required: write what you checked and why.', 'error');
+    setDecisionMsg(t('decision.note_required'), 'error');
     noteEl.focus();
     return;
   }
   noteEl.removeAttribute('aria-invalid');
   const buttons = [$('approve'), $('reject')];
   buttons.forEach((b) => { b.disabled = true; });
-  setDecisionMsg(decision === 'approve' ? 'Approving…' : 'Rejecting…', 'busy');
+  setDecisionMsg(decision === 'approve' ? t('decision.approving') : t('decision.rejecting'), 'busy');
   let outcome = null;
   try {
     const res = await api('POST', `${sessionPath(id)}/decision`, { decision, note });
     outcome = { id, decision, status: res?.verdict?.status ?? null };
     noteEl.value = '';
-    setDecisionMsg(`${decision === 'approve' ? 'Approved' : 'Rejected'}. Verdict is now ${outcome.status ?? 'updated'}.`, 'ok');
+    const now = outcome.status ? statusText(outcome.status) : t('status.updated');
+    setDecisionMsg(t(decision === 'approve' ? 'decision.approved' : 'decision.rejected', { status: now }), 'ok');
     showError(null);
   } catch (e) {
     if (handleAuth(e)) return;
-    if (e.status === 409) setDecisionMsg('Someone already decided this session; it is no longer waiting for review. Reloaded.', 'error');
+    if (e.status === 409) setDecisionMsg(t('decision.conflict'), 'error');
     else if (e.status === 422) {
       noteEl.setAttribute('aria-invalid', 'true');
-      setDecisionMsg(`The note was not accepted: ${e.message}`, 'error');
-    } else setDecisionMsg(`The decision failed: ${e.message}`, 'error');
+      setDecisionMsg(t('decision.note_refused', { message: e.message }), 'error');
+    } else setDecisionMsg(t('decision.failed', { message: e.message }), 'error');
     review.error = `decision: ${e.status || 'network'} ${e.message}`;
   }
   // Whatever happened, show the session and queue as the server now has them.
@@ -608,6 +652,8 @@ async function onDecision(event) {
 
 // ---- start ----------------------------------------------------------------------------------
 
+applyLanguage(initialLanguage());
+$('lang').addEventListener('change', onLanguageChange);
 $('login-form').addEventListener('submit', onLogin);
 $('logout').addEventListener('click', onLogout);
 $('refresh').addEventListener('click', () => {
@@ -627,7 +673,7 @@ document.addEventListener('visibilitychange', () => { if (!document.hidden && re
     const me = await api('GET', 'me');
     enterConsole(me?.username ?? null);
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) showError(`Could not check the sign-in: ${e.message}`);
+    if (!(e instanceof ApiError && e.status === 401)) showError(t('login.check_failed', { message: e.message }));
     showLogin(null);
   } finally {
     review.ready = true;

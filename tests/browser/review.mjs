@@ -5,14 +5,19 @@
 //
 //   node tests/browser/review.mjs --url <base url, e.g. http://127.0.0.1:8080>
 //        --username <name> --password <password> --session <id>
-//        [--decision approve|reject] [--note <text>] [--screens <path prefix>]
-//        [--viewport 1280x800] [--timeout 60]
+//        [--decision approve|reject|none] [--note <text>] [--screens <path prefix>]
+//        [--viewport 1280x800] [--locale en-US] [--timeout 60]
+//
+// --locale is the browser's language (the console picks its own from it); --decision none only
+// opens the session (by its address) and reads the page, for a session already decided.
 //
 // Prints one JSON line: {wrongPasswordRejected, wrongPasswordMessage, loggedIn, username,
 // detail: {status, reasons, frames, framesLoaded, hasFaceMatch, faceMatch, scores, tracks,
 // timeline}, lastDecision, decisionMessage, queueAfter, audit: [{operator, action, note}],
-// consoleErrors, error?}; exits 0 when the decision went through (window.review.lastDecision
-// names the session and the decision). Screenshots <prefix>-detail.png and <prefix>-decided.png
+// texts: {lang, loginTitle, loginSubmit, queueTitle, queueEmpty, refresh, metaSession, status,
+// decisionTitle, approve, decisionMessage}, consoleErrors, error?}; exits 0 when the decision went
+// through (window.review.lastDecision names the session and the decision), or with --decision
+// none when the session was shown. Screenshots <prefix>-detail.png and <prefix>-decided.png
 // (and <prefix>-error.png on failure). Chromium: /usr/bin/chromium or $CHROMIUM.
 //
 // The 401s the page expects (GET /v1/review/me before sign-in, the wrong password) are not
@@ -31,12 +36,13 @@ const { values: opts } = parseArgs({
     note: { type: 'string', default: 'Checked the frames and the ID photo comparison (browser test).' },
     screens: { type: 'string' },
     viewport: { type: 'string', default: '1280x800' },
+    locale: { type: 'string', default: 'en-US' },
     timeout: { type: 'string', default: '60' },
   },
   strict: true,
 });
 for (const k of ['url', 'username', 'password', 'session']) if (!opts[k]) throw new Error(`--${k} is required`);
-if (opts.decision !== 'approve' && opts.decision !== 'reject') throw new Error('--decision is approve or reject');
+if (!['approve', 'reject', 'none'].includes(opts.decision)) throw new Error('--decision is approve, reject or none');
 if (!opts.note.trim()) throw new Error('--note must not be empty');
 const [width, height] = opts.viewport.split('x').map(Number);
 const timeoutMs = Number(opts.timeout) * 1000;
@@ -46,7 +52,7 @@ const pageUrl = new URL('review.html', opts.url.endsWith('/') ? opts.url : `${op
 const consoleErrors = [];
 const result = {
   wrongPasswordRejected: false, wrongPasswordMessage: null, loggedIn: false, username: null,
-  detail: null, lastDecision: null, decisionMessage: null, queueAfter: null, audit: null, consoleErrors,
+  detail: null, lastDecision: null, decisionMessage: null, queueAfter: null, audit: null, texts: {}, consoleErrors,
 };
 
 const started = Date.now();
@@ -85,7 +91,7 @@ async function shot(page, name) {
 const attr = (v) => `"${String(v).replace(/["\\]/g, '\\$&')}"`;
 
 const launch = {
-  result, timeoutMs, args: CHROMIUM_ARGS, viewport: { width, height }, locale: 'en-US', screens: opts.screens,
+  result, timeoutMs, args: CHROMIUM_ARGS, viewport: { width, height }, locale: opts.locale, screens: opts.screens,
 };
 await drive(launch, async (page) => {
   page.on('console', (msg) => { if (msg.type() === 'error' && !expected401(msg)) consoleErrors.push(msg.text()); });
@@ -98,6 +104,8 @@ await drive(launch, async (page) => {
     v = await until(page, (s) => !s.loggedIn, 10_000, 'sign-out');
   }
   await page.waitForSelector('#login-form', { state: 'visible', timeout: 5000 });
+  result.texts.loginTitle = (await page.textContent('#login-title'))?.trim() ?? null;
+  result.texts.loginSubmit = (await page.textContent('#login-submit'))?.trim() ?? null;
 
   // A wrong password: an error on screen, still signed out.
   await page.fill('#username', opts.username);
@@ -127,6 +135,29 @@ await drive(launch, async (page) => {
   }
   result.loggedIn = true;
   result.username = v.username;
+
+  // What the page shows in the browser's language.
+  const readTexts = () => page.evaluate(() => {
+    const text = (sel) => document.querySelector(sel)?.textContent?.trim() ?? null;
+    return {
+      lang: document.documentElement.lang,
+      queueTitle: text('#queue-title [data-i18n]'),
+      queueEmpty: document.getElementById('queue-empty').hidden ? null : text('#queue-empty'),
+      refresh: text('#refresh'),
+      metaSession: text('#d-meta dt'),
+      status: text('#d-status'),
+      decisionTitle: text('#decision-title'),
+      approve: text('#approve'),
+      decisionMessage: text('#decision-msg'),
+    };
+  });
+  if (opts.decision === 'none') {
+    await page.evaluate((id) => { location.hash = `session=${encodeURIComponent(id)}`; }, sessionId);
+    await page.waitForSelector(`#detail[data-id=${attr(sessionId)}][data-loaded="true"]`, { timeout: Math.min(left(), 20_000) });
+    Object.assign(result.texts, await readTexts());
+    await shot(page, 'shown');
+    return 0;
+  }
 
   // The session in the queue (refreshing now and then rather than waiting for the page's poll).
   const deadline = Date.now() + left();
@@ -184,6 +215,7 @@ await drive(launch, async (page) => {
   result.audit = await page.evaluate(() => [...document.querySelectorAll('#audit li[data-action]')]
     .map((li) => ({ operator: li.dataset.operator, action: li.dataset.action, note: li.dataset.note })));
   await shot(page, 'decided');
+  Object.assign(result.texts, await readTexts());
   if (kind !== 'done') throw new Error(`the decision failed: ${result.decisionMessage} (${v.error})`);
   const ok = v.lastDecision?.id === sessionId && v.lastDecision?.decision === opts.decision;
   return ok ? 0 : 1;

@@ -565,6 +565,46 @@ async fn an_operator_approves_a_session_in_the_review_console() {
         .await
         .unwrap();
     assert_eq!(no_csrf.status(), 403);
+
+    // The console in a Chinese browser: its own strings in Chinese, the decided session shown.
+    let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/review.mjs");
+    let prefix = crate::browser::artifacts().join("review-zh-CN");
+    let base = ts.server.base_url.clone();
+    let sid = s.id.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(driver)
+            .args(["--url", &base, "--username", "ann"])
+            .args(["--password", "correct horse battery", "--session", &sid])
+            .args(["--decision", "none", "--locale", "zh-CN"])
+            .args(["--screens", prefix.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "review driver (zh-CN): {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    assert!(
+        out.status.success(),
+        "zh-CN review console failed: {report}"
+    );
+    assert_eq!(report["consoleErrors"], json!([]));
+    let texts = &report["texts"];
+    assert_eq!(texts["lang"], "zh-CN", "{report}");
+    assert_eq!(texts["loginTitle"], "登录审核台");
+    assert_eq!(texts["loginSubmit"], "登录");
+    assert_eq!(report["wrongPasswordMessage"], "用户名或密码错误。");
+    assert_eq!(texts["queueTitle"], "待审队列");
+    assert_eq!(texts["metaSession"], "会话");
+    assert_eq!(texts["status"], "通过");
+    assert_eq!(texts["decisionMessage"], "已有决定：通过。无需操作。");
+    assert_eq!(texts["approve"], "批准");
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 

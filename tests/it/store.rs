@@ -266,6 +266,61 @@ async fn suite(store: Store, label: &str) {
     assert_eq!(store.webhook_deliveries("s3").await.unwrap().len(), 1);
     assert_eq!(store.list_audit(None).await.unwrap().len(), 2);
 
+    // Retention: sessions that ended before the cutoff go with their timeline and finished
+    // deliveries; a recent one, an open one and one with a delivery still pending stay.
+    for (id, ended_at) in [
+        ("r-old", Some(10)),
+        ("r-new", Some(5_000)),
+        ("r-open", None),
+    ] {
+        store
+            .insert_session(&session(id, "k4", "r", 10))
+            .await
+            .unwrap();
+        store
+            .insert_events(&[EventBus::new(id.into(), None)
+                .publish_value("session_created", serde_json::json!({}))])
+            .await
+            .unwrap();
+        if let Some(at) = ended_at {
+            assert!(store.end_session(id, at, "completed").await.unwrap());
+        }
+    }
+    store
+        .enqueue_webhook(&outbox("d-old", "r-old", 11))
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt("d-old", 1, 12, "200", 2, true, 12, false)
+        .await
+        .unwrap();
+    store
+        .insert_session(&session("r-pending", "k4", "r", 10))
+        .await
+        .unwrap();
+    assert!(store
+        .end_session("r-pending", 10, "completed")
+        .await
+        .unwrap());
+    store
+        .enqueue_webhook(&outbox("d-pending", "r-pending", 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.purge_expired_sessions(1_000, 1).await.unwrap(),
+        1,
+        "{label}"
+    );
+    assert!(store.get_session("r-old").await.unwrap().is_none());
+    assert!(store.list_events("r-old", 0).await.unwrap().is_empty());
+    assert!(store.webhook_deliveries("r-old").await.unwrap().is_empty());
+    assert!(store.webhook_attempts("d-old").await.unwrap().is_empty());
+    for stays in ["r-new", "r-open", "r-pending"] {
+        assert!(store.get_session(stays).await.unwrap().is_some(), "{stays}");
+    }
+    assert_eq!(store.list_events("r-new", 0).await.unwrap().len(), 1);
+    assert_eq!(store.purge_expired_sessions(1_000, 1).await.unwrap(), 0);
+
     // Orphans: only this node's open sessions end on restart.
     let mine = store.clone().for_node("pod-a");
     let theirs = store.clone().for_node("pod-b");
