@@ -1236,7 +1236,13 @@ async fn sessions_ended_without_a_verdict_get_one_at_start() {
             .await
             .unwrap());
     }
-    let ts = ts.restart(fast_webhooks()).await;
+    // Kept past the default 30-day session retention, so the backfill (not the purge) is tested.
+    let ts = ts
+        .restart(vericall::config::Config {
+            session_retention_days: Some(3650),
+            ..fast_webhooks()
+        })
+        .await;
     for id in [
         "ses_oldbug_recent00000000000000",
         "ses_oldbug_longago0000000000000",
