@@ -877,15 +877,17 @@ async fn supervise(
         }
     };
     let final_summary = summary.borrow().clone();
-    *session.slot() = MediaSlot::Ended {
-        reason: reason.as_str().to_string(),
-        summary: Some(Box::new(final_summary.clone())),
-        at: std::time::Instant::now(),
-    };
     registry.active.fetch_sub(1, Ordering::AcqRel);
+    // The store first: a reader that sees the call ended must find everything it wrote (the
+    // verdict and the ID document's text), not an in-memory end whose row is still being written.
     registry
         .record_end(&session, reason.as_str(), Some(&final_summary))
         .await;
+    *session.slot() = MediaSlot::Ended {
+        reason: reason.as_str().to_string(),
+        summary: Some(Box::new(final_summary)),
+        at: std::time::Instant::now(),
+    };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

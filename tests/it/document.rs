@@ -593,15 +593,12 @@ async fn a_card_held_up_in_a_furnished_room_is_read() {
         v["verdict"]["reasons"],
         document_hints(&timeline)
     );
-    // A required document passes only once a capture was read completely.
+    // A required document passes only once a capture was read completely, and that read is the
+    // card's. (The session once read as ended before its row, with the text, was written: the
+    // supervisor now writes the store before it marks the call ended.)
     assert_eq!(v["verdict"]["status"], "passed", "{:#}", v["verdict"]);
-    // The read text, when stored, is the card's. (Once in ~5 runs it was missing from the session
-    // although the read completed: a suspected race between two ways a call's end is recorded,
-    // left for investigation; the read itself is checked exactly by specimen_clips_are_read_exactly.)
-    if !v["document_fields"].is_null() {
-        assert_eq!(v["document_fields"]["number"], data.number.as_str());
-        assert_eq!(v["document_fields"]["name"], data.name.as_str());
-    }
+    assert_eq!(v["document_fields"]["number"], data.number.as_str());
+    assert_eq!(v["document_fields"]["name"], data.name.as_str());
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
