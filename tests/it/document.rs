@@ -444,11 +444,7 @@ async fn a_live_call_with_an_id_card_reports_info_mismatch_and_returns_the_read_
     let font = load_cjk_font().unwrap();
     let data = SpecimenData::random(&mut StdRng::seed_from_u64(11));
     let card = render_cn_id(&data, &astronaut_portrait(), &font);
-    let ts = crate::common::TestServer::start_with(vericall::config::Config {
-        face_analysis: true,
-        ..crate::common::test_config()
-    })
-    .await;
+    let ts = crate::liveness::server().await;
     let other_number = SpecimenData::random(&mut StdRng::seed_from_u64(12)).number;
     let s = ts
         .create_session_with(serde_json::json!({
@@ -529,11 +525,7 @@ fn document_hints(timeline: &[serde_json::Value]) -> Vec<(String, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_a_card_ends_document_not_shown() {
     use vericall::testkit::actor::live_person;
-    let ts = crate::common::TestServer::start_with(vericall::config::Config {
-        face_analysis: true,
-        ..crate::common::test_config()
-    })
-    .await;
+    let ts = crate::liveness::server().await;
     let s = ts
         .create_session_with(serde_json::json!({
             "document": { "mode": "required", "kind": "cn_resident_id" }
@@ -569,11 +561,7 @@ async fn a_card_held_up_in_a_furnished_room_is_read() {
     let font = load_cjk_font().unwrap();
     let data = SpecimenData::random(&mut StdRng::seed_from_u64(21));
     let card = render_cn_id(&data, &astronaut_portrait(), &font);
-    let ts = crate::common::TestServer::start_with(vericall::config::Config {
-        face_analysis: true,
-        ..crate::common::test_config()
-    })
-    .await;
+    let ts = crate::liveness::server().await;
     let s = ts
         .create_session_with(serde_json::json!({
             "document": { "mode": "required", "kind": "cn_resident_id", "retain": "text" }
@@ -606,11 +594,7 @@ async fn a_card_held_up_in_a_furnished_room_is_read() {
 /// cannot be compared, and unknown values are refused before any call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_policies_are_validated_at_session_creation() {
-    let ts = crate::common::TestServer::start_with(vericall::config::Config {
-        face_analysis: true,
-        ..crate::common::test_config()
-    })
-    .await;
+    let ts = crate::liveness::server().await;
     let post = |body: serde_json::Value| {
         let ts = &ts;
         async move {

@@ -36,19 +36,25 @@ pub async fn call(
     via: Option<std::net::SocketAddr>,
     limit: Duration,
 ) -> (PeerReport, Value, Vec<Value>) {
-    let report = run_peer(
-        &s.whip_url,
-        &s.token,
-        PeerOptions {
-            video: Some(video),
-            audio: Some(tone()),
-            duration: limit,
-            via,
-            ..PeerOptions::default()
-        },
-    )
-    .await
-    .expect("peer streams");
+    let options = PeerOptions {
+        video: Some(video),
+        audio: Some(tone()),
+        duration: limit,
+        via,
+        ..PeerOptions::default()
+    };
+    call_with(ts, s, options).await
+}
+
+/// [`call`] with the peer's options spelled out (a stalling sender, ...).
+pub async fn call_with(
+    ts: &TestServer,
+    s: &CreatedSession,
+    options: PeerOptions,
+) -> (PeerReport, Value, Vec<Value>) {
+    let report = run_peer(&s.whip_url, &s.token, options)
+        .await
+        .expect("peer streams");
     let v = ts
         .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
         .await;
@@ -65,7 +71,8 @@ fn verdict(v: &Value) -> (&str, Vec<&str>) {
     (verdict["status"].as_str().unwrap_or("none"), codes)
 }
 
-async fn server() -> TestServer {
+/// A test server with face analysis on (the models from scripts/setup).
+pub async fn server() -> TestServer {
     TestServer::start_with(vericall::config::Config {
         face_analysis: true,
         ..test_config()
@@ -330,26 +337,17 @@ async fn a_face_too_small_to_measure_passes_no_step() {
 async fn a_stalling_sender_on_a_clean_network_is_never_blamed_on_the_network() {
     let ts = server().await;
     let s = ts.create_session().await;
-    let report = run_peer(
-        &s.whip_url,
-        &s.token,
-        PeerOptions {
-            video: Some(live_person(
-                stage().clone(),
-                Arc::new(Mutex::new(Vec::new())),
-            )),
-            audio: Some(tone()),
-            duration: Duration::from_secs(45),
-            sender_stall: Some((Duration::from_secs(1), Duration::from_millis(350))),
-            ..PeerOptions::default()
-        },
-    )
-    .await
-    .expect("peer streams");
-    let v = ts
-        .wait_session(&s.id, Duration::from_secs(15), |v| v["state"] == "ended")
-        .await;
-    let timeline = ts.timeline_until(&s.id, "session_ended").await;
+    let options = PeerOptions {
+        video: Some(live_person(
+            stage().clone(),
+            Arc::new(Mutex::new(Vec::new())),
+        )),
+        audio: Some(tone()),
+        duration: Duration::from_secs(45),
+        sender_stall: Some((Duration::from_secs(1), Duration::from_millis(350))),
+        ..PeerOptions::default()
+    };
+    let (report, v, timeline) = call_with(&ts, &s, options).await;
     let video = crate::common::track(&v, "video");
     println!(
         "stalling sender: {:?}; sent {} frames; stalls {} freezes {}; poor {}ms",
