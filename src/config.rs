@@ -68,6 +68,9 @@ pub struct Config {
     pub models_dir: String,
     /// Liveness steps per call (0: no challenges and no verdict from the call).
     pub challenge_steps: usize,
+    /// Start the challenges with the screen-light step (the page lights the face with a random
+    /// colour sequence; docs/FACE.md). A person may still skip it, which sends them to review.
+    pub screen_light: bool,
     /// Failed verdicts of one subject within `attempt_window_secs` before new sessions are refused
     /// (`TOO_MANY_ATTEMPTS`).
     pub max_failed_attempts: u32,
@@ -138,6 +141,7 @@ impl Default for Config {
             face_analysis: true,
             models_dir: "models".into(),
             challenge_steps: crate::liveness::DEFAULT_STEPS,
+            screen_light: true,
             max_failed_attempts: 5,
             attempt_window_secs: 3600,
             retention_days: 30,

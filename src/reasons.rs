@@ -55,6 +55,10 @@ pub enum ReasonCode {
     DocumentPortraitMismatch,
     IdNumberInvalid,
     IdInfoMismatch,
+    ScreenLightTooBright,
+    ScreenLightTooFar,
+    ScreenLightNotSeen,
+    ScreenLightSkipped,
 }
 
 /// Everything documented about one code.
@@ -69,7 +73,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 46] = [
+    pub const ALL: [ReasonCode; 50] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -116,6 +120,10 @@ impl ReasonCode {
         ReasonCode::DocumentPortraitMismatch,
         ReasonCode::IdNumberInvalid,
         ReasonCode::IdInfoMismatch,
+        ReasonCode::ScreenLightTooBright,
+        ReasonCode::ScreenLightTooFar,
+        ReasonCode::ScreenLightNotSeen,
+        ReasonCode::ScreenLightSkipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -501,6 +509,38 @@ impl ReasonCode {
                 "The information on this ID card does not match your account. Use the ID card registered with your account.",
                 "证件信息与您的账户信息不一致。请使用账户登记的本人证件。",
                 "Which fields matched, differed or could not be read (no values).",
+            ),
+            ScreenLightTooBright => (
+                "SCREEN_LIGHT_TOO_BRIGHT",
+                "The screen's colours could not be seen on the face: the face is lit far brighter than a screen can add to (sunlight, a strong lamp).",
+                true,
+                "Move out of direct sunlight or away from bright lamps, then try again.",
+                "请避开阳光直射或强光灯，然后重试。",
+                "Per attempt: correlation with the colour sequence, reflection gain, face luma, inter-eye distance.",
+            ),
+            ScreenLightTooFar => (
+                "SCREEN_LIGHT_TOO_FAR",
+                "The screen's colours could not be seen on the face: the face is too far from the screen for its light to reach it.",
+                true,
+                "Hold your phone or sit closer to the screen, and turn up its brightness, then try again.",
+                "请把手机拿近或坐得离屏幕近一些，并调高屏幕亮度，然后重试。",
+                "Per attempt: correlation with the colour sequence, reflection gain, face luma, inter-eye distance.",
+            ),
+            ScreenLightNotSeen => (
+                "SCREEN_LIGHT_NOT_SEEN",
+                "The face reflected the screen's colours too weakly or too unlike the sequence sent to judge; the session goes to review.",
+                true,
+                "Turn up your screen brightness, face the screen and keep still while the colours change.",
+                "请调高屏幕亮度，面向屏幕，并在颜色变化时保持不动。",
+                "Per attempt: correlation with the colour sequence, reflection gain, best-fitting latency, frames measured.",
+            ),
+            ScreenLightSkipped => (
+                "SCREEN_LIGHT_SKIPPED",
+                "The person chose to skip the screen-colour check (photosensitivity); a reviewer decides instead.",
+                true,
+                "You skipped the colour check. A member of staff will review your verification.",
+                "您跳过了颜色检测，工作人员将人工审核您的认证。",
+                "That the step was skipped at the person's request.",
             ),
         };
         ReasonInfo {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -69,6 +69,7 @@ pub async fn offer(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -87,7 +88,11 @@ pub async fn offer(
     require_content_type(&headers, "application/sdp")?;
     let offer = utf8(&body)?;
     let registry = state.registry.clone();
-    let (answer, etag) = registry.start_call(&session, offer)?;
+    // `?screen_light=off`: the person asked to skip the flashing-colour step (photosensitivity).
+    let skip_light = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "screen_light=off"));
+    let (answer, etag) = registry.start_call(&session, offer, skip_light)?;
     tracing::info!(session = %id, "call starting");
     let location = format!("{}/whip/{id}", state.base_url);
     // The events URL carries a read-only token (EventSource cannot send headers), so a client

@@ -6,6 +6,7 @@
 //! publishes what it returns.
 
 pub mod judge;
+pub mod light;
 pub mod plan;
 pub mod spoof;
 
@@ -14,10 +15,12 @@ use std::time::Instant;
 use rand::Rng;
 
 use self::judge::{ChallengeJudge, FaceSample, JudgeEvent, StepEvidence, Thresholds};
+use self::light::{LightEvent, LightOutcome, LightStep};
 use self::plan::{Action, ChallengePlan, ChallengeStep};
 use self::spoof::{flat_motion, planarity, FlatMotion, MeshFrame, PlanarityScore};
 use crate::analysis::face::guidance::{framing_distorts, MIN_INTER_EYE_PX};
 use crate::analysis::face::FaceObservation;
+use crate::analysis::quality::I420;
 use crate::reasons::ReasonCode;
 
 /// Steps in a default plan.
@@ -54,12 +57,28 @@ pub struct LivenessOutcome {
     pub finished: bool,
     pub spoof: Option<PlanarityScore>,
     pub flat: FlatMotion,
+    /// The screen-light step, when the session has one.
+    pub light: Option<LightOutcome>,
+}
+
+/// Whether a call gets the screen-light step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LightMode {
+    /// No light step (turned off by configuration).
+    Off,
+    /// The step runs first, before the challenge plan.
+    On,
+    /// The person asked to skip it (photosensitivity): the session goes to review.
+    Skipped,
 }
 
 pub struct LivenessSession {
     judge: ChallengeJudge,
     spoof_frames: Vec<MeshFrame>,
     finished: bool,
+    /// The screen-light step, run before the plan's first step.
+    light: Option<LightStep>,
+    light_events: Vec<LightEvent>,
 }
 
 impl LivenessSession {
@@ -68,7 +87,52 @@ impl LivenessSession {
             judge: ChallengeJudge::new(plan, Thresholds::default()),
             spoof_frames: Vec::new(),
             finished: false,
+            light: None,
+            light_events: Vec::new(),
         }
+    }
+
+    /// Adds the screen-light step (`seed` draws its colours) in `mode`.
+    pub fn with_light(mut self, mode: LightMode, seed: u64) -> Self {
+        self.light = match mode {
+            LightMode::Off => None,
+            LightMode::On => Some(LightStep::new(seed)),
+            LightMode::Skipped => Some(LightStep::skipped()),
+        };
+        self
+    }
+
+    /// Whether the light step is still to run or running: the plan waits for it.
+    fn light_pending(&self) -> bool {
+        self.light.as_ref().is_some_and(|l| !l.is_done())
+    }
+
+    /// Whether a light sequence is showing: every frame should be measured.
+    pub fn light_running(&self) -> bool {
+        self.light.as_ref().is_some_and(|l| l.is_running())
+    }
+
+    /// Measures the light on the face of a frame analysed while a sequence shows.
+    pub fn on_light_frame(&mut self, frame: &I420, o: &FaceObservation) {
+        let Some(light) = self.light.as_mut().filter(|l| l.is_running()) else {
+            return;
+        };
+        let Some(face) = o.face.as_ref() else {
+            return;
+        };
+        if let Some(reading) = light::measure(frame, face.bbox, face.inter_eye_px) {
+            light.on_reading(o.captured, reading);
+        }
+    }
+
+    /// What the light step asks to publish since the last call.
+    pub fn poll_light(&mut self) -> Vec<LightEvent> {
+        std::mem::take(&mut self.light_events)
+    }
+
+    /// Steps shown to the person before the plan's own (the light step when it is shown).
+    fn steps_before_plan(&self) -> usize {
+        self.light.as_ref().is_some_and(|l| !l.outcome().skipped()) as usize
     }
 
     /// Judges one face observation. Two framing rules keep a person's own framing from being
@@ -77,6 +141,9 @@ impl LivenessSession {
     /// distorts the face's geometry (too close, cut off by the frame's edge, too small) never feed
     /// the spoof cues, which read that geometry.
     pub fn on_observation(&mut self, o: &FaceObservation) -> Vec<JudgeEvent> {
+        if self.light_pending() {
+            return Vec::new();
+        }
         let face = o
             .face
             .as_ref()
@@ -118,6 +185,11 @@ impl LivenessSession {
     }
 
     pub fn on_tick(&mut self, at: Instant, blocking: Option<ReasonCode>) -> Vec<JudgeEvent> {
+        if let Some(light) = self.light.as_mut().filter(|l| !l.is_done()) {
+            let events = light.on_tick(at, blocking);
+            self.light_events.extend(events);
+            return Vec::new();
+        }
         let events = self.judge.on_tick(at, blocking);
         self.track(events)
     }
@@ -138,12 +210,12 @@ impl LivenessSession {
 
     /// Whether a step is being judged now (started, not yet passed or failed).
     pub fn running_step(&self) -> bool {
-        self.judge.running_step().is_some()
+        self.judge.running_step().is_some() || self.light_running()
     }
 
-    /// How many steps the plan has.
+    /// How many steps the person is shown (the light step and the plan's).
     pub fn steps(&self) -> usize {
-        self.judge.results().len()
+        self.steps_before_plan() + self.judge.results().len()
     }
 
     /// Where step `id` sits in the plan (0-based) and how many steps there are, for the page's
@@ -151,7 +223,8 @@ impl LivenessSession {
     pub fn position(&self, id: u32) -> Option<(usize, usize)> {
         let results = self.judge.results();
         let index = results.iter().position(|(s, _)| s.id == id)?;
-        Some((index, results.len()))
+        let before = self.steps_before_plan();
+        Some((before + index, before + results.len()))
     }
 
     pub fn outcome(&self) -> LivenessOutcome {
@@ -167,6 +240,7 @@ impl LivenessSession {
             finished: self.finished,
             spoof: planarity(&self.spoof_frames),
             flat: flat_motion(&self.spoof_frames),
+            light: self.light.as_ref().map(|l| l.outcome()),
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct PeerConfig {
     pub face_models: Option<std::sync::Arc<crate::analysis::face::FaceModels>>,
     /// The liveness plan for this call (none: no challenges, no verdict from the call).
     pub liveness: Option<crate::liveness::plan::ChallengePlan>,
+    /// Whether the challenges start with the screen-light step.
+    pub light: crate::liveness::LightMode,
     /// The ID-document step after the challenges, and the models that read the card.
     pub document: Option<(
         crate::document::DocumentPolicy,
@@ -232,6 +234,7 @@ pub fn accept_offer(
             wants_audio: cfg.wants_audio,
             face_models: cfg.face_models.clone(),
             liveness: cfg.liveness.clone(),
+            light: cfg.light,
             document: cfg.document.clone(),
             reference: cfg.reference.clone(),
             evidence_dir: cfg.evidence_dir.clone(),

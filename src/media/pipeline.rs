@@ -32,8 +32,9 @@ use crate::document::{
 };
 use crate::events::{unix_ms_now, EventBus};
 use crate::liveness::judge::JudgeEvent;
+use crate::liveness::light::LightEvent;
 use crate::liveness::plan::ChallengePlan;
-use crate::liveness::LivenessSession;
+use crate::liveness::{LightMode, LivenessSession};
 use crate::reasons::ReasonCode;
 use crate::verdict::{decide, Verdict, VerdictInputs};
 
@@ -61,6 +62,8 @@ pub struct PipelineConfig {
     pub face_models: Option<Arc<FaceModels>>,
     /// The session's liveness plan (needs face tracking).
     pub liveness: Option<ChallengePlan>,
+    /// Whether the challenges start with the screen-light step.
+    pub light: LightMode,
     /// The reference photo's embedding, compared with the best live frames at the verdict.
     pub reference: crate::session::SharedReference,
     /// Where this session's evidence frames go (none: not kept).
@@ -304,7 +307,7 @@ impl Worker {
                 .liveness
                 .clone()
                 .filter(|_| cfg.face_models.is_some())
-                .map(LivenessSession::new),
+                .map(|plan| LivenessSession::new(plan).with_light(cfg.light, rand::random())),
             document: cfg.document.clone().map(|(policy, reader)| DocumentPhase {
                 policy,
                 reader,
@@ -559,6 +562,8 @@ impl Worker {
             return;
         }
         let events = l.on_tick(now, blocking);
+        let light = l.poll_light();
+        self.publish_light(light);
         self.publish_judge(events);
         if self.liveness.as_ref().is_some_and(|l| l.running_step()) {
             for code in self.capture_faults() {
@@ -639,6 +644,52 @@ impl Worker {
         }
         if finished && !self.start_document(Instant::now()) {
             self.conclude(None);
+        }
+    }
+
+    /// Announces the screen-light step's attempts and results like the challenges' (the page
+    /// paints the sequence in the `challenge` event's `light` as soon as it arrives).
+    fn publish_light(&mut self, events: Vec<LightEvent>) {
+        for e in events {
+            match e {
+                LightEvent::Started {
+                    id,
+                    sequence,
+                    attempt,
+                } => {
+                    self.step_faults.clear();
+                    let steps = self.liveness.as_ref().map_or(1, |l| l.steps())
+                        + self.document.is_some() as usize;
+                    let deadline = sequence.total() + crate::liveness::light::MAX_LATENCY;
+                    self.bus.publish(
+                        "challenge",
+                        &json!({ "id": id, "action": "screen_light", "light": sequence, "attempt": attempt, "deadline_ms": deadline.as_millis() as u64, "index": 0, "steps": steps }),
+                    );
+                }
+                LightEvent::Interrupted { id, because } | LightEvent::Retry { id, because } => {
+                    self.bus.publish(
+                        "challenge_paused",
+                        &json!({ "id": id, "because": because, "hint_key": because.hint_key() }),
+                    );
+                }
+                LightEvent::Passed { id, score } => {
+                    self.save_evidence("screen-light");
+                    self.bus
+                        .publish("challenge_passed", &json!({ "id": id, "evidence": score }));
+                }
+                LightEvent::Ended { id, result, score } => {
+                    // The person is told what to fix; "spoof" is for the verdict, not the page.
+                    let reason = result
+                        .reason()
+                        .filter(|r| *r != ReasonCode::SpoofSuspected)
+                        .unwrap_or(ReasonCode::ScreenLightNotSeen);
+                    self.save_evidence("screen-light");
+                    self.bus.publish(
+                        "challenge_failed",
+                        &json!({ "id": id, "reason": reason, "hint_key": reason.hint_key(), "evidence": score }),
+                    );
+                }
+            }
         }
     }
 
@@ -997,6 +1048,7 @@ impl Worker {
                     }
                     if let Some(l) = self.liveness.as_mut() {
                         if !l.is_finished() {
+                            l.on_light_frame(&image, &observation);
                             let events = l.on_observation(&observation);
                             self.publish_judge(events);
                         }

@@ -436,6 +436,7 @@ impl SessionRegistry {
         self: &Arc<Self>,
         session: &Arc<Session>,
         offer: &str,
+        skip_light: bool,
     ) -> Result<(String, String), SessionError> {
         {
             let slot = session.slot();
@@ -486,6 +487,11 @@ impl SessionRegistry {
             liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
                 crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
             }),
+            light: match (self.cfg.screen_light, skip_light) {
+                (false, _) => crate::liveness::LightMode::Off,
+                (true, false) => crate::liveness::LightMode::On,
+                (true, true) => crate::liveness::LightMode::Skipped,
+            },
         };
         let mut slot = session.slot();
         if !matches!(&*slot, MediaSlot::Waiting) {

@@ -190,8 +190,39 @@ pub fn live_person_at(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(edit);
-        stage.frame(&edit)
+        let screen = screen_light_now(events, &seen, index);
+        frame_of(&render_lit(
+            &stage,
+            &edit,
+            face_scale,
+            screen,
+            index,
+            |_| {},
+        ))
     }))
+}
+
+/// The stage rendered with `edit` and `decorate`d (a furnished room), its face reflecting the
+/// page's `screen` light while the light step shows (default [`Lighting`], no sensor noise:
+/// outside the step the picture is the stage's own).
+fn render_lit(
+    stage: &Stage,
+    edit: &FaceEdit,
+    face_scale: f32,
+    screen: Option<[f32; 3]>,
+    index: u64,
+    decorate: impl FnOnce(&mut RgbImage),
+) -> RgbImage {
+    let (mut img, landmarks) = stage.renderer.render(edit);
+    decorate(&mut img);
+    if screen.is_some() {
+        let lighting = Lighting {
+            noise: 0.0,
+            ..Lighting::default()
+        };
+        light_scene(&mut img, &landmarks, &lighting, face_scale, screen, index);
+    }
+    img
 }
 
 /// A rendered person who follows the challenges and, when asked for their ID, holds `card` up
@@ -207,7 +238,11 @@ pub fn live_person_with_card(
             Some((action, t)) if action == "show_document" => {
                 frame_of(&holding_card(&stage, &card, &hold, (t * FPS as f32) as u64))
             }
-            Some((action, t)) => stage.frame(&perform(&action, t, index)),
+            Some((action, t)) => {
+                let screen = screen_light_now(events, &seen, index);
+                let edit = perform(&action, t, index);
+                frame_of(&render_lit(&stage, &edit, 1.0, screen, index, |_| {}))
+            }
             None => stage.frame(&idle(index)),
         }
     }))
@@ -261,9 +296,8 @@ pub fn live_person_in_room(
             Some((action, t)) => perform(&action, t, index),
             None => idle(index),
         };
-        let mut img = stage.renderer.render(&edit).0;
-        furnish(&mut img);
-        frame_of(&img)
+        let screen = screen_light_now(events, &seen, index);
+        frame_of(&render_lit(&stage, &edit, 1.0, screen, index, furnish))
     }))
 }
 
@@ -296,7 +330,7 @@ pub fn photo_attack(stage: Arc<Stage>) -> VideoSource {
             }
         }
         let slide = (index as f32 * 0.15).sin() * 25.0;
-        frame_of(&render_card(
+        let mut img = render_card(
             &photo,
             &background,
             (320.0 + slide, 240.0),
@@ -305,8 +339,45 @@ pub fn photo_attack(stage: Arc<Stage>) -> VideoSource {
             pitch,
             slide * 0.1,
             800.0,
-        ))
+        );
+        // Paper held where a face would be reflects the page's light as evenly as skin does;
+        // the wall behind gets the wall's share.
+        if let Some(screen) = screen_light_now(events, &seen, index) {
+            let k = Lighting::default().screen;
+            let wall = background.pixel(0, 0);
+            reflect_evenly(
+                &mut img,
+                screen,
+                |_, _, p| {
+                    if p == wall {
+                        k * WALL_SHARE
+                    } else {
+                        k
+                    }
+                },
+            );
+        }
+        frame_of(&img)
     }))
+}
+
+/// Adds the page's `screen` light (sRGB) to `img` with the strength `k(x, y, pixel)` gives each
+/// pixel (screen illuminance relative to the room's, for full white).
+fn reflect_evenly(img: &mut RgbImage, screen: [f32; 3], k: impl Fn(usize, usize, [u8; 3]) -> f32) {
+    let g = gamma();
+    let neutral = crate::liveness::light::NEUTRAL.map(|c| g.to_linear[c as usize]);
+    let shown = screen.map(crate::liveness::light::linear);
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let p = img.pixel(x, y);
+            let k = k(x, y, p);
+            let px: [u8; 3] = std::array::from_fn(|i| {
+                let l = g.to_linear[p[i] as usize] * (1.0 + k * shown[i]) / (1.0 + k * neutral[i]);
+                g.to_srgb[(l.clamp(0.0, 1.0) * 4095.0) as usize]
+            });
+            img.set_pixel(x, y, px);
+        }
+    }
 }
 
 /// How a person holds their ID card up in a clip: where the card settles, its size and tilt.
@@ -367,4 +438,286 @@ pub fn holding_card_over(
         hold.roll + (t * 1.9).sin() * 1.5,
         900.0,
     )
+}
+
+/// How a rendered scene is lit: the room, the person's skin, and the page's screen light on the
+/// face. The screen's light adds to the room's in proportion to the skin's albedo (radiance =
+/// albedo x (room + k x screen colour), in linear light) and falls off with distance (k grows with
+/// the square of the face's scale); the wall behind is far, so it gets a small fraction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lighting {
+    /// Room brightness: 1.0 is the stage as rendered, 0.35 a dim room, 1.4 a bright one.
+    pub room: f32,
+    /// Screen illuminance on the face at the stage's framing, relative to a 1.0 room's, for full
+    /// white (a laptop at arm's length in an office gives about 0.12).
+    pub screen: f32,
+    /// Skin albedo relative to the stage's portrait (0.45: much darker skin).
+    pub skin: f32,
+    /// Sensor noise, standard deviation in 8-bit levels.
+    pub noise: f32,
+}
+
+impl Default for Lighting {
+    fn default() -> Self {
+        Lighting {
+            room: 1.0,
+            screen: 0.12,
+            skin: 1.0,
+            noise: 1.5,
+        }
+    }
+}
+
+/// Share of the face's screen light that reaches the wall behind the person.
+const WALL_SHARE: f32 = 0.06;
+
+struct Gamma {
+    to_linear: [f32; 256],
+    to_srgb: Vec<u8>,
+}
+
+/// sRGB <-> linear tables (the lighting runs on every pixel of every frame).
+fn gamma() -> &'static Gamma {
+    static TABLES: std::sync::OnceLock<Gamma> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| Gamma {
+        to_linear: std::array::from_fn(|i| crate::liveness::light::linear(i as f32)),
+        to_srgb: (0..4096)
+            .map(|i| {
+                let l = i as f32 / 4095.0;
+                let c = if l <= 0.0031308 {
+                    l * 12.92
+                } else {
+                    1.055 * l.powf(1.0 / 2.4) - 0.055
+                };
+                (c * 255.0).round().clamp(0.0, 255.0) as u8
+            })
+            .collect(),
+    })
+}
+
+/// The page's light the peer is showing now: the colour of the `screen_light` challenge's
+/// sequence at the time since this peer first saw it (the page paints on receipt); `None`
+/// outside the step (the page's own background, the neutral colour).
+pub fn screen_light_now(
+    events: &[Value],
+    seen: &Mutex<HashMap<u64, u64>>,
+    index: u64,
+) -> Option<[f32; 3]> {
+    let (action, t) = current_challenge(events, seen, index)?;
+    if action != "screen_light" {
+        return None;
+    }
+    let open = events.iter().rev().find(|e| e["type"] == "challenge")?;
+    let sequence: crate::liveness::light::LightSequence =
+        serde_json::from_value(open["light"].clone()).ok()?;
+    Some(sequence.colour_at(std::time::Duration::from_secs_f32(t)))
+}
+
+/// Lights `img` in place: the room's level, the skin's albedo inside the face (an ellipse around
+/// `landmarks`, soft-edged), the screen colour `screen` (sRGB; `None`: neutral) reflected by the
+/// face with `lighting.screen * face_scale^2` and by the wall with a small share, and sensor
+/// noise seeded by `index`.
+pub fn light_scene(
+    img: &mut RgbImage,
+    landmarks: &[[f32; 3]],
+    lighting: &Lighting,
+    face_scale: f32,
+    screen: Option<[f32; 3]>,
+    index: u64,
+) {
+    let g = gamma();
+    let neutral = crate::liveness::light::NEUTRAL.map(|c| g.to_linear[c as usize]);
+    let shown = screen.map_or(neutral, |c| c.map(crate::liveness::light::linear));
+    let k_face = lighting.screen * face_scale * face_scale / lighting.room.max(0.05);
+    // Relative to the stage as rendered (lit by the room and a neutral screen).
+    let gain = |k: f32| -> [f32; 3] {
+        std::array::from_fn(|i| lighting.room * (1.0 + k * shown[i]) / (1.0 + k * neutral[i]))
+    };
+    let (face_gain, wall_gain) = (gain(k_face), gain(k_face * WALL_SHARE));
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for p in landmarks {
+        x0 = x0.min(p[0]);
+        y0 = y0.min(p[1]);
+        x1 = x1.max(p[0]);
+        y1 = y1.max(p[1]);
+    }
+    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let (rx, ry) = (
+        ((x1 - x0) / 2.0).max(1.0) * 1.1,
+        ((y1 - y0) / 2.0).max(1.0) * 1.15,
+    );
+    let mut seed = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut noise = || {
+        // Sum of two uniforms: cheap, roughly bell-shaped, unit variance after scaling.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let a = (seed & 0xffff) as f32 / 65535.0;
+        let b = ((seed >> 16) & 0xffff) as f32 / 65535.0;
+        (a + b - 1.0) * 2.45
+    };
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let d = ((x as f32 - cx) / rx).powi(2) + ((y as f32 - cy) / ry).powi(2);
+            // 1 inside the face, 0 outside, a soft rim between.
+            let m = ((1.15 - d) / 0.3).clamp(0.0, 1.0);
+            let p = img.pixel(x, y);
+            let out: [u8; 3] = std::array::from_fn(|i| {
+                let albedo = 1.0 + (lighting.skin - 1.0) * m;
+                let gain = wall_gain[i] + (face_gain[i] - wall_gain[i]) * m;
+                let l = g.to_linear[p[i] as usize] * albedo * gain;
+                let c = g.to_srgb[((l.clamp(0.0, 1.0)) * 4095.0) as usize] as f32;
+                (c + noise() * lighting.noise).round().clamp(0.0, 255.0) as u8
+            });
+            img.set_pixel(x, y, out);
+        }
+    }
+}
+
+/// A rendered person who follows the challenges, lit as `lighting` says, their face `face_scale`
+/// times the stage's framing; their face reflects the page's screen light.
+pub fn lit_person(stage: Arc<Stage>, lighting: Lighting, face_scale: f32) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    reactive(Box::new(move |index, events| {
+        let mut edit = match current_challenge(events, &seen, index) {
+            Some((action, t)) => perform(&action, t, index),
+            None => idle(index),
+        };
+        edit.scale *= face_scale;
+        let (mut img, landmarks) = stage.renderer.render(&edit);
+        let screen = screen_light_now(events, &seen, index);
+        light_scene(&mut img, &landmarks, &lighting, face_scale, screen, index);
+        frame_of(&img)
+    }))
+}
+
+/// The kinds of presentation attack the suite plays (ISO/IEC 30107-3 "species").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackSpecies {
+    /// The person's own recordings, one per action, shown on a screen held to the camera and
+    /// switched to the asked action (a responsive replay).
+    ScreenReplay,
+    /// The same responsive replay injected straight into the stream (a virtual camera).
+    InjectedReplay,
+    /// A printed photo, tilted and slid about on request.
+    PrintedPhoto,
+    /// A still photo of the person on a screen.
+    PhotoOnScreen,
+    /// A rigid 3-D head that turns and nods on request but cannot blink or open its mouth, and
+    /// reflects no screen light (a mask or mannequin under its own light).
+    RigidHead,
+}
+
+impl AttackSpecies {
+    pub const ALL: [AttackSpecies; 5] = [
+        AttackSpecies::ScreenReplay,
+        AttackSpecies::InjectedReplay,
+        AttackSpecies::PrintedPhoto,
+        AttackSpecies::PhotoOnScreen,
+        AttackSpecies::RigidHead,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackSpecies::ScreenReplay => "screen_replay",
+            AttackSpecies::InjectedReplay => "injected_replay",
+            AttackSpecies::PrintedPhoto => "printed_photo",
+            AttackSpecies::PhotoOnScreen => "photo_on_screen",
+            AttackSpecies::RigidHead => "rigid_head",
+        }
+    }
+}
+
+/// A display held in front of the camera: the picture scaled into a screen with a dark bezel,
+/// lifted blacks and softer colours (display gamma and gamut), a moire of the pixel grid, a
+/// refresh ripple, and the page's light reflected by its glass evenly over the screen; the room
+/// around it gets the wall's share.
+fn on_screen(
+    picture: &RgbImage,
+    screen: Option<[f32; 3]>,
+    lighting: &Lighting,
+    index: u64,
+) -> RgbImage {
+    let (w, h) = (picture.width, picture.height);
+    let mut out = RgbImage::new(w, h, [118, 116, 108]);
+    let (sw, sh) = (w * 82 / 100, h * 82 / 100);
+    let (sx, sy) = (
+        (w - sw) / 2,
+        (h - sh) / 2 + (index as f32 * 0.2).sin() as usize,
+    );
+    let bezel = 16;
+    for y in sy.saturating_sub(bezel)..(sy + sh + bezel).min(h) {
+        for x in sx.saturating_sub(bezel)..(sx + sw + bezel).min(w) {
+            out.set_pixel(x, y, [14, 14, 17]);
+        }
+    }
+    let ripple = 1.0 + 0.03 * (index as f32 * 2.1).sin();
+    let inner = picture.resized(sw, sh);
+    for y in 0..sh {
+        for x in 0..sw {
+            let p = inner.pixel(x, y);
+            let moire = 1.0 + 0.07 * ((x as f32 * 0.93 + y as f32 * 0.41) * 1.7).sin();
+            let mean = (p[0] as f32 + p[1] as f32 + p[2] as f32) / 3.0;
+            let px: [u8; 3] = std::array::from_fn(|i| {
+                let c = mean + (p[i] as f32 - mean) * 0.85;
+                (12.0 + c * 0.93 * moire * ripple).clamp(0.0, 255.0) as u8
+            });
+            out.set_pixel(sx + x, sy + y, px);
+        }
+    }
+    // The glass reflects the page's light evenly over the screen (about 4 % of what skin would);
+    // the room beyond is the wall.
+    if let Some(screen) = screen {
+        let k = lighting.screen / lighting.room.max(0.05);
+        reflect_evenly(&mut out, screen, |x, y, _| {
+            let within = (sx..sx + sw).contains(&x) && (sy..sy + sh).contains(&y);
+            if within {
+                k * 0.04
+            } else {
+                k * WALL_SHARE
+            }
+        });
+    }
+    out
+}
+
+/// An attack of `species` that follows the challenges as well as it can (see [`AttackSpecies`]).
+pub fn attack(stage: Arc<Stage>, species: AttackSpecies, lighting: Lighting) -> VideoSource {
+    if species == AttackSpecies::PrintedPhoto {
+        return photo_attack(stage);
+    }
+    let seen = Mutex::new(HashMap::new());
+    let still = stage.renderer.render(&FaceEdit::default()).0;
+    reactive(Box::new(move |index, events| {
+        let challenge = current_challenge(events, &seen, index);
+        let screen = screen_light_now(events, &seen, index);
+        // Recorded under the room's light: the page's light of this call is not in it.
+        let recorded = |edit: &FaceEdit| {
+            let (mut img, landmarks) = stage.renderer.render(edit);
+            light_scene(&mut img, &landmarks, &lighting, 1.0, None, index);
+            img
+        };
+        let img = match species {
+            AttackSpecies::ScreenReplay => {
+                let edit = challenge.map_or_else(|| idle(index), |(a, t)| perform(&a, t, index));
+                on_screen(&recorded(&edit), screen, &lighting, index)
+            }
+            AttackSpecies::InjectedReplay => {
+                let edit = challenge.map_or_else(|| idle(index), |(a, t)| perform(&a, t, index));
+                recorded(&edit)
+            }
+            AttackSpecies::PhotoOnScreen => on_screen(&still, screen, &lighting, index),
+            AttackSpecies::RigidHead => {
+                let edit = match challenge {
+                    Some((a, t)) if !matches!(a.as_str(), "blink" | "open_mouth") => {
+                        perform(&a, t, index)
+                    }
+                    _ => idle(index),
+                };
+                recorded(&edit)
+            }
+            AttackSpecies::PrintedPhoto => still.clone(),
+        };
+        frame_of(&img)
+    }))
 }

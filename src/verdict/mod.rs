@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::document::fields::{DocumentKind, FieldMatch, NumberCheck};
 use crate::document::{DocumentMode, DocumentOutcome};
+use crate::liveness::light::LightResult;
 use crate::liveness::spoof::{
     looks_planar, FlatMotion, PlanarityScore, FLAT_MOTION_MIN_FRAMES, PLANAR_RESIDUAL_MAX,
 };
@@ -153,7 +154,12 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
     }
     if let Some(l) = &v.liveness {
         scores.insert("flat_motion".into(), flat_json(&l.flat));
+        if let Some(light) = &l.light {
+            scores.insert("screen_light".into(), json!(light));
+        }
     }
+    let light = v.liveness.as_ref().and_then(|l| l.light.as_ref());
+    let light_result = light.and_then(|l| l.result);
     if let Some(d) = &v.document {
         scores.insert("document".into(), d.checks_json());
     }
@@ -225,6 +231,20 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         ));
         return verdict(VerdictStatus::Failed, reasons);
     }
+    // No reflection of the screen's colours in good conditions, on every attempt: a recording.
+    if let Some(l) = light.filter(|l| l.absent()) {
+        reasons.push(VerdictReason::new(
+            ReasonCode::SpoofSuspected,
+            json!({ "kind": "screen_light", "screen_light": l }),
+        ));
+        return verdict(VerdictStatus::Failed, reasons);
+    }
+    // The light step could not be judged for a reason the person can fix.
+    let light_cause = light_result
+        .filter(|r| matches!(r, LightResult::TooBright | LightResult::TooFar))
+        .and_then(|r| r.reason());
+    let light_reason =
+        |code: ReasonCode| VerdictReason::new(code, json!({ "screen_light": light }));
     if let Some(m) = v.face_match.filter(|m| m.similarity < m.threshold) {
         reasons.push(VerdictReason::new(ReasonCode::FaceMismatch, json!(m)));
         return verdict(VerdictStatus::Failed, reasons);
@@ -279,6 +299,7 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         } else {
             // The cause the person can fix comes first, so the result screen and the relying
             // party say what to change; the failed steps follow.
+            reasons.extend(light_cause.map(light_reason));
             for code in &step_causes {
                 reasons.push(VerdictReason::new(
                     *code,
@@ -303,27 +324,42 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         reasons.push(fault_reason(code));
         return verdict(VerdictStatus::Failed, reasons);
     }
+    if let Some(code) = light_cause {
+        reasons.push(light_reason(code));
+        return verdict(VerdictStatus::Failed, reasons);
+    }
     if let Some((status, mut found)) = v.document.as_ref().and_then(document_reasons) {
         reasons.append(&mut found);
         return verdict(status, reasons);
     }
+    // Inconclusive evidence goes to a reviewer: a weak or skipped light step, too little head
+    // motion to judge the geometry, or a borderline geometry.
+    match light {
+        Some(l) if l.skipped() => reasons.push(light_reason(ReasonCode::ScreenLightSkipped)),
+        Some(_) if light_result == Some(LightResult::Weak) => {
+            reasons.push(light_reason(ReasonCode::ScreenLightNotSeen))
+        }
+        _ => {}
+    }
     match &spoof {
         None => {
-            // No head motion to judge the geometry by: a person should look at it.
             reasons.push(VerdictReason::new(
                 ReasonCode::SpoofSuspected,
                 json!({ "kind": "unknown", "note": "not enough head motion to judge" }),
             ));
-            verdict(VerdictStatus::NeedsReview, reasons)
         }
         Some(s) if s.homography_residual < PLANAR_RESIDUAL_MAX * SPOOF_REVIEW_MARGIN => {
             reasons.push(VerdictReason::new(
                 ReasonCode::SpoofSuspected,
                 json!({ "kind": "borderline", "planarity": spoof_json(s) }),
             ));
-            verdict(VerdictStatus::NeedsReview, reasons)
         }
-        Some(_) => verdict(VerdictStatus::Passed, reasons),
+        Some(_) => {}
+    }
+    if reasons.is_empty() {
+        verdict(VerdictStatus::Passed, reasons)
+    } else {
+        verdict(VerdictStatus::NeedsReview, reasons)
     }
 }
 
@@ -462,6 +498,7 @@ mod tests {
                 frames: 0,
                 max_ratio_change: 0.0,
             },
+            light: None,
         }
     }
 
@@ -718,5 +755,66 @@ mod tests {
 
     fn outcome_of_three_passes() -> LivenessOutcome {
         outcome(&[Some(true); 3], Some(0.06))
+    }
+
+    fn with_light(result: Option<LightResult>) -> Verdict {
+        use crate::liveness::light::{LightOutcome, LightScore};
+        let mut l = outcome(&[Some(true), Some(true), Some(true)], Some(0.06));
+        let score = LightScore {
+            correlation: 0.1,
+            worst_window: -0.2,
+            gain: 0.001,
+            latency_ms: 200,
+            frames: 40,
+            face_luma: 0.5,
+            inter_eye_px: 80.0,
+        };
+        l.light = Some(LightOutcome {
+            result,
+            skipped: result.is_none(),
+            attempts: result.map(|r| vec![(r, score); 2]).unwrap_or_default(),
+        });
+        decide(&inputs(l))
+    }
+
+    #[test]
+    fn the_light_step_decides_spoof_review_or_a_cause_to_fix() {
+        let v = with_light(Some(LightResult::Matched));
+        assert_eq!(v.status, VerdictStatus::Passed);
+        assert!(v.scores["screen_light"]["attempts"].is_array());
+        let v = with_light(Some(LightResult::Absent));
+        assert_eq!(
+            (v.status, codes(&v)),
+            (VerdictStatus::Failed, vec![ReasonCode::SpoofSuspected])
+        );
+        assert_eq!(v.reasons[0].evidence["kind"], "screen_light");
+        let v = with_light(Some(LightResult::TooBright));
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::Failed,
+                vec![ReasonCode::ScreenLightTooBright]
+            )
+        );
+        assert!(v.reasons[0].retryable);
+        let v = with_light(Some(LightResult::TooFar));
+        assert_eq!(codes(&v), vec![ReasonCode::ScreenLightTooFar]);
+        let v = with_light(Some(LightResult::Weak));
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::NeedsReview,
+                vec![ReasonCode::ScreenLightNotSeen]
+            )
+        );
+        // Skipped at the person's request: review, never a failure.
+        let v = with_light(None);
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::NeedsReview,
+                vec![ReasonCode::ScreenLightSkipped]
+            )
+        );
     }
 }

@@ -31,6 +31,8 @@ const vc = {
   result: null, // { status, reasons: [codes] }
   deviceFailure: null,
   error: null,
+  light: null, // { id, sequence, painted: [[r, g, b], ...] } during the screen-light step
+  skipLight: false, // the person chose to skip the flashing-colour step
 };
 window.vericall = vc;
 
@@ -131,6 +133,7 @@ async function precheck() {
   start.disabled = false;
   start.focus();
   await new Promise((resolve) => start.addEventListener('click', resolve, { once: true }));
+  vc.skipLight = $('no-flash').checked;
   meter.stop();
   return { session, token, stream };
 }
@@ -192,6 +195,42 @@ function setInstruction(text, action = '', stepId = '') {
 
 const stepStates = [];
 
+// ---- Screen light ----------------------------------------------------------------------------
+// The server's colour sequence, painted over the whole page behind the preview as soon as the
+// step's event arrives: a live face reflects it, a recording cannot. The fades and the pace (no
+// more than ~2.6 changes a second, moderate colours) keep it photosensitivity-safe (WCAG 2.3.1);
+// the pre-check offers to skip it.
+let lightTimers = [];
+
+function paintLight(rgb) {
+  const root = document.documentElement;
+  root.style.backgroundColor = rgb ? `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})` : '';
+  if (rgb && vc.light) vc.light.painted.push(rgb);
+}
+
+function startLight(id, sequence) {
+  stopLight();
+  vc.light = { id, sequence, painted: [] };
+  document.documentElement.style.transition = `background-color ${sequence.transition_ms}ms linear`;
+  document.body.dataset.light = 'on';
+  paintLight(sequence.neutral);
+  let at = sequence.neutral_ms;
+  for (const colour of sequence.colours) {
+    lightTimers.push(setTimeout(() => paintLight(colour.rgb), at));
+    at += colour.ms;
+  }
+  lightTimers.push(setTimeout(() => paintLight(sequence.neutral), at));
+}
+
+function stopLight() {
+  lightTimers.forEach(clearTimeout);
+  lightTimers = [];
+  if (document.body.dataset.light) {
+    delete document.body.dataset.light;
+    paintLight(null);
+  }
+}
+
 function onEvent(event, transport) {
   vc.eventsReceived += 1;
   vc.lastEvent = event;
@@ -220,11 +259,14 @@ function onEvent(event, transport) {
       break;
     }
     case 'challenge':
+      if (event.action === 'screen_light' && event.light) startLight(event.id, event.light);
+      else stopLight();
       vc.challenge = { id: event.id, action: event.action, index: event.index ?? 0, steps: event.steps ?? 1 };
       renderProgress(vc.challenge.steps, vc.challenge.index, stepStates);
       setInstruction(t(`action.${event.action}`), event.action, event.id);
       break;
     case 'challenge_paused':
+      stopLight();
       setInstruction(`${t('call.paused')} ${hintFor(event.because)}`, '', vc.challenge?.id ?? '');
       break;
     case 'challenge_resumed':
@@ -232,6 +274,7 @@ function onEvent(event, transport) {
       break;
     case 'challenge_passed':
     case 'challenge_failed':
+      if (vc.light && vc.light.id === event.id) stopLight();
       if (vc.challenge && vc.challenge.id === event.id) {
         stepStates[vc.challenge.index] = event.type === 'challenge_passed' ? 'done' : 'failed';
         renderProgress(vc.challenge.steps, -1, stepStates);
@@ -271,7 +314,7 @@ async function runCall({ session, token, stream }) {
   show('call');
   $('call-video').srcObject = stream;
   setInstruction(t('call.connecting'));
-  call = new WhipCall({ session, token, stream, onEvent, onState: onCallState });
+  call = new WhipCall({ session, token, stream, onEvent, onState: onCallState, skipLight: vc.skipLight });
   await call.start();
 }
 

@@ -50,8 +50,9 @@ function sdpLine(sdp, name) {
 export class WhipCall {
   /// onEvent(event) for each server event; onState(state) with
   /// 'connecting' | 'connected' | 'reconnecting' | 'failed' | 'closed'.
-  constructor({ session, token, stream, onEvent, onState }) {
+  constructor({ session, token, stream, onEvent, onState, skipLight = false }) {
     this.session = session;
+    this.skipLight = skipLight;
     this.token = token;
     this.stream = stream;
     this.onEvent = onEvent;
@@ -104,7 +105,8 @@ export class WhipCall {
     pc.onconnectionstatechange = () => this.onConnectionState();
 
     await pc.setLocalDescription(await pc.createOffer());
-    const res = await fetch(`/whip/${encodeURIComponent(this.session)}`, {
+    const query = this.skipLight ? '?screen_light=off' : '';
+    const res = await fetch(`/whip/${encodeURIComponent(this.session)}${query}`, {
       method: 'POST',
       headers: this.auth({ 'Content-Type': 'application/sdp' }),
       body: pc.localDescription.sdp,

@@ -109,12 +109,34 @@ function reactiveCamera(manifest) {
       const bmp = await createImageBitmap(await res.blob());
       ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
       bmp.close();
+      reflectPageLight();
     } catch (err) {
       console.warn('testcam', err);
     } finally {
       busy = false;
     }
   };
+  // The face reflects the page's light as it is painted now (its computed colour, mid-fade
+  // included): added over the face ellipse, fading out at its rim. The wall behind is far.
+  function reflectPageLight() {
+    if (document.body.dataset.light !== 'on' || !manifest.face) return;
+    const rgb = getComputedStyle(document.documentElement).backgroundColor.match(/\d+/g);
+    if (!rgb) return;
+    const [cx, cy, rx, ry] = manifest.face;
+    ctx.save();
+    ctx.globalCompositeOperation = 'lighter';
+    ctx.translate(cx, cy);
+    ctx.scale(rx, ry);
+    const glow = ctx.createRadialGradient(0, 0, 0, 0, 0, 1);
+    glow.addColorStop(0, `rgba(${rgb[0]}, ${rgb[1]}, ${rgb[2]}, 0.09)`);
+    glow.addColorStop(0.8, `rgba(${rgb[0]}, ${rgb[1]}, ${rgb[2]}, 0.07)`);
+    glow.addColorStop(1, 'rgba(0, 0, 0, 0)');
+    ctx.fillStyle = glow;
+    ctx.beginPath();
+    ctx.arc(0, 0, 1, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.restore();
+  }
   setInterval(draw, tick);
   const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = async (constraints) => {
@@ -168,6 +190,7 @@ async function state(page) {
     result.deviceFailure = v.deviceFailure;
     result.hintsShown = v.hintsShown;
     result.transport = v.transport;
+    if (v.light) result.light = v.light;
     if (v.challenge && !result.challenges.includes(v.challenge.action)) result.challenges.push(v.challenge.action);
   }
   return v;

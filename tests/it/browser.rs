@@ -133,8 +133,15 @@ fn person_frames() -> &'static Path {
             }
             clips.insert(action.into(), action_frames.into());
         }
-        let manifest =
-            serde_json::json!({ "fps": FPS, "width": 640, "height": 480, "clips": clips });
+        // Where the idle face is (an ellipse around the mesh), for the camera's reflection of
+        // the page's light.
+        let landmarks = st.renderer.render(&idle(0)).1;
+        let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        for p in &landmarks {
+            (x0, y0, x1, y1) = (x0.min(p[0]), y0.min(p[1]), x1.max(p[0]), y1.max(p[1]));
+        }
+        let face = [(x0 + x1) / 2.0, (y0 + y1) / 2.0, (x1 - x0) * 0.55, (y1 - y0) * 0.58];
+        let manifest = serde_json::json!({ "fps": FPS, "width": 640, "height": 480, "clips": clips, "face": face });
         std::fs::write(
             dir.path().join("manifest.json"),
             serde_json::to_vec(&manifest).unwrap(),
@@ -234,6 +241,33 @@ async fn a_person_following_the_page_passes_at_laptop_size() {
         serde_json::json!(["precheck", "call", "result"])
     );
     assert_eq!(v["verdict"]["status"], "passed", "server verdict: {v:#}");
+    // The page painted the colours the server sent, in order (neutral first and last).
+    let timeline = ts.timeline(&s.id).await;
+    let sent: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["type"] == "challenge" && e["action"] == "screen_light")
+        .collect();
+    let last = sent.last().expect("a screen-light step was announced");
+    assert_eq!(report["light"]["id"], last["id"], "{report}");
+    assert_eq!(report["light"]["sequence"], last["light"]);
+    let mut expected = vec![last["light"]["neutral"].clone()];
+    expected.extend(
+        last["light"]["colours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["rgb"].clone()),
+    );
+    expected.push(last["light"]["neutral"].clone());
+    assert_eq!(
+        report["light"]["painted"],
+        Value::Array(expected),
+        "{report}"
+    );
+    assert_eq!(
+        v["verdict"]["scores"]["screen_light"]["result"], "matched",
+        "{v:#}"
+    );
     // Video reached the server; how many frames depends on how fast the person was (a pass in
     // 6 s is under 100 frames at 15 fps), so only the outcome above is asserted.
     assert!(track(&v, "video")["frames"].as_u64().unwrap() > 0);

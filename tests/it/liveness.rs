@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use vericall::media::decode::VideoCodec;
 use vericall::testkit::actor::{
-    frame_of, idle, live_person, live_person_at, photo_attack, replay, FPS,
+    attack, frame_of, idle, live_person, live_person_at, photo_attack, replay, AttackSpecies,
+    Lighting, FPS,
 };
 use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
@@ -106,10 +107,12 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
     println!("scores for the relying party: {}", v["verdict"]["scores"]);
     assert!(report.verdict_seen, "the page got the verdict");
     assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
+    // The screen-light step and the three challenges.
     assert_eq!(
         kinds.iter().filter(|k| **k == "challenge_passed").count(),
-        3
+        4
     );
+    assert_eq!(v["verdict"]["scores"]["screen_light"]["result"], "matched");
     let client_verdict = report
         .events
         .iter()
@@ -542,5 +545,77 @@ async fn the_reference_photo_matches_the_same_person_and_not_another() {
             assert_eq!(verdict(&v), ("failed", vec!["FACE_MISMATCH"]));
         }
     }
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// One call by an attack of `species`: it must never pass, and the screen-light step names it a
+/// spoof (the page's colours are not on the face), never a fault of the person's devices.
+async fn an_attack_is_refused(species: AttackSpecies) {
+    let ts = server().await;
+    let video = attack(stage().clone(), species, Lighting::default());
+    let (_, v, timeline) = verify(&ts, video, None, Duration::from_secs(40)).await;
+    let (status, codes) = verdict(&v);
+    println!(
+        "{}: {status} {codes:?}; screen light {}",
+        species.name(),
+        v["verdict"]["scores"]["screen_light"]
+    );
+    assert_eq!(status, "failed", "{:#}", v["verdict"]);
+    assert_eq!(codes.first(), Some(&"SPOOF_SUSPECTED"), "{codes:?}");
+    let light = &v["verdict"]["scores"]["screen_light"];
+    assert_eq!(light["result"], "absent", "{light}");
+    // The page was asked twice (a person gets a second chance) and never told "spoof".
+    assert_eq!(
+        timeline
+            .iter()
+            .filter(|e| e["type"] == "challenge" && e["action"] == "screen_light")
+            .count(),
+        2
+    );
+    assert!(timeline
+        .iter()
+        .all(|e| e["type"] != "challenge_failed" || e["reason"] != "SPOOF_SUSPECTED"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responsive_replay_on_a_screen_is_refused() {
+    an_attack_is_refused(AttackSpecies::ScreenReplay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responsive_replay_injected_into_the_stream_is_refused() {
+    an_attack_is_refused(AttackSpecies::InjectedReplay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_on_a_screen_is_refused() {
+    an_attack_is_refused(AttackSpecies::PhotoOnScreen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rigid_head_that_reflects_no_light_is_refused() {
+    an_attack_is_refused(AttackSpecies::RigidHead).await;
+}
+
+/// A person who asks to skip the flashing colours (photosensitivity) is never failed for it: the
+/// challenges run as usual and the session goes to a reviewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_skips_the_screen_light_goes_to_review() {
+    let ts = server().await;
+    let mut s = ts.create_session().await;
+    s.whip_url.push_str("?screen_light=off");
+    let video = live_person(stage().clone(), Arc::new(Mutex::new(Vec::new())));
+    let (_, v, timeline) = call(&ts, &s, video, None, Duration::from_secs(40)).await;
+    let (status, codes) = verdict(&v);
+    println!("skipped: {status} {codes:?}");
+    assert_eq!(
+        (status, codes),
+        ("needs_review", vec!["SCREEN_LIGHT_SKIPPED"])
+    );
+    assert!(timeline
+        .iter()
+        .all(|e| e["type"] != "challenge" || e["action"] != "screen_light"));
+    assert_eq!(step_results(&timeline), (3, 0));
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
