@@ -132,6 +132,8 @@ pub struct PeerConfig {
     pub reference: crate::session::SharedReference,
     /// Where evidence frames are written.
     pub evidence_dir: Option<std::path::PathBuf>,
+    /// The node's analysis lag and queue drops (admission control).
+    pub load: std::sync::Arc<super::admission::NodeLoad>,
 }
 
 /// Per-track totals for the session summary.
@@ -235,6 +237,7 @@ pub fn accept_offer(
             document: cfg.document.clone(),
             reference: cfg.reference.clone(),
             evidence_dir: cfg.evidence_dir.clone(),
+            load: cfg.load.clone(),
         },
         bus.clone(),
         feedback_tx,
