@@ -260,6 +260,104 @@ mod tests {
         assert!(!s.due(t0 + Duration::from_millis(40), &needs, false));
     }
 
+    /// When each code is raised, by a tracker fed the frames that `needs` lets through.
+    fn raised_at<C>(
+        frames: &[Instant],
+        needs: AnalysisNeeds,
+        mut update: impl FnMut(Instant) -> Vec<C>,
+    ) -> Vec<(C, Instant)> {
+        let mut schedule = AnalysisSchedule::new(FULL);
+        let mut raised = Vec::new();
+        for &at in frames {
+            if schedule.due(at, &needs, false) {
+                raised.extend(update(at).into_iter().map(|c| (c, at)));
+            }
+        }
+        raised
+    }
+
+    /// Guidance at the low rate reaches the page at most one low-rate interval (a third of a
+    /// second, well within 1 s) after it would at the full rate: the hints' hold times, not the
+    /// frame rate, set when they are raised. Face hints (the face leaves) and capture hints (the
+    /// light goes out) alike.
+    #[test]
+    fn guidance_at_the_low_rate_is_raised_within_a_third_of_a_second_of_the_full_rate() {
+        use crate::analysis::device::HealthChange;
+        use crate::analysis::face::guidance::FaceGuidance;
+        use crate::analysis::face::{FaceObservation, TrackedFace};
+        use crate::analysis::quality::{
+            GuidanceChange, GuidanceTracker, QualityMetrics, Thresholds,
+        };
+        use crate::reasons::ReasonCode;
+
+        let t0 = Instant::now();
+        let frames = camera(t0, 15.0, 8.0);
+        let change = t0 + Duration::from_millis(3000);
+        let face = |at: Instant| FaceObservation {
+            captured: at,
+            frame_width: 640,
+            frame_height: 480,
+            face_count: usize::from(at < change),
+            detected: true,
+            face: (at < change).then(|| TrackedFace {
+                bbox: [220.0, 140.0, 200.0, 220.0],
+                presence: 0.99,
+                landmarks: Vec::new(),
+                yaw: 0.0,
+                pitch: 0.0,
+                roll: 0.0,
+                pose_relative: true,
+                ear_right: 0.3,
+                ear_left: 0.3,
+                irises: None,
+                mouth_open: 0.05,
+                inter_eye_px: 60.0,
+                quality: Default::default(),
+                backlight: 1.0,
+            }),
+        };
+        let faces = |needs| {
+            let mut g = FaceGuidance::default();
+            raised_at(&frames, needs, |at| g.update(&face(at)))
+        };
+        let lights = |needs| {
+            let mut g = GuidanceTracker::new(Thresholds::default());
+            raised_at(&frames, needs, |at| {
+                let m = QualityMetrics {
+                    mean_luma: if at < change { 120.0 } else { 30.0 },
+                    ..Default::default()
+                };
+                g.update(at, &m)
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        GuidanceChange::Raised(i) => Some(i.code()),
+                        GuidanceChange::Cleared(_) => None,
+                    })
+                    .collect()
+            })
+        };
+        let (full, low) = (AnalysisNeeds::judging(false), AnalysisNeeds::GUIDANCE);
+        let within =
+            |full: Instant, low: Instant| low >= full && low - full <= Duration::from_millis(334);
+        let (face_full, face_low) = (faces(full), faces(low));
+        let gone = HealthChange::Raised(ReasonCode::FaceNotFound);
+        let when = |raised: &[(HealthChange, Instant)]| {
+            raised.iter().find(|(c, _)| *c == gone).map(|(_, at)| *at)
+        };
+        let (f, l) = (when(&face_full).unwrap(), when(&face_low).unwrap());
+        assert!(f > change && within(f, l), "full {f:?}, low {l:?}");
+        let (light_full, light_low) = (lights(full), lights(low));
+        let dark = |raised: &[(&'static str, Instant)]| {
+            raised
+                .iter()
+                .find(|(c, _)| *c == "LIGHTING_TOO_DARK")
+                .map(|(_, at)| *at)
+        };
+        let (f, l) = (dark(&light_full).unwrap(), dark(&light_low).unwrap());
+        assert!(f > change && within(f, l), "full {f:?}, low {l:?}");
+        assert!(l - change <= Duration::from_secs(1) + Duration::from_millis(334));
+    }
+
     #[test]
     fn needs_combine_to_the_highest_rate_and_every_model_asked_for() {
         assert_eq!(AnalysisNeeds::combine([]), AnalysisNeeds::GUIDANCE);

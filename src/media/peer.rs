@@ -708,7 +708,7 @@ impl PeerTask {
         };
         let Some(id) = self.channel else { return };
         if let Some(mut ch) = self.rtc.channel(id) {
-            let text = event.to_json().to_string();
+            let text = event.json_text();
             if !matches!(ch.write(false, text.as_bytes()), Ok(true)) {
                 tracing::debug!(session = %self.cfg.session, "data channel full; event skipped");
             }
