@@ -42,7 +42,7 @@ impl Metrics {
         gauge(
             &mut out,
             "vericall_analysis_lag_seconds",
-            "Worst time from a frame's arrival to the end of its analysis over the last 2-4 s; above 0.25 new calls are refused (media::admission).",
+            "Worst time from a frame's arrival to the end of its analysis over the last 2-4 s; above 0.15 new calls are refused (media::admission).",
             load.lag(std::time::Instant::now()).as_secs_f64(),
         );
         let _ = writeln!(

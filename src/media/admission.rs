@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// An analysed frame finished later than this after its arrival means the node is saturated.
-pub const LAG_LIMIT: Duration = Duration::from_millis(250);
+/// An analysed frame finished later than this after its arrival means the node is saturated: the
+/// guidance latency a call should stay under (p95). One call alone measures 20-50 ms; with 250 ms
+/// the capacity benchmark admitted calls until their steps were analysed at 6-11 fps
+/// (docs/BENCHMARKS.md).
+pub const LAG_LIMIT: Duration = Duration::from_millis(150);
 /// The lag is the worst over windows of this length (the current and the previous one).
 pub const WINDOW: Duration = Duration::from_secs(2);
 /// A decode-queue overflow refuses new calls for this long.
