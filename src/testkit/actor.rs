@@ -477,3 +477,69 @@ impl ScriptedPerson {
         idle[index.saturating_sub(c.start) as usize % idle.len().max(1)].clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A clip whose frames carry `tag` and their index, the first one a keyframe.
+    fn clip(tag: u8, frames: usize) -> EncodedVideo {
+        EncodedVideo {
+            codec: ClipCodec::Vp8,
+            width: 640,
+            height: 480,
+            fps: FPS,
+            frames: (0..frames)
+                .map(|i| EncodedFrame {
+                    data: vec![tag, i as u8].into(),
+                    keyframe: i == 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_scripted_person_plays_each_asked_action_once_from_its_keyframe_then_idles_again() {
+        let clips = Arc::new(ActionClips {
+            idle: clip(0, 4),
+            actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
+        });
+        let person = ScriptedPerson::new(clips);
+        let mut events = Vec::new();
+        let mut sent = Vec::new();
+        for index in 0..14u64 {
+            if index == 6 {
+                events.push(json!({"type": "challenge", "id": 7, "action": "blink"}));
+            }
+            if index == 8 {
+                events.push(json!({"type": "challenge_passed", "id": 7}));
+            }
+            let f = person.frame(index, &events);
+            sent.push((f.data[0], f.data[1], f.keyframe));
+        }
+        let expected: Vec<(u8, u8, bool)> = [
+            // Idle, looping from its keyframe.
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 0),
+            (0, 1),
+            // The blink, once, whole (it outlasts the step's end).
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            // Idle again from its keyframe.
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 0),
+        ]
+        .into_iter()
+        .map(|(tag, i)| (tag, i, i == 0))
+        .collect();
+        assert_eq!(sent, expected);
+    }
+}
