@@ -100,6 +100,9 @@ struct Samples {
     tracked_all: Vec<f64>,
     tracked_detect: Vec<f64>,
     tracked_mesh_only: Vec<f64>,
+    /// All frames, tracked without the eye-contour model (`observe_with(.., false)`): what the
+    /// phases that judge no blink run (`analysis::effort`).
+    tracked_no_eyes: Vec<f64>,
     forced: Vec<f64>,
 }
 
@@ -168,6 +171,14 @@ fn main() {
 
     let mut tracker = FaceTracker::new(models.clone(), 0);
     let mut forced_tracker = FaceTracker::new(models.clone(), 0);
+    let mut no_eyes_tracker = FaceTracker::new(models.clone(), 0);
+    let observe_no_eyes = |tracker: &mut FaceTracker| {
+        let t = Instant::now();
+        let o = tracker.observe_with(black_box(&frame), t, false).unwrap();
+        let dt = ms(t.elapsed());
+        assert!(o.face.is_some(), "face lost on the still selfie frame");
+        dt
+    };
     let observe = |tracker: &mut FaceTracker, reset: bool| {
         if reset {
             tracker.reset();
@@ -187,6 +198,7 @@ fn main() {
         run_eye(&mut scratch, left, true);
         observe(&mut tracker, false);
         observe(&mut forced_tracker, true);
+        observe_no_eyes(&mut no_eyes_tracker);
     }
 
     let mut s = Samples::default();
@@ -213,6 +225,10 @@ fn main() {
             } else {
                 s.tracked_mesh_only.push(dt);
             }
+        }
+        for _ in 0..TRACKED_PER_ROUND {
+            s.tracked_no_eyes
+                .push(observe_no_eyes(&mut no_eyes_tracker));
         }
         for _ in 0..PER_ROUND {
             let (dt, detected) = observe(&mut forced_tracker, true);
@@ -271,6 +287,11 @@ fn main() {
         (
             "detection forced every frame (`reset()` before each)".to_string(),
             &s.forced,
+        ),
+        (
+            "tracking, all frames, without the eye-contour model (`observe_with(.., false)`)"
+                .to_string(),
+            &s.tracked_no_eyes,
         ),
     ];
     for (label, v) in per_frame {

@@ -60,7 +60,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// After the connection drops, the client may ICE-restart within this window.
     pub reconnect_grace_secs: u64,
-    /// Frames analysed per second at most (decoding still sees every frame).
+    /// Frames analysed per second while a step is judged (the full rate; other phases analyse
+    /// fewer, `analysis::effort`). Decoding still sees every frame.
     pub analysis_fps: f64,
     /// Run face tracking (needs the models from `scripts/setup`).
     pub face_analysis: bool,

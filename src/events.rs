@@ -28,6 +28,9 @@ pub struct Event {
     pub data: Value,
     /// Sent to live subscribers only, never stored; its `seq` is that of the last stored event.
     pub live_only: bool,
+    /// [`Event::to_json`] as text, serialised once and shared by SSE, the data channel and the
+    /// timeline writer.
+    text: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Event {
@@ -46,6 +49,13 @@ impl Event {
         obj.insert("seq".into(), Value::from(self.seq));
         obj.insert("at_ms".into(), Value::from(self.at_ms));
         Value::Object(obj)
+    }
+
+    /// [`Event::to_json`] as JSON text, serialised on first use and shared afterwards.
+    pub fn json_text(&self) -> Arc<str> {
+        self.text
+            .get_or_init(|| self.to_json().to_string().into())
+            .clone()
     }
 }
 
@@ -117,6 +127,7 @@ impl EventBus {
             kind: kind.to_string(),
             data,
             live_only: true,
+            text: Default::default(),
         });
         let _ = self.inner.live.send(event);
     }
@@ -130,6 +141,7 @@ impl EventBus {
             kind: kind.to_string(),
             data,
             live_only: false,
+            text: Default::default(),
         });
         if let Some(persist) = &self.inner.persist {
             if persist.try_send(event.clone()).is_err() {

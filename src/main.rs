@@ -96,6 +96,10 @@ struct LoadgenArgs {
     /// Also send Opus audio.
     #[arg(long)]
     audio: bool,
+    /// Full verifications: stream rendered people who follow their challenges (until each
+    /// call's verdict, at most --seconds), rendered from the face models in this folder.
+    #[arg(long, value_name = "MODELS_DIR")]
+    people: Option<PathBuf>,
 }
 
 /// Where the database is: the same for every subcommand, so `keys` and `operators` act on the
@@ -203,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 fps: a.fps,
                 bitrate_kbps: a.kbps,
                 audio: a.audio,
+                people: a.people,
             })
             .await?;
             println!("{}", serde_json::to_string(&report)?);

@@ -38,6 +38,18 @@ impl Metrics {
             "Calls with media (connecting or connected).",
             registry.active_calls() as f64,
         );
+        let load = registry.load();
+        gauge(
+            &mut out,
+            "vericall_analysis_lag_seconds",
+            "Worst time from a frame's arrival to the end of its analysis over the last 2-4 s; above 0.15 new calls are refused (media::admission).",
+            load.lag(std::time::Instant::now()).as_secs_f64(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vericall_decode_queue_drops_total Frames dropped from full decode queues (new calls are refused for 10 s after one).\n# TYPE vericall_decode_queue_drops_total counter\nvericall_decode_queue_drops_total {}",
+            load.queue_drops()
+        );
         gauge(
             &mut out,
             "vericall_sessions_in_memory",

@@ -2,6 +2,7 @@
 //! sans-IO: fed with frames, PCM levels and timestamps, it returns what changed.
 
 pub mod device;
+pub mod effort;
 pub mod face;
 pub mod hold;
 pub mod image;

@@ -83,7 +83,7 @@ pub async fn stream(
                 Ok(e) if e.live_only => {
                     // High-rate live events (face observations) carry no id of their own.
                     if tx
-                        .send(SseEvent::default().data(e.to_json().to_string()))
+                        .send(SseEvent::default().data(e.json_text()))
                         .await
                         .is_err()
                     {
@@ -96,7 +96,7 @@ pub async fn stream(
                     let ended = e.kind == "session_ended";
                     let msg = SseEvent::default()
                         .id(e.seq.to_string())
-                        .data(e.to_json().to_string());
+                        .data(e.json_text());
                     if tx.send(msg).await.is_err() || ended {
                         return;
                     }

@@ -18,6 +18,7 @@ use self::judge::{ChallengeJudge, FaceSample, JudgeEvent, StepEvidence, Threshol
 use self::light::{LightEvent, LightOutcome, LightStep};
 use self::plan::{Action, ChallengePlan, ChallengeStep};
 use self::spoof::{flat_motion, planarity, FlatMotion, MeshFrame, PlanarityScore};
+use crate::analysis::effort::AnalysisNeeds;
 use crate::analysis::face::guidance::{framing_distorts, MIN_INTER_EYE_PX};
 use crate::analysis::face::FaceObservation;
 use crate::analysis::quality::I420;
@@ -79,11 +80,14 @@ pub struct LivenessSession {
     /// The screen-light step, run before the plan's first step.
     light: Option<LightStep>,
     light_events: Vec<LightEvent>,
+    /// The plan has a blink step, so the open-eye baseline must come from the eye-contour model.
+    blink_planned: bool,
 }
 
 impl LivenessSession {
     pub fn new(plan: ChallengePlan) -> Self {
         LivenessSession {
+            blink_planned: plan.steps.iter().any(|s| s.action == Action::Blink),
             judge: ChallengeJudge::new(plan, Thresholds::default()),
             spoof_frames: Vec::new(),
             finished: false,
@@ -213,6 +217,28 @@ impl LivenessSession {
         self.judge.running_step().is_some() || self.light_running()
     }
 
+    /// What the analysis must measure now (see `analysis::effort`): every frame while a step's
+    /// motion is judged, with the eye-contour model only for a blink; every frame while the
+    /// baseline is learnt before the first step (about ten face frames), with the eye-contour
+    /// model when the plan has a blink, so the blink and its baseline are read by the same model;
+    /// nothing (guidance only) while waiting between steps and after the last.
+    pub fn analysis_needs(&self) -> Option<AnalysisNeeds> {
+        if self.finished {
+            return None;
+        }
+        // The light step reads every frame's colour; no eye model.
+        if self.light_running() {
+            return Some(AnalysisNeeds::judging(false));
+        }
+        if let Some(step) = self.judge.running_step() {
+            return Some(AnalysisNeeds::judging(step.action == Action::Blink));
+        }
+        self.judge
+            .baseline_ear()
+            .is_none()
+            .then_some(AnalysisNeeds::judging(self.blink_planned))
+    }
+
     /// How many steps the person is shown (the light step and the plan's).
     pub fn steps(&self) -> usize {
         self.steps_before_plan() + self.judge.results().len()
@@ -248,7 +274,191 @@ impl LivenessSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::effort::AnalysisSchedule;
+    use crate::analysis::face::TrackedFace;
     use rand::SeedableRng;
+    use std::time::Duration;
+
+    /// Eye openness as each source reads it (docs/FACE.md, measured on rendered clips): the
+    /// eye-contour model from 0.36 open to 0.08 closed, the mesh only from 0.23 to 0.22.
+    fn ear(closed: bool, eye_model: bool) -> f32 {
+        match (eye_model, closed) {
+            (true, false) => 0.36,
+            (true, true) => 0.08,
+            (false, false) => 0.23,
+            (false, true) => 0.22,
+        }
+    }
+
+    fn observation(at: Instant, yaw: f32, ear: f32) -> FaceObservation {
+        FaceObservation {
+            captured: at,
+            frame_width: 640,
+            frame_height: 480,
+            face_count: 1,
+            detected: false,
+            face: Some(TrackedFace {
+                bbox: [220.0, 140.0, 200.0, 220.0],
+                presence: 0.99,
+                landmarks: Vec::new(),
+                yaw,
+                pitch: 0.0,
+                roll: 0.0,
+                pose_relative: true,
+                ear_right: ear,
+                ear_left: ear,
+                irises: None,
+                mouth_open: 0.05,
+                inter_eye_px: 60.0,
+                quality: Default::default(),
+                backlight: 1.0,
+            }),
+        }
+    }
+
+    struct Run {
+        events: Vec<(Instant, JudgeEvent)>,
+        /// Capture times of the frames analysed, and whether the eye model ran on them.
+        analysed: Vec<(Instant, bool)>,
+    }
+
+    /// A person who follows the plan (turns 30 degrees 0.4 s after a turn is asked, blinks for
+    /// 150 ms 0.5 s after a blink is asked) before a 30 fps camera, analysed as
+    /// `analysis::effort` schedules it; `eye_model` says whether the eye-contour model exists.
+    fn follow(plan: ChallengePlan, eye_model: bool) -> Run {
+        let t0 = Instant::now();
+        let mut session = LivenessSession::new(plan);
+        let mut schedule = AnalysisSchedule::new(15.0);
+        let mut asked: Option<(Action, Instant)> = None;
+        let mut run = Run {
+            events: Vec::new(),
+            analysed: Vec::new(),
+        };
+        let mut record = |events: Vec<JudgeEvent>, at: Instant, asked: &mut Option<_>| {
+            for e in events {
+                match &e {
+                    JudgeEvent::Started { step, .. } => *asked = Some((step.action, at)),
+                    JudgeEvent::Passed { .. } | JudgeEvent::Failed { .. } => *asked = None,
+                    _ => {}
+                }
+                run.events.push((at, e));
+            }
+        };
+        for i in 0..30 * 20 {
+            let at = t0 + Duration::from_micros(33_333 * i);
+            if i % 3 == 0 {
+                let events = session.on_tick(at, None);
+                record(events, at, &mut asked);
+            }
+            if session.is_finished() {
+                break;
+            }
+            let needs = AnalysisNeeds::combine(session.analysis_needs());
+            if !schedule.due(at, &needs, false) {
+                continue;
+            }
+            let since = |action| match asked {
+                Some((a, from)) if a == action => Some(at.duration_since(from)),
+                _ => None,
+            };
+            let turning = since(Action::TurnLeft).is_some_and(|d| {
+                (Duration::from_millis(400)..Duration::from_millis(1000)).contains(&d)
+            });
+            let closed = since(Action::Blink).is_some_and(|d| {
+                (Duration::from_millis(500)..Duration::from_millis(650)).contains(&d)
+            });
+            let eyes = needs.eyes && eye_model;
+            run.analysed.push((at, needs.eyes));
+            let o = observation(at, if turning { 30.0 } else { 0.0 }, ear(closed, eyes));
+            let events = session.on_observation(&o);
+            record(events, at, &mut asked);
+        }
+        run
+    }
+
+    fn plan(actions: &[Action]) -> ChallengePlan {
+        let mut plan = ChallengePlan::from_actions(actions, Duration::from_secs(6));
+        for step in &mut plan.steps {
+            step.lead_in = Duration::from_millis(800);
+        }
+        plan
+    }
+
+    #[test]
+    fn a_blink_is_judged_when_the_eye_model_runs_only_for_the_baseline_and_the_blink_step() {
+        let run = follow(plan(&[Action::TurnLeft, Action::Blink]), true);
+        let outcomes: Vec<_> = run
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                JudgeEvent::Passed { step_id, .. } => Some((*step_id, true)),
+                JudgeEvent::Failed { step_id, .. } => Some((*step_id, false)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outcomes, vec![(1, true), (2, true)]);
+        // When each step ran.
+        let started = |id| {
+            run.events
+                .iter()
+                .find(|(_, e)| matches!(e, JudgeEvent::Started { step, .. } if step.id == id))
+                .map(|(at, _)| *at)
+                .unwrap()
+        };
+        let ended = |id| {
+            run.events
+                .iter()
+                .find(|(_, e)| matches!(e, JudgeEvent::Passed { step_id, .. } if *step_id == id))
+                .map(|(at, _)| *at)
+                .unwrap()
+        };
+        let (turn, blink) = (started(1)..=ended(1), started(2)..=ended(2));
+        // The eye model ran on the baseline frames (before the first step) and in the blink step,
+        // never in the turn or the lead-in between them.
+        let with_eyes: Vec<Instant> = run
+            .analysed
+            .iter()
+            .filter(|(_, eyes)| *eyes)
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(with_eyes
+            .iter()
+            .all(|at| *at < *turn.start() || blink.contains(at)));
+        assert_eq!(
+            with_eyes.iter().filter(|at| **at < *turn.start()).count(),
+            10,
+            "the baseline's ten face samples"
+        );
+        assert!(with_eyes.iter().any(|at| blink.contains(at)));
+        // Both steps at the full rate (every other frame of the 30 fps camera), the lead-in
+        // between them at the guidance rate.
+        let analysed_in = |from: Instant, to: Instant| {
+            run.analysed
+                .iter()
+                .filter(|(at, _)| (from..to).contains(at))
+                .count()
+        };
+        let per_second = |from: Instant, to: Instant| {
+            analysed_in(from, to) as f64 / to.duration_since(from).as_secs_f64()
+        };
+        assert!(per_second(*turn.start(), *turn.end()) >= 13.0);
+        assert!(per_second(*blink.start(), *blink.end()) >= 13.0);
+        assert!(per_second(*turn.end(), *blink.start()) <= 5.5);
+    }
+
+    #[test]
+    fn without_the_eye_model_the_mesh_cannot_judge_the_blink() {
+        // The control for the test above: the blink is only seen through the eye-contour model.
+        let run = follow(plan(&[Action::Blink]), false);
+        assert!(run.events.iter().any(|(_, e)| matches!(
+            e,
+            JudgeEvent::Failed {
+                step_id: 1,
+                reason: ReasonCode::ChallengeTimeout,
+                ..
+            }
+        )));
+    }
 
     #[test]
     fn random_plans_always_include_a_head_motion() {

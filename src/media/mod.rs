@@ -3,6 +3,7 @@
 //! `mux` demultiplexes the socket, `peer` drives each session's `Rtc`, `netstats` turns packet
 //! arrivals into loss/jitter/freeze numbers, `wire` and `sdp` hold the small parsers they share.
 
+pub mod admission;
 pub mod decode;
 pub mod mux;
 pub mod netstats;

@@ -134,6 +134,8 @@ pub struct PeerConfig {
     pub reference: crate::session::SharedReference,
     /// Where evidence frames are written.
     pub evidence_dir: Option<std::path::PathBuf>,
+    /// The node's analysis lag and queue drops (admission control).
+    pub load: std::sync::Arc<super::admission::NodeLoad>,
 }
 
 /// Per-track totals for the session summary.
@@ -238,6 +240,7 @@ pub fn accept_offer(
             document: cfg.document.clone(),
             reference: cfg.reference.clone(),
             evidence_dir: cfg.evidence_dir.clone(),
+            load: cfg.load.clone(),
         },
         bus.clone(),
         feedback_tx,
@@ -708,7 +711,7 @@ impl PeerTask {
         };
         let Some(id) = self.channel else { return };
         if let Some(mut ch) = self.rtc.channel(id) {
-            let text = event.to_json().to_string();
+            let text = event.json_text();
             if !matches!(ch.write(false, text.as_bytes()), Ok(true)) {
                 tracing::debug!(session = %self.cfg.session, "data channel full; event skipped");
             }

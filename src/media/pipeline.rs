@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::admission::NodeLoad;
 use super::decode::{level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder};
 use crate::analysis::device::{CameraHealth, FrameFacts, HealthChange, MicHealth};
+use crate::analysis::effort::{AnalysisNeeds, AnalysisSchedule};
 use crate::analysis::face::embed::{embed_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::guidance::FaceGuidance;
 use crate::analysis::face::{FaceModels, FaceObservation, FaceTracker};
@@ -70,6 +72,8 @@ pub struct PipelineConfig {
     pub evidence_dir: Option<std::path::PathBuf>,
     /// The ID-document step after the challenges (policy, and the models that read the card).
     pub document: Option<(DocumentPolicy, Arc<DocumentReader>)>,
+    /// The node's analysis lag and queue drops, for admission control (`media::admission`).
+    pub load: Arc<NodeLoad>,
 }
 
 /// The document step's state inside the pipeline: the sans-IO step plus what it found.
@@ -181,6 +185,7 @@ pub struct Pipeline {
     tx: Option<SyncSender<PipelineInput>>,
     pending_video: Arc<AtomicUsize>,
     pub stats: Arc<PipelineStats>,
+    load: Arc<NodeLoad>,
     /// The session's verdict once reached.
     pub verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     thread: Option<JoinHandle<()>>,
@@ -196,6 +201,7 @@ impl Pipeline {
         let pending_video = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(PipelineStats::default());
         let verdict = Arc::new(std::sync::Mutex::new(None));
+        let load = cfg.load.clone();
         let mut worker = Worker::new(cfg, bus, feedback, pending_video.clone(), stats.clone());
         worker.verdict = verdict.clone();
         let thread = std::thread::Builder::new()
@@ -205,6 +211,7 @@ impl Pipeline {
             tx: Some(tx),
             pending_video,
             stats,
+            load,
             verdict,
             thread: Some(thread),
         })
@@ -224,6 +231,7 @@ impl Pipeline {
                     self.pending_video.fetch_sub(1, Ordering::AcqRel);
                 }
                 self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                self.load.on_queue_drop(Instant::now());
                 false
             }
         }
@@ -278,8 +286,8 @@ struct Worker {
     /// Evidence frames written so far.
     evidence: Vec<String>,
     verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
-    /// When the next frame is due for analysis (the sampling grid).
-    next_analysis: Option<Instant>,
+    /// Which frames are analysed, at the rate the call's phase needs (`analysis::effort`).
+    schedule: AnalysisSchedule,
     last_metrics: Option<QualityMetrics>,
     level_sum: f64,
     level_samples: usize,
@@ -300,6 +308,7 @@ impl Worker {
         let now = Instant::now();
         let hint =
             bus.session_id().len() + bus.session_id().bytes().map(usize::from).sum::<usize>();
+        let schedule = AnalysisSchedule::new(cfg.analysis_fps);
         Worker {
             face: cfg.face_models.clone().map(|m| FaceTracker::new(m, hint)),
             face_guidance: FaceGuidance::default(),
@@ -345,7 +354,7 @@ impl Worker {
             quality: QualityAnalyzer::default(),
             guidance: GuidanceTracker::new(Thresholds::default()),
             camera: CameraHealth::default(),
-            next_analysis: None,
+            schedule,
             last_metrics: None,
             level_sum: 0.0,
             level_samples: 0,
@@ -975,23 +984,28 @@ impl Worker {
         }
     }
 
-    /// Analyses the frame just decoded if it is the newest one and the sampling schedule allows.
-    ///
-    /// The schedule is a grid at `analysis_fps` that tolerates a third of an interval of arrival
-    /// jitter, so a 15 fps camera is analysed frame by frame and a faster one is sampled evenly.
+    /// What the call's running parts need from the analysis now (`analysis::effort`): the
+    /// challenge judge's step or baseline, the document step; guidance when nothing is judged.
+    fn analysis_needs(&self) -> AnalysisNeeds {
+        let document = self
+            .document
+            .as_ref()
+            .and_then(|d| d.step.as_ref())
+            .filter(|s| !s.is_done())
+            .map(|_| AnalysisNeeds::DOCUMENT);
+        let liveness = self.liveness.as_ref().and_then(|l| l.analysis_needs());
+        AnalysisNeeds::combine(liveness.into_iter().chain(document))
+    }
+
+    /// Analyses the frame just decoded if it is the newest one and the schedule of the call's
+    /// phase allows (`analysis::effort::AnalysisSchedule`), with the models the phase needs.
     fn maybe_analyze(&mut self, captured: Instant) {
-        let interval = Duration::from_secs_f64(1.0 / self.cfg.analysis_fps.max(0.1));
-        let tolerance = interval / 3;
-        let due = self.next_analysis.is_none_or(|d| captured + tolerance >= d);
-        if !due || self.pending_video.load(Ordering::Acquire) > 0 {
+        let needs = self.analysis_needs();
+        let newer_waiting = self.pending_video.load(Ordering::Acquire) > 0;
+        if !self.schedule.due(captured, &needs, newer_waiting) {
             self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let base = match self.next_analysis {
-            Some(d) => d.max(captured.checked_sub(tolerance).unwrap_or(captured)),
-            None => captured,
-        };
-        self.next_analysis = Some(base + interval);
         self.stats.frames_analyzed.fetch_add(1, Ordering::Relaxed);
         self.analyzed_in_window += 1;
         let f = &self.frame;
@@ -1011,8 +1025,8 @@ impl Worker {
         self.last_metrics = Some(metrics);
         self.publish_health(captured, changes, "camera");
         let mut face_quality = None;
-        if let Some(tracker) = self.face.as_mut() {
-            match tracker.observe(&image, captured) {
+        if let Some(tracker) = self.face.as_mut().filter(|_| needs.mesh) {
+            match tracker.observe_with(&image, captured, needs.eyes) {
                 Ok(observation) => {
                     face_quality = observation.face.as_ref().map(|f| f.quality);
                     self.stats.face_observations.fetch_add(1, Ordering::Relaxed);
@@ -1065,6 +1079,9 @@ impl Worker {
                 }
             }
         }
+        // The lag that admission control watches: arrival to the face's analysis (the document
+        // step's occasional OCR read is not the per-frame work that saturates a node).
+        self.cfg.load.on_analysed(Instant::now(), captured);
         self.analyze_document(captured);
         // A black camera is a device fault; lighting hints would only confuse.
         if !metrics.black {

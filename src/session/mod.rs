@@ -250,6 +250,8 @@ pub struct SessionRegistry {
     /// Client-token hash -> session id, to tell "wrong session" (403) from "no such token" (401).
     tokens: Mutex<HashMap<SecretHash, Arc<str>>>,
     active: AtomicUsize,
+    /// Analysis lag and queue drops of this node's calls (admission control, metrics).
+    load: Arc<crate::media::admission::NodeLoad>,
     accepting: std::sync::atomic::AtomicBool,
     face_models: Option<Arc<crate::analysis::face::FaceModels>>,
     document_reader: Option<Arc<crate::document::DocumentReader>>,
@@ -274,6 +276,7 @@ impl SessionRegistry {
             sessions: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            load: Arc::default(),
             accepting: std::sync::atomic::AtomicBool::new(true),
             face_models,
             document_reader,
@@ -292,6 +295,11 @@ impl SessionRegistry {
 
     pub fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
+    }
+
+    /// This node's analysis lag and queue drops (admission control).
+    pub fn load(&self) -> &crate::media::admission::NodeLoad {
+        &self.load
     }
 
     pub fn active_calls(&self) -> usize {
@@ -452,6 +460,11 @@ impl SessionRegistry {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(SessionError::AtCapacity);
         }
+        // A node that cannot keep up with its calls refuses new ones rather than degrade them all.
+        if let Err(why) = self.load.admits(std::time::Instant::now()) {
+            tracing::warn!(session = %session.id, ?why, "node saturated; call refused");
+            return Err(SessionError::AtCapacity);
+        }
         // Reserve a slot first so concurrent offers cannot overshoot the limit.
         if self
             .active
@@ -475,6 +488,7 @@ impl SessionRegistry {
             wants_audio: session.policy.audio,
             face_models: self.face_models.clone(),
             reference: session.reference.clone(),
+            load: self.load.clone(),
             evidence_dir: Some(crate::store::evidence::session_dir(
                 std::path::Path::new(&self.cfg.data_dir),
                 &session.id,

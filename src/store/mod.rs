@@ -461,7 +461,7 @@ impl Store {
                 .bind(e.seq as i64)
                 .bind(e.at_ms)
                 .bind(&e.kind)
-                .bind(e.to_json().to_string())
+                .bind(e.json_text().to_string())
                 .execute(&mut *tx)
                 .await?;
         }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::card::render_card;
+use super::clip::{encode_frames, EncodedFrame, EncodedVideo, VideoCodec as ClipCodec};
 use super::peer::{ReactiveVideo, VideoSource};
 use super::render::{FaceEdit, HeadPose, HeadRenderer, RgbImage};
 use crate::analysis::face::{FaceModels, FaceTracker};
@@ -720,4 +721,178 @@ pub fn attack(stage: Arc<Stage>, species: AttackSpecies, lighting: Lighting) -> 
         };
         frame_of(&img)
     }))
+}
+
+/// The actions a challenge may ask, each pre-encoded by [`ActionClips`].
+pub const ACTIONS: [&str; 7] = [
+    "turn_left",
+    "turn_right",
+    "look_up",
+    "look_down",
+    "blink",
+    "open_mouth",
+    "move_closer",
+];
+/// Frames of each action clip: [`progress`]'s motion and its return (2.7 s).
+const ACTION_FRAMES: u64 = 41;
+/// Frames of the idle loop (4 s).
+const IDLE_FRAMES: u64 = 60;
+
+/// A rendered person pre-encoded once: an idle loop and one clip per action ([`perform`] from
+/// the moment it is asked), each starting with a keyframe. Shared by every call of the load
+/// generator, so one process can feed many calls of people who follow their challenges.
+#[derive(Debug)]
+pub struct ActionClips {
+    pub idle: EncodedVideo,
+    pub actions: HashMap<String, EncodedVideo>,
+}
+
+impl ActionClips {
+    pub fn render(stage: &Stage, bitrate_kbps: u32) -> Result<ActionClips, super::TestkitError> {
+        let clip =
+            |frames: Vec<DecodedFrame>| encode_frames(ClipCodec::Vp8, FPS, bitrate_kbps, &frames);
+        let idle = clip((0..IDLE_FRAMES).map(|k| stage.frame(&idle(k))).collect())?;
+        let mut actions = HashMap::new();
+        for action in ACTIONS {
+            let frames = (0..ACTION_FRAMES)
+                .map(|k| stage.frame(&perform(action, k as f32 / FPS as f32, k)))
+                .collect();
+            actions.insert(action.to_string(), clip(frames)?);
+        }
+        Ok(ActionClips { idle, actions })
+    }
+}
+
+/// One call's person made of [`ActionClips`]: idle until a challenge is asked, then that
+/// action's clip once, then idle again. Clips change only at their first frame (a keyframe), so
+/// the server's decoder never sees a frame that refers to another clip's picture.
+#[derive(Debug)]
+pub struct ScriptedPerson {
+    clips: Arc<ActionClips>,
+    cursor: Mutex<Cursor>,
+}
+
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Events already read.
+    read: usize,
+    /// The open challenge (id, action), from the events.
+    open: Option<(u64, String)>,
+    /// The last challenge acted on.
+    acted: Option<u64>,
+    /// The action clip playing (none: the idle loop) and the frame index it started at.
+    playing: Option<String>,
+    start: u64,
+}
+
+impl ScriptedPerson {
+    pub fn new(clips: Arc<ActionClips>) -> Self {
+        ScriptedPerson {
+            clips,
+            cursor: Mutex::new(Cursor::default()),
+        }
+    }
+
+    /// The encoded frame to send as frame `index`, given the events received so far.
+    pub fn frame(&self, index: u64, events: &[Value]) -> EncodedFrame {
+        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events.iter().skip(c.read) {
+            let id = e["id"].as_u64();
+            match e["type"].as_str() {
+                Some("challenge") => {
+                    c.open = id.zip(e["action"].as_str().map(str::to_string));
+                }
+                Some("challenge_passed") | Some("challenge_failed")
+                    if c.open.as_ref().map(|o| o.0) == id =>
+                {
+                    c.open = None
+                }
+                _ => {}
+            }
+        }
+        c.read = events.len();
+        if let Some((id, action)) = c.open.clone() {
+            if c.acted != Some(id) && self.clips.actions.contains_key(&action) {
+                c.acted = Some(id);
+                c.playing = Some(action);
+                c.start = index;
+            }
+        }
+        let k = index.saturating_sub(c.start) as usize;
+        if let Some(clip) = c.playing.as_ref().and_then(|a| self.clips.actions.get(a)) {
+            if let Some(f) = clip.frames.get(k) {
+                return f.clone();
+            }
+            c.playing = None;
+            c.start = index;
+        }
+        let idle = &self.clips.idle.frames;
+        idle[index.saturating_sub(c.start) as usize % idle.len().max(1)].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A clip whose frames carry `tag` and their index, the first one a keyframe.
+    fn clip(tag: u8, frames: usize) -> EncodedVideo {
+        EncodedVideo {
+            codec: ClipCodec::Vp8,
+            width: 640,
+            height: 480,
+            fps: FPS,
+            frames: (0..frames)
+                .map(|i| EncodedFrame {
+                    data: vec![tag, i as u8].into(),
+                    keyframe: i == 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_scripted_person_plays_each_asked_action_once_from_its_keyframe_then_idles_again() {
+        let clips = Arc::new(ActionClips {
+            idle: clip(0, 4),
+            actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
+        });
+        let person = ScriptedPerson::new(clips);
+        let mut events = Vec::new();
+        let mut sent = Vec::new();
+        for index in 0..14u64 {
+            if index == 6 {
+                events.push(json!({"type": "challenge", "id": 7, "action": "blink"}));
+            }
+            if index == 8 {
+                events.push(json!({"type": "challenge_passed", "id": 7}));
+            }
+            let f = person.frame(index, &events);
+            sent.push((f.data[0], f.data[1], f.keyframe));
+        }
+        let expected: Vec<(u8, u8, bool)> = [
+            // Idle, looping from its keyframe.
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 0),
+            (0, 1),
+            // The blink, once, whole (it outlasts the step's end).
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            // Idle again from its keyframe.
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 0),
+        ]
+        .into_iter()
+        .map(|(tag, i)| (tag, i, i == 0))
+        .collect();
+        assert_eq!(sent, expected);
+    }
 }

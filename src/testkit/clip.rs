@@ -105,6 +105,59 @@ pub fn encode_pattern(
     })
 }
 
+/// Encodes decoded frames (tightly packed I420, all of one size) as one clip whose first frame
+/// is a keyframe, so a peer may switch to it between any two frames.
+pub fn encode_frames(
+    codec: VideoCodec,
+    fps: u32,
+    bitrate_kbps: u32,
+    frames: &[crate::media::decode::DecodedFrame],
+) -> Result<EncodedVideo, TestkitError> {
+    let (width, height) = frames
+        .first()
+        .map_or((0, 0), |f| (f.width as u32, f.height as u32));
+    let mut enc = vpx_encode::Encoder::new(vpx_encode::Config {
+        width,
+        height,
+        timebase: [1, fps as i32],
+        bitrate: bitrate_kbps,
+        codec: match codec {
+            VideoCodec::Vp8 => vpx_encode::VideoCodecId::VP8,
+            VideoCodec::Vp9 => vpx_encode::VideoCodecId::VP9,
+        },
+    })
+    .map_err(|e| TestkitError::Encode(format!("{e:?}")))?;
+    let encode_error = |e| TestkitError::Encode(format!("{e:?}"));
+    let mut out = Vec::with_capacity(frames.len());
+    let mut img = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        img.clear();
+        img.extend_from_slice(&f.y);
+        img.extend_from_slice(&f.u);
+        img.extend_from_slice(&f.v);
+        for p in enc.encode(i as i64, &img).map_err(encode_error)? {
+            out.push(EncodedFrame {
+                data: p.data.into(),
+                keyframe: p.key,
+            });
+        }
+    }
+    let mut finish = enc.finish().map_err(encode_error)?;
+    while let Some(p) = finish.next().map_err(encode_error)? {
+        out.push(EncodedFrame {
+            data: p.data.into(),
+            keyframe: p.key,
+        });
+    }
+    Ok(EncodedVideo {
+        codec,
+        width,
+        height,
+        fps,
+        frames: out,
+    })
+}
+
 /// Opus packets of a 440 Hz tone, 20 ms each, 48 kHz mono.
 pub fn encode_tone(packets: usize, amplitude: f32) -> Result<Vec<Arc<[u8]>>, TestkitError> {
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)

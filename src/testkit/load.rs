@@ -1,12 +1,21 @@
-//! The load generator behind `vericall loadgen`: many str0m peers replaying one pre-encoded clip
+//! The load generator behind `vericall loadgen`: many str0m peers streaming pre-encoded video
 //! (640x480 VP8, 15 fps, ~500 kbit/s by default) into a running server, then asking the server how
 //! many frames it received. Encoding once keeps the generator's own CPU cost low.
+//!
+//! Two kinds of video: a moving test pattern (no face: the media path alone), or rendered people
+//! (`people`) who follow each call's challenges from clips pre-encoded once per action
+//! (`actor::ActionClips`), so every call is a full verification that ends with a verdict. Each
+//! call's verdict, the analysed frame rate of its steps, its guidance latencies and the time from
+//! its last step to its verdict are reported (what `scripts/bench-capacity` tabulates).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::actor::{ActionClips, ScriptedPerson, Stage};
 use super::clip::{encode_pattern, encode_tone, VideoCodec};
 use super::http::request;
 use super::peer::{run_peer, PeerOptions, VideoSource};
@@ -25,6 +34,10 @@ pub struct LoadOptions {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub audio: bool,
+    /// Stream rendered people who follow their challenges (full verifications, until each
+    /// call's verdict or `duration`) instead of the test pattern: the face models' folder (with
+    /// `stills/`), from scripts/setup.
+    pub people: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +52,82 @@ pub struct LoadReport {
     pub worst_peer_ratio: f64,
     pub connect_ms_median: f64,
     pub errors: Vec<String>,
+    /// With `people`: calls per verdict status ("none" when no verdict came).
+    pub verdicts: BTreeMap<String, usize>,
+    /// With `people`: over every judged step of every call, analysed frames per second.
+    pub step_fps_min: Option<f64>,
+    pub step_fps_median: Option<f64>,
+    /// With `people`: the server's capture-to-send `latency_ms` of every guidance event.
+    pub guidance_latency_ms_p50: Option<f64>,
+    pub guidance_latency_ms_p95: Option<f64>,
+    /// With `people`: from the last step's end event to the verdict event (server times).
+    pub verdict_after_last_step_ms_p50: Option<f64>,
+    pub verdict_after_last_step_ms_p95: Option<f64>,
+    pub calls: Vec<CallOutcome>,
+}
+
+/// What one full verification showed the peer (its data-channel events).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallOutcome {
+    pub session_id: String,
+    /// From the WHIP offer to the end of streaming (the verdict, or the duration).
+    pub duration_ms: f64,
+    /// The verdict's status, and its reason codes.
+    pub verdict: Option<String>,
+    pub reasons: Vec<String>,
+    /// Per judged step: judged samples per second of unpaused step time.
+    pub step_fps: Vec<f64>,
+    pub guidance_latency_ms: Vec<f64>,
+    pub verdict_after_last_step_ms: Option<f64>,
+}
+
+impl CallOutcome {
+    fn from_events(session_id: &str, events: &[serde_json::Value]) -> CallOutcome {
+        let mut out = CallOutcome {
+            session_id: session_id.to_string(),
+            ..CallOutcome::default()
+        };
+        let mut last_step_at = None;
+        for e in events {
+            match e["type"].as_str() {
+                Some("challenge_passed") | Some("challenge_failed") => {
+                    last_step_at = e["at_ms"].as_f64();
+                    let ev = &e["evidence"];
+                    if let (Some(samples), Some(elapsed)) =
+                        (ev["samples"].as_f64(), ev["elapsed_ms"].as_f64())
+                    {
+                        let judged = elapsed - ev["paused_ms"].as_f64().unwrap_or(0.0);
+                        if judged > 0.0 {
+                            out.step_fps.push(samples * 1000.0 / judged);
+                        }
+                    }
+                }
+                Some("guidance") => {
+                    out.guidance_latency_ms.extend(e["latency_ms"].as_f64());
+                }
+                Some("verdict") if out.verdict.is_none() => {
+                    out.verdict = e["status"].as_str().map(str::to_string);
+                    out.reasons = e["reasons"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["code"].as_str().map(str::to_string))
+                        .collect();
+                    out.verdict_after_last_step_ms =
+                        e["at_ms"].as_f64().zip(last_step_at).map(|(v, s)| v - s);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The `q` quantile (nearest rank) of `v`; none when empty.
+fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+    v.get(i).copied()
 }
 
 async fn create_session(opts: &LoadOptions) -> Result<(String, String, String), TestkitError> {
@@ -87,6 +176,18 @@ async fn frames_received(opts: &LoadOptions, id: &str) -> Result<u64, TestkitErr
     }
 }
 
+/// Renders the packaged portrait's person and pre-encodes their clips (once per process).
+async fn render_people(models: PathBuf, kbps: u32) -> Result<Arc<ActionClips>, TestkitError> {
+    tokio::task::spawn_blocking(move || {
+        let face = crate::analysis::face::FaceModels::load(&models)
+            .map_err(|e| TestkitError::Encode(format!("face models: {e}")))?;
+        let stage = Stage::astronaut(face, &models.join("stills")).map_err(TestkitError::Encode)?;
+        ActionClips::render(&stage, kbps).map(Arc::new)
+    })
+    .await
+    .map_err(|e| TestkitError::Encode(e.to_string()))?
+}
+
 pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
     let frame_count = (opts.fps * 4) as usize;
     let video = Arc::new(encode_pattern(
@@ -97,6 +198,10 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
         opts.bitrate_kbps,
         frame_count,
     )?);
+    let people = match &opts.people {
+        Some(dir) => Some(render_people(dir.clone(), opts.bitrate_kbps).await?),
+        None => None,
+    };
     let audio = if opts.audio {
         Some(Arc::new(encode_tone(50, 0.3)?))
     } else {
@@ -106,7 +211,10 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
     for _ in 0..opts.peers {
         let (id, whip, token) = create_session(&opts).await?;
         let peer_opts = PeerOptions {
-            video: Some(VideoSource::Encoded(video.clone())),
+            video: Some(match &people {
+                Some(clips) => VideoSource::Scripted(Arc::new(ScriptedPerson::new(clips.clone()))),
+                None => VideoSource::Encoded(video.clone()),
+            }),
             audio: audio.clone(),
             duration: opts.duration,
             connect_timeout: Duration::from_secs(20),
@@ -114,7 +222,11 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
         };
         tasks.push((
             id,
-            tokio::spawn(async move { run_peer(&whip, &token, peer_opts).await }),
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = run_peer(&whip, &token, peer_opts).await;
+                r.map(|r| (r, started.elapsed()))
+            }),
         ));
         tokio::time::sleep(opts.stagger).await;
     }
@@ -127,14 +239,28 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
         worst_peer_ratio: 1.0,
         connect_ms_median: 0.0,
         errors: Vec::new(),
+        verdicts: BTreeMap::new(),
+        step_fps_min: None,
+        step_fps_median: None,
+        guidance_latency_ms_p50: None,
+        guidance_latency_ms_p95: None,
+        verdict_after_last_step_ms_p50: None,
+        verdict_after_last_step_ms_p95: None,
+        calls: Vec::new(),
     };
     let mut connect_ms = Vec::new();
     for (id, task) in tasks {
         match task.await {
-            Ok(Ok(r)) => {
+            Ok(Ok((r, took))) => {
                 report.connected += 1;
                 if let Some(c) = r.connect_time {
                     connect_ms.push(c.as_secs_f64() * 1000.0);
+                }
+                if people.is_some() {
+                    report.calls.push(CallOutcome {
+                        duration_ms: took.as_secs_f64() * 1000.0,
+                        ..CallOutcome::from_events(&id, &r.events)
+                    });
                 }
                 let got = frames_received(&opts, &id).await?;
                 report.frames_sent += r.video_frames_sent;
@@ -157,6 +283,24 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
     } else {
         0.0
     };
+    if people.is_some() {
+        for c in &report.calls {
+            let status = c.verdict.clone().unwrap_or_else(|| "none".into());
+            *report.verdicts.entry(status).or_default() += 1;
+        }
+        let all = |f: fn(&CallOutcome) -> Vec<f64>| -> Vec<f64> {
+            report.calls.iter().flat_map(f).collect()
+        };
+        let fps = all(|c| c.step_fps.clone());
+        let guidance = all(|c| c.guidance_latency_ms.clone());
+        let verdict = all(|c| c.verdict_after_last_step_ms.into_iter().collect());
+        report.step_fps_min = quantile(fps.clone(), 0.0);
+        report.step_fps_median = quantile(fps, 0.5);
+        report.guidance_latency_ms_p50 = quantile(guidance.clone(), 0.5);
+        report.guidance_latency_ms_p95 = quantile(guidance, 0.95);
+        report.verdict_after_last_step_ms_p50 = quantile(verdict.clone(), 0.5);
+        report.verdict_after_last_step_ms_p95 = quantile(verdict, 0.95);
+    }
     connect_ms.sort_by(f64::total_cmp);
     report.connect_ms_median = connect_ms.get(connect_ms.len() / 2).copied().unwrap_or(0.0);
     Ok(report)

@@ -53,6 +53,8 @@ pub enum VideoSource {
     Encoded(Arc<EncodedVideo>),
     Live(Arc<LiveVideo>),
     Reactive(Arc<ReactiveVideo>),
+    /// A person made of pre-encoded clips who follows the challenges (the load generator's).
+    Scripted(Arc<super::actor::ScriptedPerson>),
 }
 
 impl VideoSource {
@@ -61,6 +63,7 @@ impl VideoSource {
             VideoSource::Encoded(v) => v.fps,
             VideoSource::Live(v) => v.fps,
             VideoSource::Reactive(v) => v.fps,
+            VideoSource::Scripted(_) => super::actor::FPS,
         }
     }
 }
@@ -377,6 +380,10 @@ impl Driver {
             VideoSource::Live(v) => {
                 let raw = &v.frames[index as usize % v.frames.len()];
                 self.encode_and_send(mid, v.codec, v.fps, v.bitrate_kbps, raw, index, ts)
+            }
+            VideoSource::Scripted(person) => {
+                let f = person.frame(index, &self.report.events);
+                self.write(mid, Codec::Vp8, ts, f.data)
             }
             VideoSource::Reactive(v) => {
                 let raw = (v.frame)(index, &self.report.events);

@@ -409,6 +409,46 @@ async fn at_capacity_whip_answers_503_with_retry_after() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A node whose analysis cannot keep up (here: a decode queue overflowed) refuses new calls with
+/// 503 + Retry-After while it has free slots, and its metrics show why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_node_refuses_new_calls_with_503_and_retry_after() {
+    let ts = TestServer::start().await;
+    let a = ts.create_session().await;
+    ts.server
+        .registry
+        .load()
+        .on_queue_drop(std::time::Instant::now());
+    let r = whip(
+        &ts,
+        reqwest::Method::POST,
+        &a.id,
+        Some(&a.token),
+        Some("application/sdp"),
+        offer(true, true),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "at_capacity");
+    // The session is untouched: the client may offer again later (here or on another node).
+    assert_eq!(ts.session(&a.id).await["state"], "created");
+    let metrics = ts
+        .http
+        .get(ts.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vericall_active_calls 0"));
+    assert!(metrics.contains("vericall_decode_queue_drops_total 1"));
+    assert!(metrics.contains("# TYPE vericall_analysis_lag_seconds gauge"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_that_never_connects_ends_as_ice_failed() {
     let ts = TestServer::start_with(vericall::config::Config {

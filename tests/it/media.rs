@@ -307,16 +307,18 @@ async fn a_flooding_sender_keeps_memory_flat_and_analysis_on_the_newest_frame() 
         "the sender did flood: {}",
         report.video_frames_sent
     );
+    // Nothing is judged in this call (no face analysis), so frames are analysed at the guidance
+    // rate (analysis::effort::GUIDANCE_FPS, 4/s), however fast the sender floods.
     assert!(
-        (60..=110).contains(&analyzed),
-        "analysis stays at ~15 fps: {analyzed} in 6 s"
+        (16..=40).contains(&analyzed),
+        "analysis stays at ~4 fps: {analyzed} in 6 s"
     );
     assert!(
         skipped > 300,
         "excess frames are skipped, not queued: {skipped}"
     );
     for e in timeline.iter().filter(|e| e["type"] == "quality") {
-        assert!(e["analyzed_fps"].as_u64().unwrap() <= 17, "{e}");
+        assert!(e["analyzed_fps"].as_u64().unwrap() <= 6, "{e}");
     }
     assert!(
         rss_after < rss_before + 60 * 1024,

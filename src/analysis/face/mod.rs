@@ -114,10 +114,23 @@ impl FaceTracker {
         self.previous = None;
     }
 
+    /// Observes the frame with every model installed (the eye-contour model included).
     pub fn observe(
         &mut self,
         frame: &I420,
         captured: Instant,
+    ) -> Result<FaceObservation, ModelError> {
+        self.observe_with(frame, captured, true)
+    }
+
+    /// Observes the frame; the eye-contour model runs only when `eyes` (and it is installed),
+    /// else eye openness comes from the mesh, which is too coarse to judge a blink (its open and
+    /// closed values barely differ) but costs nothing more. `analysis::effort` decides.
+    pub fn observe_with(
+        &mut self,
+        frame: &I420,
+        captured: Instant,
+        eyes: bool,
     ) -> Result<FaceObservation, ModelError> {
         let mut observation = FaceObservation {
             captured,
@@ -186,7 +199,7 @@ impl FaceTracker {
                 .map(|(yaw, _, roll)| (yaw, absolute.1 - base_abs.1, roll))
         });
         let (yaw, pitch, roll) = relative.unwrap_or(absolute);
-        let (ear_right, ear_left, irises) = match &self.models.iris {
+        let (ear_right, ear_left, irises) = match self.models.iris.as_ref().filter(|_| eyes) {
             Some(pool) => {
                 let mut session = pool.acquire(self.hint);
                 let right = mesh::read_eye(
