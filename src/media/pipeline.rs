@@ -62,7 +62,7 @@ pub struct PipelineConfig {
     /// The session's liveness plan (needs face tracking).
     pub liveness: Option<ChallengePlan>,
     /// The reference photo's embedding, compared with the best live frames at the verdict.
-    pub reference: crate::session::SharedReference,
+    pub reference: crate::analysis::face::embed::SharedReference,
     /// Where this session's evidence frames go (none: not kept).
     pub evidence_dir: Option<std::path::PathBuf>,
     /// The ID-document step after the challenges (policy, and the models that read the card).
@@ -271,7 +271,7 @@ struct Worker {
     /// Embeddings of good frontal frames, for the reference-photo match.
     live_embeddings: Vec<Embedding>,
     next_embedding: Option<Instant>,
-    reference: crate::session::SharedReference,
+    reference: crate::analysis::face::embed::SharedReference,
     /// Evidence frames written so far.
     evidence: Vec<String>,
     verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
