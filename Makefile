@@ -25,6 +25,9 @@ run: setup
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	# The server as shipped (no `testkit`), and everything with every feature.
+	$(CARGO) clippy --lib --bins -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 # nextest does not run doctests, hence the extra `cargo test --doc`. The store suite also runs
 # against a throwaway PostgreSQL server (scripts/test-postgres), stopped again when the tests end,

@@ -1,11 +1,21 @@
 //! Server configuration: defaults that work out of the box, overridden by an optional TOML file,
-//! then by environment variables and command-line flags (see `main.rs`).
+//! then by `VERICALL_<KEY>` environment variables (every key), then by command-line flags (see
+//! `main.rs`). The layering is figment's; docs/CONFIG.md lists every key and is generated from
+//! this file (`UPDATE_CONFIG_DOC=1 cargo test --lib config` rewrites it; a test fails when they
+//! differ).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that set configuration keys: `VERICALL_MAX_SESSIONS=100`
+/// sets `max_sessions`. Values are read as TOML-like literals (`true`, `3`, `["a", "b"]`,
+/// `{key = "v"}`); anything else is a string.
+pub const ENV_PREFIX: &str = "VERICALL_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,6 +31,9 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A key from the file or the environment has the wrong type or is unknown.
+    #[error("invalid configuration: {0}")]
+    Layer(Box<figment::Error>),
 }
 
 /// A STUN/TURN server advertised to clients in the WHIP `Link` headers.
@@ -47,6 +60,7 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `sqlite://...` (default, a file under ./data/) or `postgres://...`.
     pub database_url: String,
+    /// Folder of the default SQLite file and of evidence frames (`<data_dir>/evidence/`).
     pub data_dir: String,
     /// Sessions with media at once; WHIP answers 503 + Retry-After beyond this.
     pub max_sessions: usize,
@@ -169,6 +183,39 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Every configuration key: the TOML keys, and `VERICALL_<KEY>` upper-cased in the environment.
+    pub fn keys() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The layers below the flags: defaults < the TOML file (when given) < `VERICALL_<KEY>`
+    /// environment variables. Other `VERICALL_*` variables (`VERICALL_CONFIG`,
+    /// `VERICALL_API_KEY`, ...) are not keys and are left alone.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut layers = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            // Parsed here first so that a syntax error names the file, as before.
+            toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?;
+            layers = layers.merge(Toml::string(&text));
+        }
+        let keys = Config::keys();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        layers
+            .merge(Env::prefixed(ENV_PREFIX).only(&keys))
+            .extract()
+            .map_err(|e| ConfigError::Layer(Box::new(e)))
+    }
+
     pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -221,7 +268,9 @@ impl Config {
         for o in &self.allowed_origins {
             let ok = (o.starts_with("https://") || o.starts_with("http://"))
                 && !o.ends_with('/')
-                && o.parse::<axum::http::HeaderValue>().is_ok();
+                // What an HTTP header value may hold (the check `HeaderValue` makes), without
+                // making configuration depend on the HTTP stack.
+                && !o.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
             if !ok {
                 return Err(ConfigError::Invalid(format!(
                     "allowed_origins: {o:?} is not an origin like https://wallet.example"
@@ -284,6 +333,91 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.advertised_ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail returns figment's (large) error type
+    fn every_key_is_settable_from_the_environment_over_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("v.toml", "max_sessions = 3\nlog_format = \"json\"\n")?;
+            jail.set_env("VERICALL_MAX_SESSIONS", "7");
+            jail.set_env("VERICALL_FACE_ANALYSIS", "false");
+            jail.set_env("VERICALL_PUBLIC_IP", "203.0.113.7");
+            jail.set_env("VERICALL_HTTP_ADDR", "0.0.0.0:8081");
+            jail.set_env("VERICALL_ALLOWED_ORIGINS", "[\"https://wallet.example\"]");
+            jail.set_env("VERICALL_WEBHOOK_RESOLVE", "{hooks = [\"203.0.113.5\"]}");
+            jail.set_env(
+                "VERICALL_ICE_SERVERS",
+                "[{urls = \"stun:stun.example.org\"}]",
+            );
+            // Not keys: ignored, not refused.
+            jail.set_env("VERICALL_CONFIG", "v.toml");
+            jail.set_env("VERICALL_API_KEY", "vck_x");
+            let c = Config::load(Some(Path::new("v.toml"))).expect("layers");
+            assert_eq!(c.max_sessions, 7, "the environment wins over the file");
+            assert_eq!(c.log_format, "json", "the file wins over the defaults");
+            assert!(!c.face_analysis);
+            assert_eq!(c.advertised_ip().to_string(), "203.0.113.7");
+            assert_eq!(c.http_addr.port(), 8081);
+            assert_eq!(c.allowed_origins, ["https://wallet.example"]);
+            assert_eq!(c.webhook_resolve["hooks"][0].to_string(), "203.0.113.5");
+            assert_eq!(c.ice_servers[0].urls, "stun:stun.example.org");
+            jail.set_env("VERICALL_MAX_SESSIONS", "many");
+            assert!(Config::load(None).is_err(), "a wrong type is an error");
+            Ok(())
+        });
+        let keys = Config::keys();
+        assert!(
+            keys.contains(&"session_retention_days".to_string()),
+            "None fields are keys too"
+        );
+        assert_eq!(keys.len(), config_doc_rows().len());
+    }
+
+    /// (key, default, doc) for every field of `Config`, docs read from this file's source.
+    fn config_doc_rows() -> Vec<(String, String, String)> {
+        let source = include_str!("config.rs");
+        let body = &source[source.find("pub struct Config {").unwrap()..];
+        let body = &body[..body.find("\n}\n").unwrap()];
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let mut rows = Vec::new();
+        let mut doc = Vec::new();
+        for line in body.lines().skip(1).map(str::trim) {
+            if let Some(d) = line.strip_prefix("///") {
+                doc.push(d.trim().to_string());
+            } else if let Some(field) = line.strip_prefix("pub ") {
+                let key = field.split(':').next().unwrap().trim().to_string();
+                let default = match &defaults[&key] {
+                    serde_json::Value::Null => "(unset)".to_string(),
+                    v => format!("`{v}`"),
+                };
+                rows.push((key, default, doc.join(" ").replace('|', "\\|")));
+                doc.clear();
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn config_doc_is_generated_from_the_code() {
+        let mut out = String::from(
+            "# Configuration\n\nGenerated from `src/config.rs` (`UPDATE_CONFIG_DOC=1 cargo test --lib config` rewrites this file; a test fails when they differ).\n\nLayers, later wins: built-in defaults < the TOML file (`--config` / `$VERICALL_CONFIG`) < environment (`VERICALL_<KEY>`, and `DATABASE_URL`) < `vericall serve` flags. Environment values are TOML-like literals (`true`, `3`, `[\"https://a.example\"]`, `{host = [\"203.0.113.5\"]}`); anything else is a string.\n\n| key (TOML) | environment | default | meaning |\n|---|---|---|---|\n",
+        );
+        for (key, default, doc) in config_doc_rows() {
+            out.push_str(&format!(
+                "| `{key}` | `{ENV_PREFIX}{}` | {default} | {doc} |\n",
+                key.to_uppercase()
+            ));
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md");
+        if std::env::var_os("UPDATE_CONFIG_DOC").is_some() {
+            std::fs::write(path, &out).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == out,
+            "docs/CONFIG.md is stale: UPDATE_CONFIG_DOC=1 cargo test --lib config"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod document;
 pub mod events;
+pub mod frame;
 pub mod liveness;
 pub mod media;
 pub mod metrics;
@@ -19,5 +20,6 @@ pub mod reasons;
 pub mod server;
 pub mod session;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod verdict;

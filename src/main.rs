@@ -1,5 +1,6 @@
 //! `vericall` command line: `serve` runs the server; `keys`, `operators` and `signing-keys`
-//! manage the server's database; `loadgen` drives a running server.
+//! manage the server's database. The load generator is its own binary, `vericall-loadgen`
+//! (`src/bin/loadgen.rs`, feature `testkit`), so the server carries no test support.
 //!
 //! Every command finds the database the same way as `serve`: `--database-url` (or
 //! `$DATABASE_URL`), else the `database_url` of the `--config` file (or `$VERICALL_CONFIG`), else
@@ -34,8 +35,6 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Load generator: many WebRTC peers streaming pre-encoded VP8 into a running server.
-    Loadgen(LoadgenArgs),
     /// Manage relying-party API keys (in the server's database).
     Keys {
         #[command(subcommand)]
@@ -72,36 +71,6 @@ enum SigningKeysAction {
     List,
 }
 
-#[derive(Args)]
-struct LoadgenArgs {
-    /// Server base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    #[arg(long, env = "VERICALL_API_KEY")]
-    api_key: String,
-    #[arg(long, default_value_t = 4)]
-    peers: usize,
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    #[arg(long, default_value_t = 150)]
-    stagger_ms: u64,
-    #[arg(long, default_value_t = 640)]
-    width: u32,
-    #[arg(long, default_value_t = 480)]
-    height: u32,
-    #[arg(long, default_value_t = 15)]
-    fps: u32,
-    #[arg(long, default_value_t = 500)]
-    kbps: u32,
-    /// Also send Opus audio.
-    #[arg(long)]
-    audio: bool,
-    /// Full verifications: stream rendered people who follow their challenges (until each
-    /// call's verdict, at most --seconds), rendered from the face models in this folder.
-    #[arg(long, value_name = "MODELS_DIR")]
-    people: Option<PathBuf>,
-}
-
 /// Where the database is: the same for every subcommand, so `keys` and `operators` act on the
 /// database the server uses when given the same flags, environment or config file.
 #[derive(Args)]
@@ -132,32 +101,33 @@ enum KeysAction {
     Revoke { id: String },
 }
 
-/// Flags override environment variables, which override the config file.
+/// Flags override environment variables (`VERICALL_<KEY>` for every key of the config file, see
+/// docs/CONFIG.md), which override the config file.
 #[derive(Args)]
 struct ServeArgs {
-    #[arg(long, env = "VERICALL_HTTP_ADDR")]
+    #[arg(long)]
     http_addr: Option<SocketAddr>,
     /// UDP address of the one media port.
-    #[arg(long, env = "VERICALL_MEDIA_ADDR")]
+    #[arg(long)]
     media_addr: Option<SocketAddr>,
     /// Address advertised in ICE candidates (public IP, NAT, Kubernetes node).
-    #[arg(long, env = "VERICALL_PUBLIC_IP")]
+    #[arg(long)]
     public_ip: Option<IpAddr>,
     /// Base URL put in links handed to clients.
-    #[arg(long, env = "VERICALL_PUBLIC_URL")]
+    #[arg(long)]
     public_url: Option<String>,
-    #[arg(long, env = "VERICALL_MAX_SESSIONS")]
+    #[arg(long)]
     max_sessions: Option<usize>,
     /// Folder with the page (static/).
     #[arg(long, env = "VERICALL_STATIC_DIR", default_value = "static")]
     static_dir: String,
     /// Development mode: print a ready-to-open page URL.
-    #[arg(long, env = "VERICALL_DEV")]
+    #[arg(long)]
     dev: bool,
-    #[arg(long, env = "VERICALL_LOG_FORMAT")]
+    #[arg(long)]
     log_format: Option<String>,
     /// Folder with the ONNX models written by scripts/setup.
-    #[arg(long, env = "VERICALL_MODELS_DIR")]
+    #[arg(long)]
     models_dir: Option<String>,
     /// Run without face tracking (no models needed).
     #[arg(long, env = "VERICALL_NO_FACE_ANALYSIS")]
@@ -165,10 +135,8 @@ struct ServeArgs {
 }
 
 fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
-    let mut cfg = match &db.config {
-        Some(path) => Config::from_toml_file(path)?,
-        None => Config::default(),
-    };
+    // Defaults < TOML file < `VERICALL_<KEY>` environment; `DATABASE_URL` and flags on top.
+    let mut cfg = Config::load(db.config.as_deref())?;
     if let Some(url) = &db.database_url {
         cfg.database_url = url.clone();
     }
@@ -195,24 +163,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys { action } => keys(db, action).await,
         Command::Operators { action } => operators(db, action).await,
         Command::SigningKeys { action } => signing_keys(db, action).await,
-        Command::Loadgen(a) => {
-            let report = vericall::testkit::load::run_load(vericall::testkit::load::LoadOptions {
-                base_url: a.url.trim_end_matches('/').to_string(),
-                api_key: a.api_key,
-                peers: a.peers,
-                duration: Duration::from_secs(a.seconds),
-                stagger: Duration::from_millis(a.stagger_ms),
-                width: a.width,
-                height: a.height,
-                fps: a.fps,
-                bitrate_kbps: a.kbps,
-                audio: a.audio,
-                people: a.people,
-            })
-            .await?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
     }
 }
 
@@ -420,11 +370,7 @@ mod tests {
                 .and_then(|c| c.get_about().map(|a| a.to_string()))
                 .unwrap_or_default()
         };
-        assert!(
-            about("loadgen").starts_with("Load generator"),
-            "{}",
-            about("loadgen")
-        );
+        assert!(Cli::command().find_subcommand("loadgen").is_none());
         assert!(about("keys").contains("API keys"), "{}", about("keys"));
         assert!(about("operators").contains("operators"));
     }

@@ -1,7 +1,7 @@
 //! Pixel plumbing shared by the face models: affine transforms, bilinear RGB sampling straight
 //! from I420 (no full-frame RGB conversion), and RGB -> I420 for stills and fixtures.
 
-use super::quality::I420;
+use crate::frame::I420;
 
 /// A 2x3 affine map: `x' = a*x + b*y + c`, `y' = d*x + e*y + f`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,36 +45,7 @@ impl Affine {
     }
 }
 
-/// Bilinear RGB (0..255) at image position (x, y), pixel centres at integer + 0.5. Outside the
-/// frame: black.
-pub fn sample_rgb(frame: &I420, x: f32, y: f32) -> [f32; 3] {
-    let (w, h) = (frame.width as f32, frame.height as f32);
-    if x < 0.0 || y < 0.0 || x >= w || y >= h {
-        return [0.0, 0.0, 0.0];
-    }
-    let fx = (x - 0.5).clamp(0.0, w - 1.0);
-    let fy = (y - 0.5).clamp(0.0, h - 1.0);
-    let (x0, y0) = (fx as usize, fy as usize);
-    let (x1, y1) = (
-        (x0 + 1).min(frame.width - 1),
-        (y0 + 1).min(frame.height - 1),
-    );
-    let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-    let luma = |xx: usize, yy: usize| frame.y[yy * frame.y_stride + xx] as f32;
-    let top = luma(x0, y0) * (1.0 - tx) + luma(x1, y0) * tx;
-    let bottom = luma(x0, y1) * (1.0 - tx) + luma(x1, y1) * tx;
-    let yv = top * (1.0 - ty) + bottom * ty;
-    let (cx, cy) = (x as usize / 2, y as usize / 2);
-    let ci = cy * frame.uv_stride + cx;
-    let u = frame.u.get(ci).copied().unwrap_or(128) as f32 - 128.0;
-    let v = frame.v.get(ci).copied().unwrap_or(128) as f32 - 128.0;
-    let c = 1.164 * (yv - 16.0);
-    [
-        (c + 1.596 * v).clamp(0.0, 255.0),
-        (c - 0.813 * v - 0.391 * u).clamp(0.0, 255.0),
-        (c + 2.018 * u).clamp(0.0, 255.0),
-    ]
-}
+pub use crate::frame::sample_rgb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -113,47 +84,7 @@ pub fn warp_to_tensor(
     }
 }
 
-/// BT.601 limited-range I420 from packed RGB888 (even or odd sizes; chroma rounds up).
-pub fn rgb_to_i420(width: usize, height: usize, rgb: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-    let mut y = vec![0u8; width * height];
-    let mut u = vec![128u8; cw * ch];
-    let mut v = vec![128u8; cw * ch];
-    for row in 0..height {
-        for col in 0..width {
-            let p = &rgb[(row * width + col) * 3..][..3];
-            let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
-            y[row * width + col] = (16.0 + 0.257 * r + 0.504 * g + 0.098 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-        }
-    }
-    for crow in 0..ch {
-        for ccol in 0..cw {
-            let (mut r, mut g, mut b, mut n) = (0.0, 0.0, 0.0, 0.0);
-            for dy in 0..2 {
-                for dx in 0..2 {
-                    let (xx, yy) = (ccol * 2 + dx, crow * 2 + dy);
-                    if xx < width && yy < height {
-                        let p = &rgb[(yy * width + xx) * 3..][..3];
-                        r += p[0] as f32;
-                        g += p[1] as f32;
-                        b += p[2] as f32;
-                        n += 1.0;
-                    }
-                }
-            }
-            let (r, g, b) = (r / n, g / n, b / n);
-            u[crow * cw + ccol] = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-            v[crow * cw + ccol] = (128.0 + 0.439 * r - 0.368 * g - 0.071 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-        }
-    }
-    (y, u, v)
-}
+pub use crate::frame::rgb_to_i420;
 
 #[cfg(test)]
 mod tests {

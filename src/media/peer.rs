@@ -131,7 +131,7 @@ pub struct PeerConfig {
         std::sync::Arc<crate::document::DocumentReader>,
     )>,
     /// The reference photo's embedding, when the relying party uploaded one.
-    pub reference: crate::session::SharedReference,
+    pub reference: crate::analysis::face::embed::SharedReference,
     /// Where evidence frames are written.
     pub evidence_dir: Option<std::path::PathBuf>,
     /// The node's analysis lag and queue drops (admission control).

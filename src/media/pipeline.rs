@@ -67,7 +67,7 @@ pub struct PipelineConfig {
     /// Whether the challenges start with the screen-light step.
     pub light: LightMode,
     /// The reference photo's embedding, compared with the best live frames at the verdict.
-    pub reference: crate::session::SharedReference,
+    pub reference: crate::analysis::face::embed::SharedReference,
     /// Where this session's evidence frames go (none: not kept).
     pub evidence_dir: Option<std::path::PathBuf>,
     /// The ID-document step after the challenges (policy, and the models that read the card).
@@ -282,7 +282,7 @@ struct Worker {
     /// Embeddings of good frontal frames, for the reference-photo match.
     live_embeddings: Vec<Embedding>,
     next_embedding: Option<Instant>,
-    reference: crate::session::SharedReference,
+    reference: crate::analysis::face::embed::SharedReference,
     /// Evidence frames written so far.
     evidence: Vec<String>,
     verdict: Arc<std::sync::Mutex<Option<Verdict>>>,

@@ -120,8 +120,9 @@ impl Default for SessionPolicy {
     }
 }
 
-/// The embedding of the session's reference (ID) photo, shared with the call's media thread.
-pub type SharedReference = Arc<Mutex<Option<crate::analysis::face::embed::Embedding>>>;
+/// The embedding of the session's reference (ID) photo, shared with the call's media thread
+/// (defined in `analysis::face::embed` so that `media` need not import `session`).
+pub use crate::analysis::face::embed::SharedReference;
 
 pub struct Session {
     pub id: Arc<str>,

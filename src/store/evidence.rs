@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::analysis::image::sample_rgb;
-use crate::analysis::quality::I420;
+use crate::frame::{sample_rgb, I420};
 
 pub fn session_dir(data_dir: &Path, session: &str) -> PathBuf {
     data_dir.join("evidence").join(session)

@@ -1,9 +1,11 @@
 //! vericall's integration tests: one crate (one link) with a module per area.
 
 mod api;
+mod architecture;
 mod browser;
 mod call;
 mod common;
+mod deploy;
 mod document;
 mod face;
 mod hostile;

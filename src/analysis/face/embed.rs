@@ -12,8 +12,8 @@ use super::detector::{self, Detection};
 use super::mesh::{self, Roi};
 use super::models::{run, FaceModels, ModelError};
 use super::MIN_PRESENCE;
-use crate::analysis::image::{rgb_to_i420, warp_to_tensor, Affine, Layout};
-use crate::analysis::quality::I420;
+use crate::analysis::image::{warp_to_tensor, Affine, Layout};
+use crate::frame::{Frame, I420};
 
 /// The aligned face's side in pixels.
 pub const SIZE: usize = 112;
@@ -132,6 +132,11 @@ fn invert(m: &Affine) -> Option<Affine> {
 /// An L2-normalised face embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding(pub [f32; DIM]);
+
+/// The embedding of a session's reference (ID) photo, set by the API and read by the call's
+/// media thread. It lives here, beside `Embedding`, so that `session` and `media` share it
+/// without importing each other.
+pub type SharedReference = std::sync::Arc<std::sync::Mutex<Option<Embedding>>>;
 
 impl Embedding {
     /// Cosine similarity in -1..=1 (0 when either vector is zero).
@@ -299,40 +304,9 @@ pub enum ReferenceError {
     Model(#[from] ModelError),
 }
 
-/// Packed I420 planes of an RGB image.
-struct Planes {
-    width: usize,
-    height: usize,
-    y: Vec<u8>,
-    u: Vec<u8>,
-    v: Vec<u8>,
-}
-
-impl Planes {
-    fn from_rgb(img: &image::RgbImage) -> Planes {
-        let (width, height) = (img.width() as usize, img.height() as usize);
-        let (y, u, v) = rgb_to_i420(width, height, img.as_raw());
-        Planes {
-            width,
-            height,
-            y,
-            u,
-            v,
-        }
-    }
-
-    fn i420(&self) -> I420<'_> {
-        I420 {
-            width: self.width,
-            height: self.height,
-            y: &self.y,
-            u: &self.u,
-            v: &self.v,
-            y_stride: self.width,
-            uv_stride: self.width.div_ceil(2),
-            full_range: false,
-        }
-    }
+/// The I420 frame of an RGB image.
+fn frame_of(img: &image::RgbImage) -> Frame {
+    Frame::from_rgb(img.width() as usize, img.height() as usize, img.as_raw())
 }
 
 /// A reference (ID) photo: decodes JPEG/PNG bytes, checks the pixel limits, finds exactly one
@@ -371,8 +345,8 @@ pub fn embed_single_face(
     rgb: &image::RgbImage,
 ) -> Result<Embedding, ReferenceError> {
     let (w, h) = (rgb.width(), rgb.height());
-    let planes = Planes::from_rgb(rgb);
-    let frame = planes.i420();
+    let planes = frame_of(rgb);
+    let frame = planes.view();
     let mut scratch = Vec::with_capacity(3 * 192 * 192);
     let mut faces = find_faces(models, &frame, &mut scratch)?;
     if faces.is_empty() {
@@ -386,8 +360,8 @@ pub fn embed_single_face(
         let mut canvas = image::RgbImage::from_pixel(CANVAS, CANVAS, Rgb([128, 128, 128]));
         let (ox, oy) = ((CANVAS - nw) / 2, (CANVAS - nh) / 2);
         imageops::replace(&mut canvas, &small, ox as i64, oy as i64);
-        let padded = Planes::from_rgb(&canvas);
-        faces = find_faces(models, &padded.i420(), &mut scratch)?;
+        let padded = frame_of(&canvas);
+        faces = find_faces(models, &padded.view(), &mut scratch)?;
         // Canvas pixels back to the original image's (pixel centres at +0.5 on both).
         let (sx, sy) = (w as f32 / nw as f32, h as f32 / nh as f32);
         for face in faces.iter_mut() {
