@@ -6,3 +6,4 @@ pub mod face;
 pub mod hold;
 pub mod image;
 pub mod quality;
+pub mod voice;

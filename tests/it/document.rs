@@ -269,6 +269,7 @@ fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
                 frames: 0,
                 max_ratio_change: 0.0,
             },
+            speech: None,
         }),
         face_match: None,
         network_poor_ms: 0,

@@ -12,8 +12,13 @@ use vericall::testkit::actor::{
 use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
 use vericall::testkit::render::{FaceEdit, RgbImage};
+use vericall::testkit::voice::speaking_person;
 
-use crate::common::{test_config, tone, CreatedSession, TestServer};
+/// Room noise on the test microphones outside the spoken step (dBFS RMS): a quiet room after
+/// the browser's noise suppression.
+pub const ROOM_DBFS: f32 = -70.0;
+
+use crate::common::{test_config, CreatedSession, TestServer};
 use crate::face::{stage, Planes};
 use crate::relay::{ImpairmentConfig, Relay};
 
@@ -27,8 +32,9 @@ async fn verify(
     call(ts, &s, video, via, limit).await
 }
 
-/// One call on session `s` with `video` (and a tone), until the session has ended: the peer's
-/// report, the session as the relying party sees it, and its timeline.
+/// One call on session `s` with `video` (and a microphone that reads the spoken step's digits
+/// aloud, in a quiet room the rest of the time), until the session has ended: the peer's report,
+/// the session as the relying party sees it, and its timeline.
 pub async fn call(
     ts: &TestServer,
     s: &CreatedSession,
@@ -38,7 +44,7 @@ pub async fn call(
 ) -> (PeerReport, Value, Vec<Value>) {
     let options = PeerOptions {
         video: Some(video),
-        audio: Some(tone()),
+        voice: Some(speaking_person(ROOM_DBFS)),
         duration: limit,
         via,
         ..PeerOptions::default()
@@ -62,7 +68,7 @@ pub async fn call_with(
     (report, v, timeline)
 }
 
-fn verdict(v: &Value) -> (&str, Vec<&str>) {
+pub fn verdict(v: &Value) -> (&str, Vec<&str>) {
     let verdict = &v["verdict"];
     let codes = verdict["reasons"]
         .as_array()
@@ -106,9 +112,10 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
     println!("scores for the relying party: {}", v["verdict"]["scores"]);
     assert!(report.verdict_seen, "the page got the verdict");
     assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
+    // Three motions and the spoken step.
     assert_eq!(
         kinds.iter().filter(|k| **k == "challenge_passed").count(),
-        3
+        4
     );
     let client_verdict = report
         .events
@@ -342,7 +349,7 @@ async fn a_stalling_sender_on_a_clean_network_is_never_blamed_on_the_network() {
             stage().clone(),
             Arc::new(Mutex::new(Vec::new())),
         )),
-        audio: Some(tone()),
+        voice: Some(speaking_person(ROOM_DBFS)),
         duration: Duration::from_secs(45),
         sender_stall: Some((Duration::from_secs(1), Duration::from_millis(350))),
         ..PeerOptions::default()
@@ -519,7 +526,7 @@ async fn the_reference_photo_matches_the_same_person_and_not_another() {
                     stage().clone(),
                     Arc::new(Mutex::new(Vec::new())),
                 )),
-                audio: Some(tone()),
+                voice: Some(speaking_person(ROOM_DBFS)),
                 duration: Duration::from_secs(40),
                 ..PeerOptions::default()
             },
