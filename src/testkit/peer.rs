@@ -316,8 +316,17 @@ impl Driver {
                                 None => frame_index * 90_000 / fps as u64,
                             };
                             self.send_video_frame(mid, video, frame_index, ts)?;
-                            frame_index += 1;
                             self.report.video_frames_sent += 1;
+                            frame_index += 1;
+                        } else if !matches!(video, VideoSource::Encoded(_)) {
+                            // A stalled camera captures nothing, but the person in front of it
+                            // keeps moving (and speaking): frames made live keep wall time, and a
+                            // reacting person still sees the prompts on time. (Pre-encoded frames
+                            // cannot be skipped: they depend on each other.)
+                            if let VideoSource::Reactive(r) = video {
+                                let _ = (r.frame)(frame_index, &self.report.events);
+                            }
+                            frame_index += 1;
                         }
                         next_frame += frame_interval;
                     }
