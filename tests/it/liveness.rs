@@ -169,7 +169,7 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
         c.starts_with("CHALLENGE_") || *c == "SPOOF_SUSPECTED" || *c == "SPEECH_NOT_MATCHED"
     };
     assert!(
-        codes.iter().any(step_or_spoof) && codes.iter().all(|c| step_or_spoof(&c)),
+        codes.iter().any(step_or_spoof) && codes.iter().all(step_or_spoof),
         "{codes:?}"
     );
     ts.server.shutdown(Duration::from_secs(1)).await;
