@@ -23,9 +23,9 @@ use vericall::config::Config;
 use vericall::liveness::spoof::{FLAT_MOTION_MIN_FRAMES, FLAT_RATIO_CHANGE, PLANAR_RESIDUAL_MAX};
 use vericall::server::RunningServer;
 use vericall::testkit::actor::{live_person, photo_attack, Stage};
-use vericall::testkit::clip::encode_tone;
 use vericall::testkit::http::request;
 use vericall::testkit::peer::{run_peer, PeerOptions, VideoSource};
+use vericall::testkit::voice::speaking_person;
 
 /// Sessions per group unless `LIVENESS_BENCH_N` says otherwise.
 const DEFAULT_N: usize = 4;
@@ -98,13 +98,7 @@ struct Outcome {
     wall: Duration,
 }
 
-async fn verify(
-    api: &Api,
-    group: &'static str,
-    video: VideoSource,
-    tone: &Arc<Vec<Arc<[u8]>>>,
-    subject: &str,
-) -> Outcome {
+async fn verify(api: &Api, group: &'static str, video: VideoSource, subject: &str) -> Outcome {
     let started = Instant::now();
     let (status, created) = api
         .call("POST", "/v1/sessions", Some(json!({ "subject": subject })))
@@ -116,7 +110,8 @@ async fn verify(
         created["client_token"].as_str().unwrap(),
         PeerOptions {
             video: Some(video),
-            audio: Some(tone.clone()),
+            // Reads the spoken step's digits aloud; a quiet room (-70 dBFS) otherwise.
+            voice: Some(speaking_person(-70.0)),
             duration: PEER_LIMIT,
             ..PeerOptions::default()
         },
@@ -404,7 +399,6 @@ async fn run(n: usize) {
                 .expect("a fresh database gets a key")
         ),
     };
-    let tone = Arc::new(encode_tone(50, 0.3).unwrap());
     stage(); // build the stage before the first session, not inside its first frame
 
     let mut outcomes = Vec::new();
@@ -417,7 +411,7 @@ async fn run(n: usize) {
             };
             // One subject per session: failed attempts count per subject (and a photo always fails).
             let subject = format!("liveness-bench-{group}-{i}");
-            let o = verify(&api, group, video, &tone, &subject).await;
+            let o = verify(&api, group, video, &subject).await;
             eprintln!(
                 "{group} {}/{count}: {} [{}] in {:.1} s",
                 i + 1,

@@ -35,6 +35,7 @@ pub enum ReasonCode {
     LightingBacklit,
     ChallengeTimeout,
     ChallengeFailed,
+    SpeechNotMatched,
     SpoofSuspected,
     FaceMismatch,
     NetworkUnstable,
@@ -73,7 +74,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 50] = [
+    pub const ALL: [ReasonCode; 51] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -100,6 +101,7 @@ impl ReasonCode {
         ReasonCode::LightingBacklit,
         ReasonCode::ChallengeTimeout,
         ReasonCode::ChallengeFailed,
+        ReasonCode::SpeechNotMatched,
         ReasonCode::SpoofSuspected,
         ReasonCode::FaceMismatch,
         ReasonCode::NetworkUnstable,
@@ -232,7 +234,7 @@ impl ReasonCode {
             ),
             MicSilent => (
                 "MIC_SILENT",
-                "The microphone delivers digital silence (samples at or below -90 dBFS, or only DTX) for at least 3 s; room quiet is not silence. Fails a call only from the spoken step or when the track is digitally silent.",
+                "The microphone delivers digital silence (samples at or below -90 dBFS, or only DTX) for at least 3 s, or no voice was heard within 4 s of the spoken step's prompt; room quiet elsewhere is not silence. Fails a call only from the spoken step or when the track is digitally silent.",
                 true,
                 "We can't hear you. Check that your microphone is not muted.",
                 "我们听不到您的声音。请检查麦克风是否被静音。",
@@ -349,6 +351,14 @@ impl ReasonCode {
                 "Try again in a quiet, well-lit place and follow each instruction on screen.",
                 "请在安静、光线充足的地方重试，并按照屏幕上的每个指示操作。",
                 "Per-step results with their evidence.",
+            ),
+            SpeechNotMatched => (
+                "SPEECH_NOT_MATCHED",
+                "In the spoken step a voice was heard, but the mouth did not move with it (correlation of the mouth-opening and speech envelopes below 0.3, or a still mouth): a voice played over a still face, or lips that follow another recording.",
+                true,
+                "We heard a voice but could not see your lips move with it. Face the camera and read the digits aloud yourself.",
+                "我们听到了声音，但没有看到您的嘴唇随之而动。请面对摄像头，亲自大声读出这些数字。",
+                "Onset time, voiced time, the best correlation and the mouth's range of opening.",
             ),
             SpoofSuspected => (
                 "SPOOF_SUSPECTED",

@@ -7,3 +7,4 @@ pub mod face;
 pub mod hold;
 pub mod image;
 pub mod quality;
+pub mod voice;

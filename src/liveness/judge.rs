@@ -309,6 +309,34 @@ impl ChallengeJudge {
         }
     }
 
+    /// Ends the running step with a result judged outside the face samples (the spoken step,
+    /// by `speech`): passed when `failure` is `None`. `peak` goes into the evidence (the
+    /// correlation for the spoken step). Nothing happens when no step is running or it is paused.
+    pub fn end_running(
+        &mut self,
+        at: Instant,
+        failure: Option<ReasonCode>,
+        peak: f32,
+    ) -> Vec<JudgeEvent> {
+        let mut out = Vec::new();
+        let origin = self.origin.unwrap_or(at);
+        let Phase::Running(r) = &mut self.phase else {
+            return out;
+        };
+        if r.paused_since.is_some() {
+            return out;
+        }
+        r.evidence.peak = peak;
+        if failure.is_none() {
+            let at_ms = at.saturating_duration_since(origin).as_millis() as u64;
+            r.evidence.crossed_at_ms = Some(at_ms);
+            r.evidence.completed_at_ms = Some(at_ms);
+        }
+        self.end_step(at, failure, &mut out);
+        self.advance(at, true, &mut out);
+        out
+    }
+
     fn begin(&mut self, at: Instant) {
         if matches!(self.phase, Phase::Idle) {
             self.origin = Some(at);
@@ -366,7 +394,9 @@ impl ChallengeJudge {
                     }
                     let mut deadline =
                         r.started_at + r.paused_total + self.plan.steps[self.index].time_limit;
-                    if !r.crossed {
+                    // The spoken step's reaction (voice onset) is the speech judge's to time.
+                    let spoken = r.evidence.action == Action::SpeakDigits;
+                    if !r.crossed && !spoken {
                         deadline = deadline.min(r.reacting_since + self.th.reaction);
                     }
                     if at < deadline {
@@ -395,6 +425,10 @@ impl ChallengeJudge {
                         Action::Blink => (self.th.blink_ratio, 1.0),
                         Action::OpenMouth => (self.th.mouth_open, 0.0),
                         Action::MoveCloser => (self.th.closer_ratio, 1.0),
+                        Action::SpeakDigits => (
+                            super::speech::SpeechThresholds::default().min_correlation,
+                            0.0,
+                        ),
                     };
                     let evidence = StepEvidence {
                         action: step.action,
@@ -488,6 +522,8 @@ impl ChallengeJudge {
                 s.mouth_open <= closed_mouth,
                 false,
             ),
+            // Judged by `speech` from the voice and the mouth; see `end_running`.
+            Action::SpeakDigits => return false,
             Action::MoveCloser => {
                 if !(s.inter_eye_px.is_finite() && s.inter_eye_px > 0.0) {
                     return false;

@@ -8,6 +8,7 @@
 pub mod judge;
 pub mod light;
 pub mod plan;
+pub mod speech;
 pub mod spoof;
 
 use std::time::Instant;
@@ -17,6 +18,7 @@ use rand::Rng;
 use self::judge::{ChallengeJudge, FaceSample, JudgeEvent, StepEvidence, Thresholds};
 use self::light::{LightEvent, LightOutcome, LightStep};
 use self::plan::{Action, ChallengePlan, ChallengeStep};
+use self::speech::{SpeechJudge, SpeechOutcome, SpeechThresholds, VoiceFrame};
 use self::spoof::{flat_motion, planarity, FlatMotion, MeshFrame, PlanarityScore};
 use crate::analysis::effort::AnalysisNeeds;
 use crate::analysis::face::guidance::{framing_distorts, MIN_INTER_EYE_PX};
@@ -60,6 +62,8 @@ pub struct LivenessOutcome {
     pub flat: FlatMotion,
     /// The screen-light step, when the session has one.
     pub light: Option<LightOutcome>,
+    /// The spoken step's result, when the plan has one and it was decided by voice and lips.
+    pub speech: Option<SpeechOutcome>,
 }
 
 /// Whether a call gets the screen-light step.
@@ -73,6 +77,13 @@ pub enum LightMode {
     Skipped,
 }
 
+/// The plan's spoken step: its digits and the judge that listens while it runs.
+struct SpokenStep {
+    step_id: u32,
+    digits: String,
+    judge: SpeechJudge,
+}
+
 pub struct LivenessSession {
     judge: ChallengeJudge,
     spoof_frames: Vec<MeshFrame>,
@@ -82,10 +93,27 @@ pub struct LivenessSession {
     light_events: Vec<LightEvent>,
     /// The plan has a blink step, so the open-eye baseline must come from the eye-contour model.
     blink_planned: bool,
+    spoken: Option<SpokenStep>,
 }
 
 impl LivenessSession {
+    /// A plan with a spoken step gets random digits of its own.
     pub fn new(plan: ChallengePlan) -> Self {
+        let digits = speech::random_digits(&mut rand::thread_rng());
+        Self::with_digits(plan, digits)
+    }
+
+    /// As `new`, with the spoken step's digits given (tests).
+    pub fn with_digits(plan: ChallengePlan, digits: String) -> Self {
+        let spoken = plan
+            .steps
+            .iter()
+            .find(|s| s.action == Action::SpeakDigits)
+            .map(|s| SpokenStep {
+                step_id: s.id,
+                digits,
+                judge: SpeechJudge::new(SpeechThresholds::default()),
+            });
         LivenessSession {
             blink_planned: plan.steps.iter().any(|s| s.action == Action::Blink),
             judge: ChallengeJudge::new(plan, Thresholds::default()),
@@ -93,6 +121,7 @@ impl LivenessSession {
             finished: false,
             light: None,
             light_events: Vec::new(),
+            spoken,
         }
     }
 
@@ -137,6 +166,38 @@ impl LivenessSession {
     /// Steps shown to the person before the plan's own (the light step when it is shown).
     fn steps_before_plan(&self) -> usize {
         self.light.as_ref().is_some_and(|l| !l.outcome().skipped()) as usize
+    }
+
+    /// The digits to say in step `id`, when it is the spoken step.
+    pub fn digits(&self, id: u32) -> Option<&str> {
+        self.spoken
+            .as_ref()
+            .filter(|s| s.step_id == id)
+            .map(|s| s.digits.as_str())
+    }
+
+    /// Whether the plan has a spoken step (the caller then runs voice detection on the audio).
+    pub fn wants_voice(&self) -> bool {
+        self.spoken.is_some()
+    }
+
+    /// One audio frame's voice decision; heard only while the spoken step listens.
+    pub fn on_voice(&mut self, f: VoiceFrame) -> Vec<JudgeEvent> {
+        match self.spoken.as_mut() {
+            Some(s) if s.judge.is_listening() => s.judge.on_audio(f),
+            _ => return Vec::new(),
+        }
+        self.decide_spoken(f.at)
+    }
+
+    /// Ends the spoken step when its judge has decided at `at`.
+    fn decide_spoken(&mut self, at: Instant) -> Vec<JudgeEvent> {
+        let Some(outcome) = self.spoken.as_mut().and_then(|s| s.judge.poll(at)) else {
+            return Vec::new();
+        };
+        let peak = outcome.evidence.correlation.unwrap_or(0.0);
+        let events = self.judge.end_running(at, outcome.failure, peak);
+        self.track(at, events)
     }
 
     /// Judges one face observation. Two framing rules keep a person's own framing from being
@@ -185,7 +246,12 @@ impl LivenessSession {
             },
         };
         let events = self.judge.on_sample(&sample);
-        self.track(events)
+        let mut events = self.track(o.captured, events);
+        if let (Some(s), true) = (self.spoken.as_mut(), sample.face) {
+            s.judge.on_mouth(o.captured, sample.mouth_open);
+        }
+        events.extend(self.decide_spoken(o.captured));
+        events
     }
 
     pub fn on_tick(&mut self, at: Instant, blocking: Option<ReasonCode>) -> Vec<JudgeEvent> {
@@ -195,15 +261,34 @@ impl LivenessSession {
             return Vec::new();
         }
         let events = self.judge.on_tick(at, blocking);
-        self.track(events)
+        let mut events = self.track(at, events);
+        events.extend(self.decide_spoken(at));
+        events
     }
 
-    fn track(&mut self, events: Vec<JudgeEvent>) -> Vec<JudgeEvent> {
-        if events
-            .iter()
-            .any(|e| matches!(e, JudgeEvent::Finished { .. }))
-        {
-            self.finished = true;
+    /// Notes the end of the plan, and starts, stops and restarts the spoken step's listening
+    /// with the step's own start, pause and resume.
+    fn track(&mut self, at: Instant, events: Vec<JudgeEvent>) -> Vec<JudgeEvent> {
+        for e in &events {
+            match e {
+                JudgeEvent::Finished { .. } => self.finished = true,
+                JudgeEvent::Started { step, .. } => {
+                    if let Some(s) = self.spoken.as_mut().filter(|s| s.step_id == step.id) {
+                        s.judge.listen(at);
+                    }
+                }
+                JudgeEvent::Resumed { step_id, .. } => {
+                    if let Some(s) = self.spoken.as_mut().filter(|s| s.step_id == *step_id) {
+                        s.judge.listen(at);
+                    }
+                }
+                JudgeEvent::Paused { step_id, .. } => {
+                    if let Some(s) = self.spoken.as_mut().filter(|s| s.step_id == *step_id) {
+                        s.judge.stop();
+                    }
+                }
+                _ => {}
+            }
         }
         events
     }
@@ -267,6 +352,10 @@ impl LivenessSession {
             spoof: planarity(&self.spoof_frames),
             flat: flat_motion(&self.spoof_frames),
             light: self.light.as_ref().map(|l| l.outcome()),
+            speech: self
+                .spoken
+                .as_ref()
+                .and_then(|s| s.judge.outcome().cloned()),
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum Action {
     OpenMouth,
     /// Move the face closer to the camera.
     MoveCloser,
+    /// Read a few random digits aloud (the spoken step; only when the session wants audio). Not
+    /// in `ALL`: `ChallengePlan::random` never draws it, `with_spoken_step` adds it.
+    SpeakDigits,
 }
 
 impl Action {
@@ -51,11 +54,15 @@ impl Action {
             Action::Blink => "blink",
             Action::OpenMouth => "open_mouth",
             Action::MoveCloser => "move_closer",
+            Action::SpeakDigits => "speak_digits",
         }
     }
 
     pub fn from_str_code(code: &str) -> Option<Action> {
-        Self::ALL.into_iter().find(|a| a.as_str() == code)
+        Self::ALL
+            .into_iter()
+            .chain([Action::SpeakDigits])
+            .find(|a| a.as_str() == code)
     }
 }
 
@@ -127,6 +134,33 @@ impl ChallengePlan {
             })
             .collect();
         ChallengePlan { steps }
+    }
+}
+
+/// Time allowed for the spoken step: the speech judge decides within its onset window plus its
+/// listening window (6.2 s); this is the backstop.
+pub const SPOKEN_STEP_LIMIT: Duration = Duration::from_secs(8);
+
+impl ChallengePlan {
+    /// Appends the spoken step (after the motions, so the person has settled in front of the
+    /// camera) with a random id distinct from the others and a random lead-in like theirs.
+    pub fn with_spoken_step<R: Rng>(mut self, rng: &mut R) -> ChallengePlan {
+        if self.steps.iter().any(|s| s.action == Action::SpeakDigits) {
+            return self;
+        }
+        let id = loop {
+            let id = rng.gen::<u32>();
+            if !self.steps.iter().any(|s| s.id == id) {
+                break id;
+            }
+        };
+        self.steps.push(ChallengeStep {
+            id,
+            action: Action::SpeakDigits,
+            time_limit: SPOKEN_STEP_LIMIT,
+            lead_in: Duration::from_millis(rng.gen_range(LEAD_IN_MS)),
+        });
+        self
     }
 }
 
@@ -206,6 +240,29 @@ mod tests {
         assert_eq!(
             plan,
             ChallengePlan::from_actions(&[Action::Blink, Action::TurnLeft], Duration::from_secs(6))
+        );
+    }
+
+    #[test]
+    fn the_spoken_step_comes_last_once_and_is_never_drawn() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            assert!(ChallengePlan::random(&mut rng, 7)
+                .steps
+                .iter()
+                .all(|s| s.action != Action::SpeakDigits));
+        }
+        let plan = ChallengePlan::random(&mut rng, 3)
+            .with_spoken_step(&mut rng)
+            .with_spoken_step(&mut rng);
+        assert_eq!(plan.steps.len(), 4);
+        let last = &plan.steps[3];
+        assert_eq!(last.action, Action::SpeakDigits);
+        assert_eq!(last.time_limit, SPOKEN_STEP_LIMIT);
+        assert!(plan.steps[..3].iter().all(|s| s.id != last.id));
+        assert_eq!(
+            Action::from_str_code("speak_digits"),
+            Some(Action::SpeakDigits)
         );
     }
 

@@ -263,6 +263,8 @@ struct Worker {
     guidance: GuidanceTracker,
     camera: CameraHealth,
     mic: MicHealth,
+    /// Voice activity for the spoken step (only when the plan has one).
+    voice: Option<crate::analysis::voice::VoiceDetector>,
     face: Option<FaceTracker>,
     face_guidance: FaceGuidance,
     liveness: Option<LivenessSession>,
@@ -341,6 +343,7 @@ impl Worker {
             evidence: Vec::new(),
             verdict: Arc::new(std::sync::Mutex::new(None)),
             mic: MicHealth::new(cfg.wants_audio),
+            voice: None,
             cfg,
             bus,
             feedback,
@@ -608,10 +611,12 @@ impl Worker {
                         .and_then(|l| l.position(step.id))
                         .unwrap_or((0, 1));
                     let steps = steps + self.document.is_some() as usize;
-                    self.bus.publish(
-                        "challenge",
-                        &json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64, "index": index, "steps": steps }),
-                    );
+                    let mut event = json!({ "id": step.id, "action": step.action, "deadline_ms": remaining.as_millis() as u64, "index": index, "steps": steps });
+                    // The spoken step's digits are revealed only now.
+                    if let Some(d) = self.liveness.as_ref().and_then(|l| l.digits(step.id)) {
+                        event["digits"] = json!(d);
+                    }
+                    self.bus.publish("challenge", &event);
                 }
                 JudgeEvent::Paused { step_id, because } => {
                     self.bus.publish(
@@ -1142,6 +1147,17 @@ impl Worker {
         self.level_samples += self.pcm.len();
         let changes = self.mic.on_audio(arrival, level);
         self.publish_health(arrival, changes, "microphone");
+        self.hear_voice(arrival);
+    }
+
+    /// The spoken step's hook: voice activity of the packet just decoded, for the plan.
+    fn hear_voice(&mut self, arrival: Instant) {
+        let Some(l) = self.liveness.as_mut().filter(|l| l.wants_voice()) else {
+            return;
+        };
+        let frames = self.voice.get_or_insert_default().push(&self.pcm, arrival);
+        let events: Vec<JudgeEvent> = frames.into_iter().flat_map(|f| l.on_voice(f)).collect();
+        self.publish_judge(events);
     }
 
     fn publish_health(&self, captured: Instant, changes: Vec<HealthChange>, source: &str) {

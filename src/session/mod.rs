@@ -500,7 +500,14 @@ impl SessionRegistry {
                 .filter(|_| session.policy.document.is_on())
                 .map(|reader| (session.policy.document.clone(), reader)),
             liveness: (self.face_models.is_some() && self.cfg.challenge_steps > 0).then(|| {
-                crate::liveness::random_plan(&mut rand::thread_rng(), self.cfg.challenge_steps)
+                let rng = &mut rand::thread_rng();
+                let plan = crate::liveness::random_plan(rng, self.cfg.challenge_steps);
+                // A session that wants a microphone hears it in a spoken step.
+                if session.policy.audio {
+                    plan.with_spoken_step(rng)
+                } else {
+                    plan
+                }
             }),
             light: match (self.cfg.screen_light, skip_light) {
                 (false, _) => crate::liveness::LightMode::Off,

@@ -79,6 +79,16 @@ pub fn current_challenge(
     seen: &Mutex<HashMap<u64, u64>>,
     index: u64,
 ) -> Option<(String, f32)> {
+    current_challenge_at(events, seen, index, FPS)
+}
+
+/// [`current_challenge`] for a source producing `rate` items (frames, audio packets) a second.
+pub fn current_challenge_at(
+    events: &[Value],
+    seen: &Mutex<HashMap<u64, u64>>,
+    index: u64,
+    rate: u32,
+) -> Option<(String, f32)> {
     let mut open: Option<&Value> = None;
     for e in events {
         match e["type"].as_str() {
@@ -100,7 +110,7 @@ pub fn current_challenge(
         .or_insert(index);
     Some((
         c["action"].as_str()?.to_string(),
-        (index - first) as f32 / FPS as f32,
+        (index - first) as f32 / rate.max(1) as f32,
     ))
 }
 
@@ -148,6 +158,12 @@ pub fn perform(action: &str, t: f32, index: u64) -> FaceEdit {
         },
         "open_mouth" => FaceEdit {
             mouth_open: p,
+            ..base
+        },
+        // Reading the digits aloud: the lips open with each syllable of the voice
+        // (`voice::speaking`, the same timing the microphone follows).
+        "speak_digits" => FaceEdit {
+            mouth_open: 0.8 * super::voice::speaking(t),
             ..base
         },
         // Moving closer stays closer.
@@ -224,6 +240,20 @@ fn render_lit(
         light_scene(&mut img, &landmarks, &lighting, face_scale, screen, index);
     }
     img
+/// A rendered person who follows the motions but keeps the lips still in the spoken step: with
+/// [`super::voice::speaking_person`] as the microphone, a voice played over a face that does
+/// not speak.
+pub fn live_person_with_still_lips(stage: Arc<Stage>) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    reactive(Box::new(move |index, events| {
+        let edit = match current_challenge(events, &seen, index) {
+            Some((action, _)) if action == "speak_digits" => idle(index),
+            Some((action, t)) => perform(&action, t, index),
+            None => idle(index),
+        };
+        let screen = screen_light_now(events, &seen, index);
+        frame_of(&render_lit(&stage, &edit, 1.0, screen, index, |_| {}))
+    }))
 }
 
 /// A rendered person who follows the challenges and, when asked for their ID, holds `card` up

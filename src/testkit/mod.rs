@@ -12,6 +12,7 @@ pub mod load;
 pub mod peer;
 pub mod render;
 pub mod specimen;
+pub mod voice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

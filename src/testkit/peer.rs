@@ -47,6 +47,22 @@ impl std::fmt::Debug for ReactiveVideo {
     }
 }
 
+/// Writes 20 ms of 48 kHz mono PCM (the slice's 960 samples) for audio packet `index`, from the
+/// events the peer has received so far.
+pub type SoundFn = dyn Fn(u64, &[serde_json::Value], &mut [f32]) + Send + Sync;
+
+/// A microphone that reacts to what the peer has seen (a person who speaks when asked), encoded
+/// live with Opus.
+pub struct ReactiveAudio {
+    pub sound: Box<SoundFn>,
+}
+
+impl std::fmt::Debug for ReactiveAudio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReactiveAudio")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum VideoSource {
     /// Pre-encoded frames replayed in a loop (cheap; keyframe requests are ignored).
@@ -73,6 +89,8 @@ pub struct PeerOptions {
     pub video: Option<VideoSource>,
     /// Opus packets (20 ms each), looped.
     pub audio: Option<Arc<Vec<Arc<[u8]>>>>,
+    /// A reacting microphone, encoded live; used instead of `audio` when set.
+    pub voice: Option<Arc<ReactiveAudio>>,
     /// How long to stream after connecting.
     pub duration: Duration,
     pub data_channel: bool,
@@ -96,6 +114,7 @@ impl Default for PeerOptions {
         PeerOptions {
             video: None,
             audio: None,
+            voice: None,
             duration: Duration::from_secs(3),
             data_channel: true,
             via: None,
@@ -148,10 +167,8 @@ pub async fn run_peer(
         .video
         .as_ref()
         .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-    let audio_mid = opts
-        .audio
-        .as_ref()
-        .map(|_| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let audio_mid = (opts.audio.is_some() || opts.voice.is_some())
+        .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
     if opts.data_channel {
         api.add_channel("vericall".into());
     }
@@ -257,6 +274,15 @@ impl Driver {
         let mut next_audio = Instant::now();
         let mut frame_index: u64 = 0;
         let mut audio_index: u64 = 0;
+        let mut voice_encoder = match &opts.voice {
+            Some(_) => Some(
+                opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+                    .map_err(|e| TestkitError::Rtc(format!("opus encoder: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut pcm = vec![0.0f32; 960];
+        let mut packet = vec![0u8; 1500];
         loop {
             let timeout = self.drain().await?;
             let now = Instant::now();
@@ -293,13 +319,36 @@ impl Driver {
                                 None => frame_index * 90_000 / fps as u64,
                             };
                             self.send_video_frame(mid, video, frame_index, ts)?;
-                            frame_index += 1;
                             self.report.video_frames_sent += 1;
+                            frame_index += 1;
+                        } else if !matches!(video, VideoSource::Encoded(_)) {
+                            // A stalled camera captures nothing, but the person in front of it
+                            // keeps moving (and speaking): frames made live keep wall time, and a
+                            // reacting person still sees the prompts on time. (Pre-encoded frames
+                            // cannot be skipped: they depend on each other.)
+                            if let VideoSource::Reactive(r) = video {
+                                let _ = (r.frame)(frame_index, &self.report.events);
+                            }
+                            frame_index += 1;
                         }
                         next_frame += frame_interval;
                     }
                 }
-                if let (Some(mid), Some(audio)) = (audio_mid, &opts.audio) {
+                if let (Some(mid), Some(voice), Some(enc)) =
+                    (audio_mid, &opts.voice, voice_encoder.as_mut())
+                {
+                    if now >= next_audio {
+                        (voice.sound)(audio_index, &self.report.events, &mut pcm);
+                        let n = enc
+                            .encode_float(&pcm, &mut packet)
+                            .map_err(|e| TestkitError::Rtc(format!("opus: {e}")))?;
+                        let p: Arc<[u8]> = packet[..n].into();
+                        self.write(mid, Codec::Opus, audio_index * 960, p)?;
+                        audio_index += 1;
+                        self.report.audio_packets_sent += 1;
+                        next_audio += Duration::from_millis(20);
+                    }
+                } else if let (Some(mid), Some(audio)) = (audio_mid, &opts.audio) {
                     if now >= next_audio {
                         let p = &audio[audio_index as usize % audio.len()];
                         self.write(mid, Codec::Opus, audio_index * 960, p.clone())?;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::document::fields::{DocumentKind, FieldMatch, NumberCheck};
 use crate::document::{DocumentMode, DocumentOutcome};
 use crate::liveness::light::LightResult;
+use crate::liveness::plan::Action;
 use crate::liveness::spoof::{
     looks_planar, FlatMotion, PlanarityScore, FLAT_MOTION_MIN_FRAMES, PLANAR_RESIDUAL_MAX,
 };
@@ -311,10 +312,23 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
                 json!({ "failed": failed.len(), "steps": liveness.steps.len() }),
             ));
             for (step, _, evidence) in &failed {
-                reasons.push(VerdictReason::new(
-                    ReasonCode::ChallengeTimeout,
-                    json!({ "step": step, "evidence": evidence }),
-                ));
+                // The spoken step says what it missed: no voice (MIC_SILENT) or lips that did
+                // not follow it (SPEECH_NOT_MATCHED).
+                let speech = liveness
+                    .speech
+                    .as_ref()
+                    .filter(|_| step.action == Action::SpeakDigits)
+                    .and_then(|s| s.failure.map(|code| (code, s)));
+                reasons.push(match speech {
+                    Some((code, s)) => VerdictReason::new(
+                        code,
+                        json!({ "step": step, "evidence": evidence, "speech": s.evidence }),
+                    ),
+                    None => VerdictReason::new(
+                        ReasonCode::ChallengeTimeout,
+                        json!({ "step": step, "evidence": evidence }),
+                    ),
+                });
             }
         }
         return verdict(VerdictStatus::Failed, reasons);
@@ -499,6 +513,7 @@ mod tests {
                 max_ratio_change: 0.0,
             },
             light: None,
+            speech: None,
         }
     }
 
@@ -751,6 +766,63 @@ mod tests {
             codes(&v),
             vec![ReasonCode::DocumentGlare, ReasonCode::SessionIncomplete]
         );
+    }
+
+    /// Three motions passed, then the spoken step ended as `speech` says.
+    fn with_spoken_step(failure: Option<ReasonCode>) -> LivenessOutcome {
+        use crate::liveness::speech::{SpeechEvidence, SpeechOutcome};
+        let mut l = outcome_of_three_passes();
+        let spoken = ChallengePlan::from_actions(&[Action::SpeakDigits], Duration::from_secs(8))
+            .steps
+            .remove(0);
+        l.steps.push((spoken, Some(failure.is_none()), None));
+        l.speech = Some(SpeechOutcome {
+            failure,
+            evidence: SpeechEvidence {
+                onset_ms: None,
+                voiced_ms: 0,
+                correlation: None,
+                mouth_range: 0.0,
+                pairs: 0,
+            },
+        });
+        l
+    }
+
+    #[test]
+    fn the_spoken_step_names_what_it_missed_and_a_quiet_room_is_no_fault() {
+        // Spoke with the lips moving; silent elsewhere (no persistent fault): passed.
+        let v = decide(&inputs(with_spoken_step(None)));
+        assert_eq!((v.status, codes(&v)), (VerdictStatus::Passed, vec![]));
+        // No voice when asked.
+        let v = decide(&inputs(with_spoken_step(Some(ReasonCode::MicSilent))));
+        assert_eq!(v.status, VerdictStatus::Failed);
+        assert_eq!(
+            codes(&v),
+            vec![ReasonCode::ChallengeFailed, ReasonCode::MicSilent]
+        );
+        assert!(v.reasons[1].evidence["speech"].is_object());
+        // A voice the lips did not follow.
+        let v = decide(&inputs(with_spoken_step(Some(
+            ReasonCode::SpeechNotMatched,
+        ))));
+        assert_eq!(
+            codes(&v),
+            vec![ReasonCode::ChallengeFailed, ReasonCode::SpeechNotMatched]
+        );
+        // A spoken step that timed out without the speech judge deciding is a timeout.
+        let mut l = with_spoken_step(Some(ReasonCode::MicSilent));
+        l.speech = None;
+        let v = decide(&inputs(l));
+        assert_eq!(
+            codes(&v),
+            vec![ReasonCode::ChallengeFailed, ReasonCode::ChallengeTimeout]
+        );
+        // A digitally silent track (muted microphone) is a device fault, named first.
+        let mut i = inputs(with_spoken_step(Some(ReasonCode::MicSilent)));
+        i.persistent_faults = vec![ReasonCode::MicSilent];
+        let v = decide(&i);
+        assert_eq!(codes(&v), vec![ReasonCode::MicSilent]);
     }
 
     fn outcome_of_three_passes() -> LivenessOutcome {

@@ -25,7 +25,7 @@ const vc = {
   eventsReceived: 0,
   lastEvent: null,
   transport: null,
-  challenge: null, // { id, action, index, steps }
+  challenge: null, // { id, action, index, steps, digits }
   hints: [], // active hint codes, most recent first
   hintsShown: [], // every code ever shown (tests)
   result: null, // { status, reasons: [codes] }
@@ -261,16 +261,17 @@ function onEvent(event, transport) {
     case 'challenge':
       if (event.action === 'screen_light' && event.light) startLight(event.id, event.light);
       else stopLight();
-      vc.challenge = { id: event.id, action: event.action, index: event.index ?? 0, steps: event.steps ?? 1 };
+      // The spoken step's digits arrive with it (and only then).
+      vc.challenge = { id: event.id, action: event.action, index: event.index ?? 0, steps: event.steps ?? 1, digits: event.digits ?? '' };
       renderProgress(vc.challenge.steps, vc.challenge.index, stepStates);
-      setInstruction(t(`action.${event.action}`), event.action, event.id);
+      setInstruction(t(`action.${event.action}`, { digits: vc.challenge.digits }), event.action, event.id);
       break;
     case 'challenge_paused':
       stopLight();
       setInstruction(`${t('call.paused')} ${hintFor(event.because)}`, '', vc.challenge?.id ?? '');
       break;
     case 'challenge_resumed':
-      if (vc.challenge) setInstruction(t(`action.${vc.challenge.action}`), vc.challenge.action, vc.challenge.id);
+      if (vc.challenge) setInstruction(t(`action.${vc.challenge.action}`, { digits: vc.challenge.digits }), vc.challenge.action, vc.challenge.id);
       break;
     case 'challenge_passed':
     case 'challenge_failed':

@@ -11,6 +11,10 @@
 // who reacts to the page: frames <dir>/<clip>/<nnnn>.jpg with <dir>/manifest.json
 // {"fps": 15, "clips": {"idle": n, "turn_left": n, ...}}; the person watches the instruction on
 // screen (#instruction data-action/data-step-id) and plays that action's clip, as a person would.
+// --speaker <dBFS> (with --camera-dir) makes the microphone a WebAudio stream: room noise at that
+// level (RMS), and the person's voice reading the digits aloud (a 125 Hz voiced tone shaped by
+// vowel formants, one syllable per digit, -20 dBFS) when the spoken step's clip plays, in step
+// with the lips.
 // --deny launches without granting camera/microphone permission.
 //
 // Prints one JSON line: {screens, state, result, deviceFailure, hintsShown, challenges,
@@ -28,6 +32,7 @@ const { values: opts } = parseArgs({
     video: { type: 'string' },
     'camera-dir': { type: 'string' },
     audio: { type: 'string' },
+    speaker: { type: 'string' },
     deny: { type: 'boolean', default: false },
     viewport: { type: 'string', default: '1280x800' },
     lang: { type: 'string' },
@@ -75,6 +80,7 @@ function reactiveCamera(manifest) {
   let lastStep = '';
   let lastAction = '';
   let idleSince = 0;
+  let clipStart = 0;
   const tick = 1000 / manifest.fps;
   function next() {
     const el = document.getElementById('instruction');
@@ -89,7 +95,11 @@ function reactiveCamera(manifest) {
       lastStep = step;
       clip = action;
       frame = 0;
+      clipStart = performance.now();
+      if (action === 'speak_digits') window.__testSpeak?.();
     }
+    // Speaking: the lips keep time with the voice by the clock, not by frames drawn.
+    if (clip === 'speak_digits') frame = Math.floor((performance.now() - clipStart) / tick);
     if (clip !== 'idle' && frame >= manifest.clips[clip]) {
       clip = 'idle';
       frame = 0;
@@ -138,10 +148,58 @@ function reactiveCamera(manifest) {
     ctx.restore();
   }
   setInterval(draw, tick);
+  // A microphone in a quiet room whose person reads the digits aloud when asked (see --speaker).
+  function speakingMicrophone(roomDbfs) {
+    const ac = new AudioContext({ sampleRate: 48000 });
+    const dest = ac.createMediaStreamDestination();
+    const noise = ac.createBuffer(1, 2 * ac.sampleRate, ac.sampleRate);
+    const data = noise.getChannelData(0);
+    let seed = 12345;
+    for (let i = 0; i < data.length; i++) {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      data[i] = (seed / 2 ** 32) * 2 - 1;
+    }
+    const room = ac.createBufferSource();
+    room.buffer = noise;
+    room.loop = true;
+    const roomGain = ac.createGain();
+    roomGain.gain.value = 10 ** (roomDbfs / 20) * Math.sqrt(3); // uniform noise: RMS = peak / sqrt(3)
+    room.connect(roomGain).connect(dest);
+    room.start();
+    // 125 Hz harmonics falling 6 dB an octave, weighted by the formants of an open vowel.
+    const formants = [[730, 90], [1090, 110], [2440, 170]];
+    const real = new Float32Array(31);
+    const imag = new Float32Array(31);
+    for (let k = 1; k < 31; k++) {
+      let w = 0.1;
+      for (const [c, bw] of formants) w += Math.exp(-(((125 * k - c) / bw) ** 2));
+      imag[k] = w / k;
+    }
+    const osc = ac.createOscillator();
+    osc.setPeriodicWave(ac.createPeriodicWave(real, imag));
+    osc.frequency.value = 125;
+    const voice = ac.createGain();
+    voice.gain.value = 0;
+    osc.connect(voice).connect(dest);
+    osc.start();
+    // One syllable: a sin² rise and fall over 0.32 s; four of them every 0.5 s from 0.6 s after
+    // the prompt (the timing of the Rust actors, testkit::voice::speaking).
+    const curve = Float32Array.from({ length: 64 }, (_, i) => 0.25 * Math.sin((Math.PI * i) / 63) ** 2);
+    window.__testSpeak = () => {
+      ac.resume();
+      const t0 = ac.currentTime + 0.6;
+      voice.gain.cancelScheduledValues(ac.currentTime);
+      voice.gain.setValueAtTime(0, ac.currentTime);
+      for (let k = 0; k < 4; k++) voice.gain.setValueCurveAtTime(curve, t0 + k * 0.5, 0.32);
+    };
+    return dest.stream;
+  }
   const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = async (constraints) => {
     const out = new MediaStream();
-    if (constraints.audio) {
+    if (constraints.audio && manifest.speaker !== undefined) {
+      speakingMicrophone(manifest.speaker).getAudioTracks().forEach((t) => out.addTrack(t));
+    } else if (constraints.audio) {
       const mic = await original({ audio: constraints.audio });
       mic.getAudioTracks().forEach((t) => out.addTrack(t));
     }
@@ -192,6 +250,9 @@ async function state(page) {
     result.transport = v.transport;
     if (v.light) result.light = v.light;
     if (v.challenge && !result.challenges.includes(v.challenge.action)) result.challenges.push(v.challenge.action);
+    if (v.challenge?.action === 'speak_digits' && !result.spoken) {
+      result.spoken = await page.evaluate(() => document.getElementById('instruction')?.textContent ?? null).catch(() => null);
+    }
   }
   return v;
 }
@@ -222,6 +283,7 @@ await drive(launch, async (page) => {
   page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
   if (cameraDir) {
     const manifest = JSON.parse(readFileSync(join(cameraDir, 'manifest.json'), 'utf8'));
+    if (opts.speaker !== undefined) manifest.speaker = Number(opts.speaker);
     await page.route('**/__testcam/**', (route) => {
       const rel = new URL(route.request().url()).pathname.replace('/__testcam/', '');
       route.fulfill({ path: join(cameraDir, rel), contentType: 'image/jpeg' });

@@ -133,6 +133,14 @@ fn person_frames() -> &'static Path {
             }
             clips.insert(action.into(), action_frames.into());
         }
+        // Reading the digits aloud: the lips open with each syllable (testkit::voice::speaking;
+        // the driver's --speaker microphone voices the same syllables).
+        let speak_frames = 3 * FPS as usize;
+        for i in 0..speak_frames {
+            let t = i as f32 / FPS as f32;
+            write("speak_digits", i, &perform("speak_digits", t, i as u64));
+        }
+        clips.insert("speak_digits".into(), speak_frames.into());
         // Where the idle face is (an ellipse around the mesh), for the camera's reflection of
         // the page's light.
         let landmarks = st.renderer.render(&idle(0)).1;
@@ -198,20 +206,23 @@ fn codes(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The driver's microphone: reads the digits aloud when asked, a quiet room after noise
+/// suppression (-70 dBFS) the rest of the time. (One argument: a value starting with "-" would
+/// read as an option.)
+const SPEAKER: &str = "--speaker=-70";
+
 /// A person who follows the instructions on the page passes; the page and the server agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_following_the_page_passes_at_laptop_size() {
     let frames = person_frames();
     let ts = face_server().await;
     let s = ts.create_session().await;
-    let c = clips();
     let report = flow(
         &s.page_url,
         &[
             "--camera-dir",
             frames.to_str().unwrap(),
-            "--audio",
-            c.tone.to_str().unwrap(),
+            SPEAKER,
             "--viewport",
             "1280x800",
             "--lang",
@@ -322,6 +333,55 @@ async fn a_black_camera_ends_with_its_hint_on_a_phone_in_chinese() {
         .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
         .await;
     assert_eq!(codes(&v["verdict"]["reasons"])[0], "CAMERA_BLACK", "{v:#}");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The spoken step in Chinese: the page shows the server's digits in the person's language, the
+/// WebAudio microphone reads them aloud (silent at -70 dBFS the rest of the time) while the
+/// lips move, and the call passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_reads_the_digits_aloud_passes_in_chinese() {
+    let frames = person_frames();
+    let ts = face_server().await;
+    let s = ts.create_session().await;
+    let report = flow(
+        &s.page_url,
+        &[
+            "--camera-dir",
+            frames.to_str().unwrap(),
+            SPEAKER,
+            "--viewport",
+            "360x640",
+            "--lang",
+            "zh-CN",
+            "--timeout",
+            "100",
+            "--screens",
+            &shots("page-360x640-zh-CN-speak"),
+        ],
+    )
+    .await;
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
+        .await;
+    let timeline = ts.timeline(&s.id).await;
+    let asked = timeline
+        .iter()
+        .find(|e| e["type"] == "challenge" && e["action"] == "speak_digits")
+        .expect("the spoken step was asked");
+    println!(
+        "spoken prompt {:?}; server verdict {}",
+        report["spoken"], v["verdict"]
+    );
+    let digits = asked["digits"].as_str().unwrap();
+    assert_eq!(
+        report["spoken"].as_str(),
+        Some(format!("请大声读出这些数字：{digits}").as_str()),
+        "{report}"
+    );
+    assert_eq!(report["result"]["status"], "passed", "{report}");
+    assert_eq!(v["verdict"]["status"], "passed", "server verdict: {v:#}");
+    assert!(!codes(&v["verdict"]["reasons"]).contains(&"MIC_SILENT".to_string()));
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -526,18 +586,15 @@ async fn the_page_restarts_ice_after_a_network_drop_and_keeps_its_progress() {
     )
     .await;
     let s = ts.create_session().await;
-    let c = clips();
     let url = s.page_url.clone();
     let frames = frames.to_path_buf();
-    let tone = c.tone.clone();
     let page = tokio::spawn(async move {
         flow(
             &url,
             &[
                 "--camera-dir",
                 frames.to_str().unwrap(),
-                "--audio",
-                tone.to_str().unwrap(),
+                SPEAKER,
                 "--timeout",
                 "120",
                 "--hide-client-candidates",

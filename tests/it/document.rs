@@ -270,6 +270,7 @@ fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
                 max_ratio_change: 0.0,
             },
             light: None,
+            speech: None,
         }),
         face_match: None,
         network_poor_ms: 0,

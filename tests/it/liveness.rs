@@ -13,8 +13,13 @@ use vericall::testkit::actor::{
 use vericall::testkit::card::render_card;
 use vericall::testkit::peer::{run_peer, PeerOptions, PeerReport, ReactiveVideo, VideoSource};
 use vericall::testkit::render::{FaceEdit, RgbImage};
+use vericall::testkit::voice::speaking_person;
 
-use crate::common::{test_config, tone, CreatedSession, TestServer};
+/// Room noise on the test microphones outside the spoken step (dBFS RMS): a quiet room after
+/// the browser's noise suppression.
+pub const ROOM_DBFS: f32 = -70.0;
+
+use crate::common::{test_config, CreatedSession, TestServer};
 use crate::face::{stage, Planes};
 use crate::relay::{ImpairmentConfig, Relay};
 
@@ -28,8 +33,9 @@ async fn verify(
     call(ts, &s, video, via, limit).await
 }
 
-/// One call on session `s` with `video` (and a tone), until the session has ended: the peer's
-/// report, the session as the relying party sees it, and its timeline.
+/// One call on session `s` with `video` (and a microphone that reads the spoken step's digits
+/// aloud, in a quiet room the rest of the time), until the session has ended: the peer's report,
+/// the session as the relying party sees it, and its timeline.
 pub async fn call(
     ts: &TestServer,
     s: &CreatedSession,
@@ -39,7 +45,7 @@ pub async fn call(
 ) -> (PeerReport, Value, Vec<Value>) {
     let options = PeerOptions {
         video: Some(video),
-        audio: Some(tone()),
+        voice: Some(speaking_person(ROOM_DBFS)),
         duration: limit,
         via,
         ..PeerOptions::default()
@@ -63,7 +69,7 @@ pub async fn call_with(
     (report, v, timeline)
 }
 
-fn verdict(v: &Value) -> (&str, Vec<&str>) {
+pub fn verdict(v: &Value) -> (&str, Vec<&str>) {
     let verdict = &v["verdict"];
     let codes = verdict["reasons"]
         .as_array()
@@ -107,10 +113,10 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
     println!("scores for the relying party: {}", v["verdict"]["scores"]);
     assert!(report.verdict_seen, "the page got the verdict");
     assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
-    // The screen-light step and the three challenges.
+    // The screen-light step, three motions and the spoken step.
     assert_eq!(
         kinds.iter().filter(|k| **k == "challenge_passed").count(),
-        4
+        5
     );
     assert_eq!(v["verdict"]["scores"]["screen_light"]["result"], "matched");
     let client_verdict = report
@@ -136,7 +142,7 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
             .iter()
             .filter(|f| f.starts_with("challenge-"))
             .count(),
-        3,
+        4,
         "{frames:?}"
     );
     let id = v["id"].as_str().unwrap();
@@ -157,16 +163,15 @@ async fn a_live_person_passes_and_their_recording_fails_another_plan() {
     let (status, codes) = verdict(&v);
     println!("replay: {status} {codes:?}");
     assert_eq!(status, "failed");
-    // The replay fails the new plan's steps. Its looped nods can also read as flat motion; for
-    // a replayed recording (an attack) SPOOF_SUSPECTED is a correct verdict as well. It must
-    // never pass and never blame the person's devices or the network.
+    // The replay fails the new plan's steps (its lips do not follow the voice of the spoken
+    // step either). Its looped nods can also read as flat motion; for a replayed recording (an
+    // attack) SPOOF_SUSPECTED is a correct verdict as well. It must never pass and never blame
+    // the person's devices or the network.
+    let step_or_spoof = |c: &&str| {
+        c.starts_with("CHALLENGE_") || *c == "SPOOF_SUSPECTED" || *c == "SPEECH_NOT_MATCHED"
+    };
     assert!(
-        codes
-            .iter()
-            .any(|c| c.starts_with("CHALLENGE_") || *c == "SPOOF_SUSPECTED")
-            && codes
-                .iter()
-                .all(|c| c.starts_with("CHALLENGE_") || *c == "SPOOF_SUSPECTED"),
+        codes.iter().any(step_or_spoof) && codes.iter().all(step_or_spoof),
         "{codes:?}"
     );
     ts.server.shutdown(Duration::from_secs(1)).await;
@@ -345,7 +350,7 @@ async fn a_stalling_sender_on_a_clean_network_is_never_blamed_on_the_network() {
             stage().clone(),
             Arc::new(Mutex::new(Vec::new())),
         )),
-        audio: Some(tone()),
+        voice: Some(speaking_person(ROOM_DBFS)),
         duration: Duration::from_secs(45),
         sender_stall: Some((Duration::from_secs(1), Duration::from_millis(350))),
         ..PeerOptions::default()
@@ -522,7 +527,7 @@ async fn the_reference_photo_matches_the_same_person_and_not_another() {
                     stage().clone(),
                     Arc::new(Mutex::new(Vec::new())),
                 )),
-                audio: Some(tone()),
+                voice: Some(speaking_person(ROOM_DBFS)),
                 duration: Duration::from_secs(40),
                 ..PeerOptions::default()
             },

@@ -16,5 +16,6 @@ mod network;
 mod openapi;
 mod relay;
 mod relying;
+mod speech;
 mod store;
 mod webrtc_peer;
