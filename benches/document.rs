@@ -21,7 +21,7 @@ use vericall::analysis::face::FaceModels;
 use vericall::document::card::{find_card, judge, rectify, CaptureThresholds, CardScratch};
 use vericall::document::fields::DocumentKind;
 use vericall::document::ocr::OcrModels;
-use vericall::document::{examine, DocumentReader};
+use vericall::document::{examine, DocumentReader, Examine};
 use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
 use vericall::testkit::actor::{holding_card, CardHold, Stage};
 use vericall::testkit::render::RgbImage;
@@ -88,20 +88,20 @@ fn main() {
         }
     }
     let thresholds = CaptureThresholds::default();
+    let with = Examine {
+        thresholds: &thresholds,
+        room: &[],
+        kind: DocumentKind::CnResidentId,
+        faces: Some(&reader.faces),
+    };
     let mut scratch = CardScratch::default();
     let capture = frames
         .iter()
-        .find_map(|f| examine(&f.view(), Instant::now(), &mut scratch, &thresholds, &[]))
+        .find_map(|f| examine(&f.view(), Instant::now(), &mut scratch, &with))
         .expect("the card is found in some frame");
     // Warm-up.
     for f in &frames {
-        black_box(examine(
-            &f.view(),
-            Instant::now(),
-            &mut scratch,
-            &thresholds,
-            &[],
-        ));
+        black_box(examine(&f.view(), Instant::now(), &mut scratch, &with));
     }
     black_box(
         reader
@@ -129,13 +129,7 @@ fn main() {
                 black_box(judge(&quad, &image, view.width, &thresholds));
                 judged.push(ms(t.elapsed()));
                 let t = Instant::now();
-                black_box(examine(
-                    &view,
-                    Instant::now(),
-                    &mut scratch,
-                    &thresholds,
-                    &[],
-                ));
+                black_box(examine(&view, Instant::now(), &mut scratch, &with));
                 whole.push(ms(t.elapsed()));
             }
         }

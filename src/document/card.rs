@@ -22,22 +22,47 @@ pub const RECTIFIED_HEIGHT: u32 = 540;
 
 /// Edge detection runs on the luma plane scaled down to at most this width.
 const WORK_WIDTH: usize = 320;
-/// Sobel magnitude (4x a luma step) an edge pixel needs.
-const EDGE_MAGNITUDE: i32 = 60;
+/// Sobel magnitude an edge pixel needs: after the 3x3 blur, a luma step of about 18 (a light
+/// card against a light wall).
+const EDGE_MAGNITUDE: i32 = 48;
 /// Hough resolution: 1 degree, 1 work pixel; each edge votes +-8 degrees around its gradient
 /// (stair-stepped edges of a rotated card scatter the local gradient direction that much).
 const THETA_BINS: usize = 180;
 const VOTE_SPREAD_DEG: i32 = 8;
-/// Lines kept from the Hough peaks.
-const MAX_LINES: usize = 24;
+/// Lines kept from the Hough peaks, and at most this many within `SAME_DIRECTION_DEG` of each
+/// other.
+const MAX_LINES: usize = 28;
+const MAX_LINES_ONE_DIRECTION: usize = 10;
+const SAME_DIRECTION_DEG: f32 = 12.0;
 /// Sides of a pair differ by at most this angle (perspective makes them converge).
 const PARALLEL_DEG: f32 = 25.0;
 /// The two pairs meet at 90 degrees +- this.
 const CORNER_DEG: f32 = 30.0;
-/// Aspect (long / short side) a card can show; 1.586 seen square-on.
-const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.1;
+/// Aspect (long / short side) a quad may show before rectification: wide enough for a card
+/// whose short edges are hidden behind fingers (the quad is then trimmed, see [`fit_id1`]).
+const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.8;
+/// ID-1 aspect (85.60 / 53.98).
+pub const ID1_ASPECT: f32 = CARD_WIDTH_MM / CARD_HEIGHT_MM;
+/// The rectified aspect of a whole card may exceed [`ID1_ASPECT`] by this share (corner noise
+/// of a few pixels, the focal length guessed); a quad wider than this is trimmed along its long
+/// edges.
+pub const ASPECT_TOLERANCE: f32 = 0.08;
+/// ...and fall short of it by this share (an ID-3 passport page, 125 x 88 mm, is 10.5 % short).
+/// A picture frame, a window or a phone of another shape is not a card.
+pub const ASPECT_TOLERANCE_NARROW: f32 = 0.12;
 /// Share of a side's length that must lie on matching edges.
 const MIN_SIDE_SUPPORT: f32 = 0.65;
+/// The short sides of a whole quad need less: the fingers holding a card cover them. Its long
+/// sides must then carry it.
+const MIN_SHORT_SIDE_SUPPORT: f32 = 0.35;
+/// Trimmed short edges: one must be backed by this share of edges (a card edge between
+/// fingers); the other is placed one card length along the long edges even when nothing backs
+/// it (a light card against a light wall). The content check judges what lies between.
+const MIN_TRIMMED_SIDE_SUPPORT: f32 = 0.4;
+/// A quad leaning on the frame's border shows at most this much more of the card, away from
+/// the border, than the side opposite the border implies (that side a long edge when it is the
+/// longer, else a short edge).
+const MAX_CUT_OFF_DEPTH: f32 = 1.1;
 /// How far past a corner a side's line is checked (share of the side), and the edge support
 /// above which it "runs on": the line is a longer structure, not the card's edge.
 const OVERRUN_REACH: f32 = 0.2;
@@ -225,6 +250,77 @@ pub fn find_card_excluding(
     best.map(|(_, quad)| quad)
 }
 
+/// Every candidate quad in `frame` that is not one of the `room`'s objects, best first (whole
+/// quads before those leaning on the border), each object once.
+pub fn card_candidates(
+    frame: &I420,
+    scratch: &mut CardScratch,
+    room: &[CardQuad],
+) -> Vec<CardQuad> {
+    let mut found: Vec<(f32, CardQuad)> = Vec::new();
+    search(frame, scratch, room, |score, quad| {
+        found.push((score, quad))
+    });
+    found.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out: Vec<CardQuad> = Vec::with_capacity(found.len());
+    for (_, quad) in found {
+        if !out.iter().any(|o| same_object(o, &quad, frame.width)) {
+            out.push(quad);
+        }
+    }
+    out
+}
+
+/// The rectified card's content is judged at this size (2.5 px/mm): enough to tell print from
+/// a picture, a window or a screen, and cheap enough for every candidate.
+pub const CONTENT_WIDTH: u32 = 214;
+pub const CONTENT_HEIGHT: u32 = 135;
+/// Content cells: 6 x 6 px (about 2.4 mm, a character's stroke spacing).
+const CELL: usize = 6;
+/// A luma step between neighbours this large is a stroke's edge.
+const STROKE_STEP: i32 = 28;
+/// A printed cell has at least this many stroke edges across and this many along the rows
+/// (a single straight edge, a window's mullion or a frame's border, has only one kind).
+const STROKE_EDGES: usize = 3;
+
+/// Share of the cells in `region` (x0, y0, x1, y1 as shares of the image) of the rectified
+/// card `img` that look printed: strokes that turn both ways, as characters and faces have and
+/// the plain planes and straight edges of a room do not.
+pub fn printed_share(img: &RgbImage, region: [f32; 4]) -> f32 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    let luma = |x: usize, y: usize| {
+        let p = &raw[(y * w + x) * 3..][..3];
+        (p[0] as i32 * 77 + p[1] as i32 * 150 + p[2] as i32 * 29) >> 8
+    };
+    let [x0, y0, x1, y1] = region;
+    let (cx0, cy0) = ((x0 * w as f32) as usize, (y0 * h as f32) as usize);
+    let (cx1, cy1) = (
+        ((x1 * w as f32) as usize).min(w - 1),
+        ((y1 * h as f32) as usize).min(h - 1),
+    );
+    let (mut cells, mut printed) = (0usize, 0usize);
+    let mut y = cy0;
+    while y + CELL <= cy1 {
+        let mut x = cx0;
+        while x + CELL <= cx1 {
+            let (mut across, mut along) = (0usize, 0usize);
+            for yy in y..y + CELL {
+                for xx in x..x + CELL {
+                    let l = luma(xx, yy);
+                    across += ((luma(xx + 1, yy) - l).abs() >= STROKE_STEP) as usize;
+                    along += ((luma(xx, yy + 1) - l).abs() >= STROKE_STEP) as usize;
+                }
+            }
+            cells += 1;
+            printed += (across >= STROKE_EDGES && along >= STROKE_EDGES) as usize;
+            x += CELL;
+        }
+        y += CELL;
+    }
+    printed as f32 / cells.max(1) as f32
+}
+
 /// Every card-like quad in `frame` that is not one of the `room`'s objects: what a room shows
 /// before the card is asked for.
 pub fn card_like_quads(
@@ -377,15 +473,27 @@ fn search(
         }
     }
     peaks.sort_by_key(|p| std::cmp::Reverse(p.0));
-    let mut lines: Vec<Line> = peaks
-        .iter()
-        .take(MAX_LINES)
-        .map(|&(_, t, r)| Line {
+    // The strongest lines, but only so many of one direction: a card's text lines run along its
+    // long edges and would otherwise crowd out its short edges, which the fingers holding it
+    // half cover.
+    let mut lines: Vec<Line> = Vec::with_capacity(MAX_LINES + 4);
+    for &(_, t, r) in &peaks {
+        if lines.len() >= MAX_LINES {
+            break;
+        }
+        let alike = lines
+            .iter()
+            .filter(|l| angle_between(l.theta, t as f32) <= SAME_DIRECTION_DEG)
+            .count();
+        if alike >= MAX_LINES_ONE_DIRECTION {
+            continue;
+        }
+        lines.push(Line {
             theta: t as f32,
             rho: r as f32 - diag as f32,
             border: false,
-        })
-        .collect();
+        });
+    }
     if std::env::var_os("CARD_DEBUG").is_some() {
         eprintln!(
             "k={k} w={w} h={h} edges={} peaks={:?}",
@@ -443,6 +551,19 @@ fn search(
             };
             // A whole card always beats a quad that leans on the frame's border.
             let cut_off = sides.iter().any(|l| l.border);
+            if cut_off && !plausible_cut_off(&quad, &sides) {
+                continue;
+            }
+            // A whole quad must rectify to a card's shape; fingers over its short edges are
+            // trimmed off.
+            let quad = if cut_off {
+                quad
+            } else {
+                match fit_id1(&orient(quad), (wf, hf), edge_map, w, h) {
+                    Some(fitted) => fitted,
+                    None => continue,
+                }
+            };
             let score = if cut_off { score } else { score + 1e6 };
             let candidate = to_frame(
                 CardQuad {
@@ -468,6 +589,155 @@ fn search(
             sink(score, candidate);
         }
     }
+}
+
+/// Whether a quad leaning on the frame's border (`sides[i]` runs from corner i-1 to corner i)
+/// could be part of a card: the side opposite the border is a whole card edge, so the card
+/// reaches no further from it than the card's other dimension ([`MAX_CUT_OFF_DEPTH`]). A
+/// card's edge joined with a door frame or a picture's edge reaching the border is too deep.
+fn plausible_cut_off(corners: &[(f32, f32); 4], sides: &[Line; 4]) -> bool {
+    let Some(b) = sides.iter().position(|l| l.border) else {
+        return true;
+    };
+    let side = |i: usize| {
+        let (p, q) = (corners[(i + 3) % 4], corners[i % 4]);
+        (p.0 - q.0).hypot(p.1 - q.1)
+    };
+    let far = side(b + 2);
+    let depth = side(b + 1).max(side(b + 3));
+    let other = if far >= depth {
+        far / ID1_ASPECT
+    } else {
+        far * ID1_ASPECT
+    };
+    depth <= other * MAX_CUT_OFF_DEPTH
+}
+
+/// Aspect (width / height) of the rectangle whose image is `corners` (top-left, top-right,
+/// bottom-right, bottom-left) under a pinhole camera with its principal point at `centre`
+/// (Zhang and He, "Whiteboard scanning and image enhancement", 2007). The focal length is
+/// estimated from the quad's perspective when that is plausible (0.5 to 4 frame widths, given as
+/// `fallback_focal`), else `fallback_focal`; seen square-on it does not matter.
+pub fn rectified_aspect(corners: &[(f32, f32); 4], centre: (f32, f32), fallback_focal: f32) -> f32 {
+    let m = |i: usize| {
+        let (x, y) = corners[i];
+        [(x - centre.0) as f64, (y - centre.1) as f64, 1.0f64]
+    };
+    // Zhang's numbering: m1 (0, 0), m2 (w, 0), m3 (0, h), m4 (w, h).
+    let (m1, m2, m3, m4) = (m(0), m(1), m(3), m(2));
+    let cross = |a: [f64; 3], b: [f64; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let (d2, d3) = (dot(cross(m2, m4), m3), dot(cross(m3, m4), m2));
+    let plain = || {
+        let len = |a: (f32, f32), b: (f32, f32)| (a.0 - b.0).hypot(a.1 - b.1);
+        (len(corners[0], corners[1]) + len(corners[3], corners[2]))
+            / (len(corners[0], corners[3]) + len(corners[1], corners[2])).max(1e-3)
+    };
+    if d2.abs() < 1e-9 || d3.abs() < 1e-9 {
+        return plain();
+    }
+    let k2 = dot(cross(m1, m4), m3) / d2;
+    let k3 = dot(cross(m1, m4), m2) / d3;
+    let n2 = [k2 * m2[0] - m1[0], k2 * m2[1] - m1[1], k2 * m2[2] - m1[2]];
+    let n3 = [k3 * m3[0] - m1[0], k3 * m3[1] - m1[1], k3 * m3[2] - m1[2]];
+    let fallback = fallback_focal as f64;
+    let f2 = if (n2[2] * n3[2]).abs() > 1e-12 {
+        -(n2[0] * n3[0] + n2[1] * n3[1]) / (n2[2] * n3[2])
+    } else {
+        -1.0
+    };
+    let f2 = if f2 > (0.5 * fallback).powi(2) && f2 < (4.0 * fallback).powi(2) {
+        f2
+    } else {
+        fallback * fallback
+    };
+    let num = n2[0] * n2[0] + n2[1] * n2[1] + f2 * n2[2] * n2[2];
+    let den = n3[0] * n3[0] + n3[1] * n3[1] + f2 * n3[2] * n3[2];
+    if !(num > 0.0 && den > 0.0) {
+        return plain();
+    }
+    (num / den).sqrt() as f32
+}
+
+/// A whole quad (oriented, work pixels) fitted to ID-1: kept when it rectifies to the card's
+/// aspect, dropped when narrower; when wider (fingers over the short edges, or the background
+/// beside them, stood in for the card's ends) the long edges are kept and the short edges placed
+/// where, one card length apart along them, edges back them best.
+fn fit_id1(
+    quad: &[(f32, f32); 4],
+    frame: (f32, f32),
+    edge_map: &[u8],
+    w: usize,
+    h: usize,
+) -> Option<[(f32, f32); 4]> {
+    let aspect = rectified_aspect(quad, (frame.0 / 2.0, frame.1 / 2.0), frame.0);
+    let off = aspect / ID1_ASPECT - 1.0;
+    if (-ASPECT_TOLERANCE_NARROW..=ASPECT_TOLERANCE).contains(&off) {
+        return Some(*quad);
+    }
+    if off < 0.0 {
+        return None;
+    }
+    // Rectified coordinates: [0, aspect] x [0, 1]; the card is ID1_ASPECT long in them.
+    let hom = homography(quad, aspect, 1.0)?;
+    let at = |u: f32, v: f32| apply(&hom, u as f64, v as f64);
+    // A short edge ends at the long ones: a line that runs on past them (a door frame, the
+    // edge of a picture behind the card) backs nothing.
+    let support_at = |u: f32| {
+        let (a, b) = (at(u, 0.0), at(u, 1.0));
+        let theta = (b.0 - a.0)
+            .atan2(-(b.1 - a.1))
+            .to_degrees()
+            .rem_euclid(180.0);
+        let runs_on = [(-OVERRUN_REACH, -0.02), (1.02, 1.0 + OVERRUN_REACH)]
+            .iter()
+            .any(|&(v0, v1)| {
+                segment_support(at(u, v0), at(u, v1), theta, edge_map, w, h)
+                    .is_some_and(|s| s > MAX_OVERRUN_SUPPORT)
+            });
+        if runs_on {
+            return 0.0;
+        }
+        segment_support(a, b, theta, edge_map, w, h).unwrap_or(0.0)
+    };
+    // The long edges end where the card does: past it (fingers, the background) they are
+    // not backed, so a window sliding off the card loses support there.
+    let long_support = |u0: f32, u1: f32| {
+        [0.0f32, 1.0]
+            .iter()
+            .map(|&v| {
+                let (a, b) = (at(u0, v), at(u1, v));
+                let theta = (b.0 - a.0)
+                    .atan2(-(b.1 - a.1))
+                    .to_degrees()
+                    .rem_euclid(180.0);
+                segment_support(a, b, theta, edge_map, w, h).unwrap_or(0.0)
+            })
+            .sum::<f32>()
+    };
+    let long_px = (quad[1].0 - quad[0].0).hypot(quad[1].1 - quad[0].1);
+    let steps = (((aspect - ID1_ASPECT) / aspect) * long_px).ceil().max(1.0) as usize;
+    let mut best: Option<(f32, f32)> = None;
+    for s in 0..=steps {
+        let u0 = (aspect - ID1_ASPECT) * s as f32 / steps as f32;
+        let (left, right) = (support_at(u0), support_at(u0 + ID1_ASPECT));
+        if left.max(right) < MIN_TRIMMED_SIDE_SUPPORT {
+            continue;
+        }
+        let score = left + right + long_support(u0, u0 + ID1_ASPECT);
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, u0));
+        }
+    }
+    let (_, u0) = best?;
+    let u1 = u0 + ID1_ASPECT;
+    Some([at(u0, 0.0), at(u1, 0.0), at(u1, 1.0), at(u0, 1.0)])
 }
 
 /// A quad found on the `k`-times downscaled work image, in frame pixels (work pixel centres sit
@@ -570,8 +840,9 @@ fn segment_support(
 /// Edge support of a quad: for each measured side, the share of its points with an edge pixel of
 /// matching direction within a pixel. A card's edges end at its corners: a quad that leans on the
 /// frame's border is dropped when one of its sides runs on strongly past a corner (a door frame,
-/// a picture's edge meeting the border). Whole quads are not held to this: their sides are
-/// backed by four edges already, and the background beyond a real card's corner may line up.
+/// a picture's edge meeting the border), a whole quad when one of its long sides does (its short
+/// side is a line inside the card). A whole quad's short sides need less support than its long
+/// ones: fingers cover them.
 /// Returns (score, mean support) when every measured side is supported; the score is the
 /// supported length (border sides add nothing).
 fn score_quad(
@@ -584,6 +855,17 @@ fn score_quad(
     let mut score = 0.0;
     let mut supports = 0.0;
     let mut measured = 0;
+    let partial = sides.iter().any(|l| l.border);
+    let side_len = |i: usize| {
+        let (a, b) = (corners[(i + 3) % 4], corners[i]);
+        ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+    };
+    // Sides 0 and 2 are one parallel pair, 1 and 3 the other.
+    let short_pair = if side_len(0) + side_len(2) < side_len(1) + side_len(3) {
+        0
+    } else {
+        1
+    };
     for i in 0..4 {
         // corners[i] = side i x side i+1, so side i runs from corners[i-1] to corners[i].
         let line = sides[i];
@@ -591,17 +873,27 @@ fn score_quad(
             continue;
         }
         let (a, b) = (corners[(i + 3) % 4], corners[i]);
-        let len = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+        let len = side_len(i);
         let support = segment_support(a, b, line.theta, edge_map, w, h)?;
-        if support < MIN_SIDE_SUPPORT {
+        let needed = if !partial && i % 2 == short_pair {
+            MIN_SHORT_SIDE_SUPPORT
+        } else {
+            MIN_SIDE_SUPPORT
+        };
+        if support < needed {
             return None;
         }
         // A quad leaning on the border: past each end of its sides, by a fifth of the side (a
         // margin of 3 px keeps the corner itself out).
-        let partial = sides.iter().any(|l| l.border);
         let (ux, uy) = ((b.0 - a.0) / len.max(1.0), (b.1 - a.1) / len.max(1.0));
         let reach = len * OVERRUN_REACH;
-        for (from, dir) in [(b, 1.0), (a, -1.0)].into_iter().filter(|_| partial) {
+        // A whole quad's long sides too: one that runs on past a corner has its short side
+        // inside the card (a column of left-aligned text beside a finger-covered edge).
+        let long = i % 2 != short_pair;
+        for (from, dir) in [(b, 1.0), (a, -1.0)]
+            .into_iter()
+            .filter(|_| partial || long)
+        {
             let start = (from.0 + dir * ux * 3.0, from.1 + dir * uy * 3.0);
             let end = (from.0 + dir * ux * reach, from.1 + dir * uy * reach);
             if segment_support(start, end, line.theta, edge_map, w, h)
@@ -927,6 +1219,66 @@ mod tests {
         );
         let j = judged(&img);
         assert!(j.issues.contains(&CaptureIssue::Tilted), "{j:?}");
+    }
+
+    /// Three fingers over each short edge, reaching past it with their ends in a straight line:
+    /// the quad found is the card, not the card and the fingers.
+    #[test]
+    fn fingers_over_the_short_edges_do_not_widen_the_card() {
+        use crate::testkit::actor::{holding_card_over, CardHold};
+        let background = TestImage::new(640, 480, [90, 100, 110]);
+        let hold = CardHold {
+            centre: (320.0, 240.0),
+            width_px: 400.0,
+            fingers: true,
+            ..CardHold::default()
+        };
+        // Settled (past the approach).
+        let img = holding_card_over(&background, &card_art(), &hold, 45);
+        let planes = frame_of(&img);
+        let found = find_card(&planes.view(), &mut CardScratch::default()).expect("card found");
+        assert!(!found.cut_off, "{found:?}");
+        let aspect = rectified_aspect(&found.corners, (320.0, 240.0), 640.0);
+        assert!(
+            (aspect / ID1_ASPECT - 1.0).abs() < 0.05,
+            "aspect {aspect} {found:?}"
+        );
+        // The card is about 400 px wide (the sway changes it a little); with the fingers it
+        // would be 22 % wider.
+        assert!(
+            (found.width_px() - 400.0).abs() < 25.0,
+            "{} {found:?}",
+            found.width_px()
+        );
+    }
+
+    #[test]
+    fn rectified_aspect_undoes_perspective() {
+        // A 4:3 picture frame square-on, and an ID-1 card tipped back 20 degrees (its far edge
+        // shorter), both as the renderer draws them.
+        let frame = [
+            (100.0, 100.0),
+            (400.0, 100.0),
+            (400.0, 325.0),
+            (100.0, 325.0),
+        ];
+        let a = rectified_aspect(&frame, (320.0, 240.0), 640.0);
+        assert!((a - 4.0 / 3.0).abs() < 0.01, "{a}");
+        let background = TestImage::new(640, 480, [90, 100, 110]);
+        let art = TestImage::new(856, 540, [215, 225, 232]);
+        let img = render_card(
+            &art,
+            &background,
+            (320.0, 240.0),
+            0.45,
+            0.0,
+            20.0,
+            0.0,
+            700.0,
+        );
+        let found = find_card(&frame_of(&img).view(), &mut CardScratch::default()).expect("card");
+        let a = rectified_aspect(&found.corners, (320.0, 240.0), 640.0);
+        assert!((a / ID1_ASPECT - 1.0).abs() < 0.06, "{a} {found:?}");
     }
 
     #[test]

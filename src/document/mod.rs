@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::analysis::face::embed::{embed_single_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::FaceModels;
 use crate::analysis::quality::I420;
-use card::{find_card_excluding, judge, rectify, CaptureThresholds, CardScratch};
+use card::{card_candidates, judge, rectify, CaptureThresholds, CardScratch};
 use fields::{DocumentKind, DocumentRead, ExpectedIdentity, FieldMatch, NumberCheck};
 use step::Capture;
 
@@ -116,24 +116,151 @@ impl DocumentOutcome {
     }
 }
 
-/// The per-frame part: find, rectify and judge the card in `frame` (a few ms at 640x480),
-/// ignoring the room's own card-like objects (`room`, see [`room::RoomMemory`]).
+/// What the per-frame search needs besides the frame: capture thresholds, the room's own
+/// card-like objects (see [`room::RoomMemory`]), the kind of card asked for (where it prints
+/// text and its portrait) and the face detector that finds that portrait.
+#[derive(Clone, Copy)]
+pub struct Examine<'a> {
+    pub thresholds: &'a CaptureThresholds,
+    pub room: &'a [card::CardQuad],
+    pub kind: DocumentKind,
+    /// Without it the portrait is not looked for (the text lines still are).
+    pub faces: Option<&'a FaceModels>,
+}
+
+/// Candidates judged for content per frame, best-supported first (each costs a small
+/// rectification, and one with a portrait a face detection: about 1 ms).
+const MAX_CANDIDATES_JUDGED: usize = 6;
+
+/// The per-frame part: find, rectify and judge the card in `frame` (a few ms at 640x480). A
+/// candidate counts only when it looks like the card asked for ([`looks_like_card`]): the room's
+/// frames, windows, books and screens have a card's edges but not its print.
 pub fn examine(
     frame: &I420,
     at: Instant,
     scratch: &mut CardScratch,
-    thresholds: &CaptureThresholds,
-    room: &[card::CardQuad],
+    with: &Examine<'_>,
 ) -> Option<Capture> {
-    let quad = find_card_excluding(frame, scratch, room)?;
+    let candidates = card_candidates(frame, scratch, with.room);
+    let quad = candidates
+        .into_iter()
+        .take(MAX_CANDIDATES_JUDGED)
+        .find(|quad| {
+            rectify(frame, quad, card::CONTENT_WIDTH, card::CONTENT_HEIGHT)
+                .is_some_and(|small| looks_like_card(&small, quad.cut_off, with.kind, with.faces))
+        })?;
     let image = rectify(frame, &quad, card::RECTIFIED_WIDTH, card::RECTIFIED_HEIGHT)?;
-    let judgement = judge(&quad, &image, frame.width, thresholds);
+    let judgement = judge(&quad, &image, frame.width, with.thresholds);
     Some(Capture {
         at,
         quad,
         judgement,
         image,
     })
+}
+
+/// Where a kind of card prints its text lines and its portrait (shares of the rectified card:
+/// x0, y0, x1, y1), and how many of those lines must look printed.
+struct Layout {
+    text_lines: &'static [[f32; 4]],
+    min_lines: usize,
+    portrait: Option<[f32; 4]>,
+}
+
+fn layout(kind: DocumentKind) -> Layout {
+    match kind {
+        // Name, birth date, address (two lines), number; a glare patch may wash out two of them.
+        DocumentKind::CnResidentId => Layout {
+            text_lines: &[
+                [0.17, 0.07, 0.45, 0.19],
+                [0.17, 0.34, 0.55, 0.43],
+                [0.17, 0.47, 0.60, 0.63],
+                [0.35, 0.81, 0.92, 0.91],
+            ],
+            min_lines: 2,
+            portrait: Some(portrait_region(kind)),
+        },
+        // The two MRZ lines.
+        DocumentKind::Passport => Layout {
+            text_lines: &[[0.04, 0.80, 0.96, 0.97]],
+            min_lines: 1,
+            portrait: Some(portrait_region(kind)),
+        },
+        // Layout unknown: print somewhere on it.
+        DocumentKind::Id1Card => Layout {
+            text_lines: &[[0.05, 0.05, 0.95, 0.95]],
+            min_lines: 1,
+            portrait: None,
+        },
+    }
+}
+
+/// Share of a text line's cells that must look printed (characters leave gaps between them).
+const PRINTED_LINE: f32 = 0.25;
+/// Share of a cut-off candidate's visible part that must look printed: its layout cannot be
+/// placed, but a card is print edge to edge while a wall meeting the frame's border is not.
+const PRINTED_CUT_OFF: f32 = 0.25;
+
+/// Whether the rectified candidate `small` ([`card::CONTENT_WIDTH`] wide) looks like the card
+/// asked for: print where the kind's layout puts its text lines and, for kinds with a portrait
+/// (when a detector is given), a face where the portrait goes. A candidate leaning on the
+/// frame's border needs print over its visible part.
+pub fn looks_like_card(
+    small: &image::RgbImage,
+    cut_off: bool,
+    kind: DocumentKind,
+    faces: Option<&FaceModels>,
+) -> bool {
+    if cut_off {
+        return card::printed_share(small, [0.03, 0.03, 0.97, 0.97]) >= PRINTED_CUT_OFF;
+    }
+    let layout = layout(kind);
+    let printed = layout
+        .text_lines
+        .iter()
+        .filter(|r| card::printed_share(small, **r) >= PRINTED_LINE)
+        .count();
+    if printed < layout.min_lines {
+        return false;
+    }
+    match (layout.portrait, faces) {
+        (Some(region), Some(faces)) => portrait_has_face(faces, small, region),
+        _ => true,
+    }
+}
+
+/// Whether the face detector finds a face in `region` of the rectified card `img`. The crop is
+/// placed in the middle of a grey canvas twice its size: the short-range detector misses faces
+/// that fill the whole picture, as a portrait does its frame.
+fn portrait_has_face(faces: &FaceModels, img: &image::RgbImage, region: [f32; 4]) -> bool {
+    let [x0, y0, x1, y1] = region;
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (cx, cy) = ((x0 * w) as u32, (y0 * h) as u32);
+    let (cw, ch) = (((x1 - x0) * w) as u32, ((y1 - y0) * h) as u32);
+    let crop = image::imageops::crop_imm(img, cx, cy, cw, ch).to_image();
+    let side = 2 * cw.max(ch);
+    let mut canvas = image::RgbImage::from_pixel(side, side, image::Rgb([128, 128, 128]));
+    image::imageops::replace(
+        &mut canvas,
+        &crop,
+        ((side - cw) / 2) as i64,
+        ((side - ch) / 2) as i64,
+    );
+    let (width, height) = (side as usize, side as usize);
+    let (y, u, v) = crate::analysis::image::rgb_to_i420(width, height, canvas.as_raw());
+    let planes = I420 {
+        width,
+        height,
+        y: &y,
+        u: &u,
+        v: &v,
+        y_stride: width,
+        uv_stride: width.div_ceil(2),
+        full_range: false,
+    };
+    let mut session = faces.detector.acquire(0);
+    crate::analysis::face::detector::detect(&mut session, &planes, &mut Vec::new())
+        .is_ok_and(|found| !found.is_empty())
 }
 
 /// Where the portrait is on each kind of card (share of the rectified card: x0, y0, x1, y1).

@@ -30,7 +30,8 @@ use crate::document::fields::DocumentRead;
 use crate::document::room::RoomMemory;
 use crate::document::step::{Capture, DocumentStep, StepEvent};
 use crate::document::{
-    compare_portrait, examine, today_utc, DocumentOutcome, DocumentPolicy, DocumentReader, Retain,
+    compare_portrait, examine, today_utc, DocumentOutcome, DocumentPolicy, DocumentReader, Examine,
+    Retain,
 };
 use crate::events::{unix_ms_now, EventBus};
 use crate::liveness::judge::JudgeEvent;
@@ -753,8 +754,12 @@ impl Worker {
             &self.frame.view(),
             captured,
             &mut doc.scratch,
-            &doc.thresholds,
-            doc.room.objects(),
+            &Examine {
+                thresholds: &doc.thresholds,
+                room: doc.room.objects(),
+                kind: doc.policy.kind,
+                faces: Some(&doc.reader.faces),
+            },
         );
         if let Some(c) = &capture {
             tracing::debug!(session = %self.bus.session_id(), corners = ?c.quad.corners, cut_off = c.quad.cut_off, room = doc.room.objects().len(), "document candidate");

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::card::render_card;
+use super::card::{paint_card_plane, render_card};
 use super::clip::{encode_frames, EncodedFrame, EncodedVideo, VideoCodec as ClipCodec};
 use super::peer::{ReactiveVideo, VideoSource};
 use super::render::{FaceEdit, HeadPose, HeadRenderer, RgbImage};
@@ -332,6 +332,84 @@ pub fn live_person_in_room(
     }))
 }
 
+/// Document hints (`guidance` events with `source: document`) active at the end of `events`.
+pub fn active_document_hints(events: &[Value]) -> Vec<String> {
+    let mut active: Vec<String> = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| e["type"] == "guidance" && e["source"] == "document")
+    {
+        let Some(code) = e["code"].as_str() else {
+            continue;
+        };
+        active.retain(|c| c != code);
+        if e["active"] == true {
+            active.push(code.to_string());
+        }
+    }
+    active
+}
+
+/// A rendered person in a furnished room who follows the challenges and then the document
+/// step's hints: no card until asked to show it (`DOCUMENT_NOT_SHOWN`), then held up far away
+/// (about half of `hold`'s width: too far), brought closer as `hold` says once told
+/// `DOCUMENT_TOO_FAR`.
+pub fn live_person_in_room_following_hints(
+    stage: Arc<Stage>,
+    card: Arc<RgbImage>,
+    hold: CardHold,
+) -> VideoSource {
+    let seen = Mutex::new(HashMap::new());
+    // (phase: 0 card down, 1 held far, 2 brought closer; frame index the phase began)
+    let state = Mutex::new((0u8, 0u64));
+    reactive(Box::new(move |index, events| {
+        let edit = match current_challenge(events, &seen, index) {
+            Some((action, _)) if action == "show_document" => {
+                let hints = active_document_hints(events);
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.0 == 0 && hints.iter().any(|c| c == "DOCUMENT_NOT_SHOWN") {
+                    *st = (1, index);
+                } else if st.0 == 1 && hints.iter().any(|c| c == "DOCUMENT_TOO_FAR") {
+                    *st = (2, index);
+                }
+                let (phase, since) = *st;
+                drop(st);
+                let mut person = stage.renderer.render(&idle(index)).0;
+                furnish(&mut person);
+                if phase == 0 {
+                    return frame_of(&person);
+                }
+                let far = hold.width_px * 0.55;
+                let k = index - since;
+                let shown = match phase {
+                    1 => CardHold {
+                        width_px: far,
+                        ..hold
+                    },
+                    _ => {
+                        let t = (k as f32 / FPS as f32 / 0.8).clamp(0.0, 1.0);
+                        CardHold {
+                            width_px: far + (hold.width_px - far) * t,
+                            ..hold
+                        }
+                    }
+                };
+                // Past the approach: the card is up; only its size changes.
+                let k = if phase == 1 {
+                    k
+                } else {
+                    k + (hold.approach_s * FPS as f32) as u64 + 1
+                };
+                return frame_of(&holding_card_over(&person, &card, &shown, k));
+            }
+            Some((action, t)) => perform(&action, t, index),
+            None => idle(index),
+        };
+        let screen = screen_light_now(events, &seen, index);
+        frame_of(&render_lit(&stage, &edit, 1.0, screen, index, furnish))
+    }))
+}
+
 /// A recording of a person, looped frame by frame whatever the server asks (a replay attack).
 pub fn replay(stage: Arc<Stage>, recording: Vec<FaceEdit>) -> VideoSource {
     reactive(Box::new(move |index, _| {
@@ -423,6 +501,9 @@ pub struct CardHold {
     pub pitch: f32,
     /// Seconds spent bringing the card up from far away (too small to read) before settling.
     pub approach_s: f32,
+    /// Held by its short edges: three fingers over each, reaching past the card (their ends
+    /// line up, a straight edge beside the card's own).
+    pub fingers: bool,
 }
 
 impl Default for CardHold {
@@ -434,6 +515,7 @@ impl Default for CardHold {
             yaw: 0.0,
             pitch: 0.0,
             approach_s: 0.8,
+            fingers: false,
         }
     }
 }
@@ -456,19 +538,62 @@ pub fn holding_card_over(
     let settle = (t / hold.approach_s.max(0.01)).clamp(0.0, 1.0);
     let width = hold.width_px * (0.5 + 0.5 * settle);
     let (sx, sy) = ((t * 2.1).sin() * 4.0, (t * 1.7).cos() * 3.0);
-    render_card(
-        card,
-        person,
-        (
-            hold.centre.0 + sx,
-            hold.centre.1 + sy + 30.0 * (1.0 - settle),
-        ),
-        width / card.width as f32,
+    let centre = (
+        hold.centre.0 + sx,
+        hold.centre.1 + sy + 30.0 * (1.0 - settle),
+    );
+    let scale = width / card.width as f32;
+    let (yaw, pitch, roll) = (
         hold.yaw + (t * 1.3).sin() * 3.0,
         hold.pitch + (t * 1.1).cos() * 2.0,
         hold.roll + (t * 1.9).sin() * 1.5,
-        900.0,
-    )
+    );
+    let mut out = render_card(card, person, centre, scale, yaw, pitch, roll, 900.0);
+    if hold.fingers {
+        let (w, h) = (card.width as f64, card.height as f64);
+        paint_card_plane(
+            &mut out,
+            (card.width, card.height),
+            centre,
+            scale,
+            yaw,
+            pitch,
+            roll,
+            900.0,
+            |u, v| finger_at(u / w, v / h),
+        );
+    }
+    out
+}
+
+/// Skin of the fingers holding a card by its short edges, at (x, y) in shares of the card:
+/// three fingers each side over 22-74 % of the edge, from 11 % of the card's length outside
+/// it to 4.5 % over it, rounded at the tips, shaded across (a crease between them).
+fn finger_at(x: f64, y: f64) -> Option<[u8; 3]> {
+    const FINGERS: [(f64, f64); 3] = [(0.22, 0.38), (0.40, 0.56), (0.58, 0.74)];
+    const OUTSIDE: f64 = 0.11;
+    const OVER: f64 = 0.045;
+    // Distance into the card from the nearer short edge (negative outside it).
+    let depth = if x < 0.5 { x } else { 1.0 - x };
+    if !(-OUTSIDE..=OVER).contains(&depth) {
+        return None;
+    }
+    let (y0, y1) = FINGERS
+        .iter()
+        .copied()
+        .find(|(a, b)| (*a..*b).contains(&y))?;
+    let (mid, half) = ((y0 + y1) / 2.0, (y1 - y0) / 2.0);
+    // The tip is a half-disc (in card shares, the card's height is 1/1.586 of its length).
+    let across = (y - mid) / half;
+    let tip_start = OVER - half / 1.586;
+    if depth > tip_start {
+        let along = (depth - tip_start) / (half / 1.586);
+        if along * along + across * across > 1.0 {
+            return None;
+        }
+    }
+    let shade = 1.0 - 0.35 * across * across;
+    Some([205.0 * shade, 158.0 * shade, 128.0 * shade].map(|c| c as u8))
 }
 
 /// How a rendered scene is lit: the room, the person's skin, and the page's screen light on the

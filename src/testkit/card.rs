@@ -112,6 +112,63 @@ pub fn render_card(
     out
 }
 
+/// Paints over `img` what lies in the plane of a card rendered by [`render_card`] with the same
+/// placement (`photo_size` = the photo's width and height): for each frame pixel whose ray meets
+/// the plane, `paint` gets the point in photo pixels (which may be outside the photo: fingers
+/// reach past the card's edge) and returns a colour, or `None` to leave the pixel.
+#[allow(clippy::too_many_arguments)]
+pub fn paint_card_plane(
+    img: &mut RgbImage,
+    photo_size: (usize, usize),
+    centre: (f32, f32),
+    scale: f32,
+    yaw: f32,
+    pitch: f32,
+    roll: f32,
+    focal: f32,
+    paint: impl Fn(f64, f64) -> Option<[u8; 3]>,
+) {
+    let (focal, scale) = (focal as f64, scale as f64);
+    if !(focal > 0.0 && scale > 0.0) {
+        return;
+    }
+    let r = rotation(yaw, pitch, roll);
+    let ex = [r[0][0], r[1][0], r[2][0]];
+    let ey = [r[0][1], r[1][1], r[2][1]];
+    let n = [r[0][2], r[1][2], r[2][2]];
+    let n_dot_c = n[2] * focal;
+    let (cx, cy) = (centre.0 as f64, centre.1 as f64);
+    let (pw, ph) = (photo_size.0 as f64, photo_size.1 as f64);
+    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let width = img.width;
+    if width == 0 {
+        return;
+    }
+    for (y, row) in img.data.chunks_exact_mut(width * 3).enumerate() {
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let d = [
+                (x as f64 + 0.5 - cx) / focal,
+                (y as f64 + 0.5 - cy) / focal,
+                1.0,
+            ];
+            let nd = dot(n, d);
+            if nd.abs() < 1e-12 {
+                continue;
+            }
+            let t = n_dot_c / nd;
+            if t <= 0.0 {
+                continue;
+            }
+            let hit = [t * d[0], t * d[1], t * d[2] - focal];
+            let u = dot(ex, hit) / scale + pw * 0.5;
+            let v = dot(ey, hit) / scale + ph * 0.5;
+            if let Some(rgb) = paint(u, v) {
+                px.copy_from_slice(&rgb);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

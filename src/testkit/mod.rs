@@ -6,6 +6,7 @@
 pub mod actor;
 pub mod card;
 pub mod clip;
+pub mod document_step;
 pub mod fixtures;
 pub mod http;
 pub mod load;

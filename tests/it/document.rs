@@ -1,23 +1,22 @@
 //! ID documents in the call (issue 8): a rendered specimen card is found, rectified and read.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use vericall::analysis::face::embed::{embed_faces, MATCH_THRESHOLD};
-use vericall::document::card::{CaptureThresholds, CardScratch};
-use vericall::document::fields::{salted_hash, settles, ExpectedIdentity};
-use vericall::document::fields::{DocumentKind, DocumentRead};
+use vericall::document::fields::DocumentKind;
+use vericall::document::fields::{salted_hash, ExpectedIdentity};
 use vericall::document::ocr::OcrModels;
-use vericall::document::step::{Capture, DocumentStep, StepEvent};
-use vericall::document::{compare_portrait, examine, DocumentReader};
+use vericall::document::{compare_portrait, DocumentReader};
 use vericall::document::{DocumentMode, DocumentOutcome};
 use vericall::liveness::plan::{Action, ChallengePlan};
-use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
+use vericall::media::decode::DecodedFrame;
 use vericall::reasons::ReasonCode;
-use vericall::testkit::actor::{holding_card, CardHold, FPS};
+use vericall::testkit::actor::{furnish, holding_card, holding_card_over, idle, CardHold};
+use vericall::testkit::document_step::{self, through_vp8, StepRun};
 use vericall::testkit::render::RgbImage;
 use vericall::testkit::specimen::add_glare;
 use vericall::testkit::specimen::{load_cjk_font, render_cn_id, SpecimenData};
@@ -74,80 +73,9 @@ fn a_flat_specimen_is_read_exactly() {
     );
 }
 
-/// Encodes `frames` with VP8 at a call's bitrate and decodes them again, as the server would
-/// receive them.
-pub fn through_vp8(frames: &[RgbImage], bitrate_kbps: u32) -> Vec<DecodedFrame> {
-    let (w, h) = (frames[0].width, frames[0].height);
-    let mut enc = VpxEncoder::new(VideoCodec::Vp8, w as u32, h as u32, FPS, bitrate_kbps).unwrap();
-    let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
-    let mut out = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
-        let planes = DecodedFrame::from_rgb(f.width, f.height, &f.data);
-        for (bytes, key) in enc.encode(&planes, i as i64, i == 0).unwrap() {
-            let mut decoded = DecodedFrame::default();
-            if dec.decode(&bytes, key, &mut decoded).unwrap().is_some() {
-                out.push(decoded);
-            }
-        }
-    }
-    out
-}
-
-/// What the document step did with one clip.
-pub struct StepRun {
-    pub read: Option<(DocumentRead, Capture)>,
-    /// Guidance codes raised, in order.
-    pub guidance: Vec<ReasonCode>,
-    pub gave_up: Option<ReasonCode>,
-    /// Per-frame find + rectify + judge time (ms).
-    pub examine_ms: Vec<f64>,
-    /// OCR + field checks time of each read (ms).
-    pub read_ms: Vec<f64>,
-}
-
-/// Runs the document step over decoded frames at 15 fps, reading captures as it asks.
+/// Runs the document step over decoded frames of a plain room at 15 fps.
 pub fn run_step(reader: &DocumentReader, frames: &[DecodedFrame]) -> StepRun {
-    let t0 = Instant::now();
-    let mut step = DocumentStep::new(t0);
-    let mut scratch = CardScratch::default();
-    let thresholds = CaptureThresholds::default();
-    let mut run = StepRun {
-        read: None,
-        guidance: Vec::new(),
-        gave_up: None,
-        examine_ms: Vec::new(),
-        read_ms: Vec::new(),
-    };
-    for (i, f) in frames.iter().enumerate() {
-        let at = t0 + Duration::from_millis(i as u64 * 1000 / FPS as u64);
-        let start = Instant::now();
-        let capture = examine(&f.view(), at, &mut scratch, &thresholds, &[]);
-        run.examine_ms.push(start.elapsed().as_secs_f64() * 1000.0);
-        let mut events = step.on_frame(at, capture);
-        while let Some(e) = events.pop() {
-            match e {
-                StepEvent::Guidance { code, active: true } => run.guidance.push(code),
-                StepEvent::Guidance { .. } => {}
-                StepEvent::GaveUp { code } => run.gave_up = Some(code),
-                StepEvent::ReadyToRead => {
-                    let best = step.take_best().unwrap();
-                    let start = Instant::now();
-                    let r = reader
-                        .read(&best, DocumentKind::CnResidentId, (2026, 11, 30))
-                        .unwrap();
-                    run.read_ms.push(start.elapsed().as_secs_f64() * 1000.0);
-                    let previous = run.read.as_ref().map(|(p, _)| p);
-                    let complete = settles(previous, &r, DocumentKind::CnResidentId);
-                    run.read = Some((r, best));
-                    events.extend(step.on_read(at, complete));
-                }
-            }
-        }
-        if step.is_done() {
-            break;
-        }
-    }
-    run
+    document_step::run_step(reader, DocumentKind::CnResidentId, &[], frames)
 }
 
 pub fn reader() -> DocumentReader {
@@ -172,6 +100,32 @@ fn clip(card: &RgbImage, hold: &CardHold, frames: u64) -> Vec<DecodedFrame> {
     through_vp8(&rendered, 900)
 }
 
+/// The same in a furnished room ([`furnish`]: a picture frame, a window, a book and a phone
+/// behind the person): `before` frames of the person alone, from which the room is learnt, then
+/// the card held up; both halves as the server decodes them.
+fn room_clip(
+    card: &RgbImage,
+    hold: &CardHold,
+    before: u64,
+    frames: u64,
+) -> (Vec<DecodedFrame>, Vec<DecodedFrame>) {
+    let stage = stage();
+    let rendered: Vec<RgbImage> = (0..before + frames)
+        .map(|i| {
+            let mut person = stage.renderer.render(&idle(i)).0;
+            furnish(&mut person);
+            if i < before {
+                person
+            } else {
+                holding_card_over(&person, card, hold, i - before)
+            }
+        })
+        .collect();
+    let mut decoded = through_vp8(&rendered, 900);
+    let step = decoded.split_off(before as usize);
+    (decoded, step)
+}
+
 fn random_hold(rng: &mut StdRng) -> CardHold {
     CardHold {
         centre: (rng.gen_range(300.0..340.0), rng.gen_range(290.0..320.0)),
@@ -180,6 +134,7 @@ fn random_hold(rng: &mut StdRng) -> CardHold {
         yaw: rng.gen_range(-10.0..10.0),
         pitch: rng.gen_range(-8.0..8.0),
         approach_s: 0.8,
+        fingers: false,
     }
 }
 
@@ -227,7 +182,7 @@ fn specimen_clips_are_read_exactly() {
         exact += ok as usize;
         println!(
             "clip {n}: exact={ok} name {:?} vs {} number {:?} vs {} guidance {:?} portrait similarity {similarity:?}",
-            fields.name, data.name, fields.number, data.number, run.guidance
+            fields.name, data.name, fields.number, data.number, run.codes()
         );
         if ok {
             let s = similarity.expect("the card portrait is found");
@@ -281,14 +236,21 @@ fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
     })
 }
 
-/// Runs one clip of `card` and turns it into the verdict, as the pipeline does.
+/// Runs one clip of `card`, held by its short edges in a furnished room, and turns it into the
+/// verdict, as the pipeline does.
 fn clip_verdict(
     card: &RgbImage,
     expected: Option<ExpectedIdentity>,
 ) -> (StepRun, vericall::verdict::Verdict) {
     let reader = reader();
     let mut rng = StdRng::seed_from_u64(7);
-    let run = run_step(&reader, &clip(card, &random_hold(&mut rng), 60));
+    let hold = CardHold {
+        fingers: true,
+        ..random_hold(&mut rng)
+    };
+    let (before, frames) = room_clip(card, &hold, 30, 60);
+    let run = document_step::run_step(&reader, DocumentKind::CnResidentId, &before, &frames);
+    println!("furnished room, fingers: guidance {:?}", run.codes());
     let read = run.read.as_ref().map(|(r, _)| r.clone());
     let portrait = run.read.as_ref().map(|(_, best)| {
         compare_portrait(
@@ -384,18 +346,13 @@ fn a_glare_patch_over_the_text_raises_document_glare() {
     let mut rng = StdRng::seed_from_u64(7);
     // 8 s of holding it there: guidance comes while the step still runs.
     let run = run_step(&reader, &clip(&card, &random_hold(&mut rng), 120));
-    println!(
-        "glare: guidance {:?}, read {}",
-        run.guidance,
-        run.read.is_some()
-    );
+    let guidance = run.codes();
+    println!("glare: guidance {guidance:?}, read {}", run.read.is_some());
     assert!(
-        run.guidance.contains(&ReasonCode::DocumentGlare),
-        "{:?}",
-        run.guidance
+        guidance.contains(&ReasonCode::DocumentGlare),
+        "{guidance:?}"
     );
-    let raised = run
-        .guidance
+    let raised = guidance
         .iter()
         .filter(|c| **c == ReasonCode::DocumentGlare)
         .count();
@@ -404,9 +361,8 @@ fn a_glare_patch_over_the_text_raises_document_glare() {
         "the glare hint holds steady, it does not flicker: raised {raised} times"
     );
     assert!(
-        run.guidance.iter().all(|c| *c == ReasonCode::DocumentGlare),
-        "only glare is wrong with this card: {:?}",
-        run.guidance
+        guidance.iter().all(|c| *c == ReasonCode::DocumentGlare),
+        "only glare is wrong with this card: {guidance:?}"
     );
     assert!(
         run.read.is_none(),
@@ -522,18 +478,19 @@ fn document_hints(timeline: &[serde_json::Value]) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// A person who never shows a card: the call ends DOCUMENT_NOT_SHOWN, the state the person was
-/// in, and the step gives no hint about a card that is not there.
+/// A person in a furnished room (a picture frame, a window, a book and a phone behind them) who
+/// never shows a card: the call ends DOCUMENT_NOT_SHOWN, the state the person was in, and the
+/// step gives no hint about a card that is not there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_a_card_ends_document_not_shown() {
-    use vericall::testkit::actor::live_person;
+    use vericall::testkit::actor::live_person_in_room;
     let ts = crate::liveness::server().await;
     let s = ts
         .create_session_with(serde_json::json!({
             "document": { "mode": "required", "kind": "cn_resident_id" }
         }))
         .await;
-    let video = live_person(stage().clone(), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let video = live_person_in_room(stage().clone(), None, CardHold::default());
     let (_, v, timeline) =
         crate::liveness::call(&ts, &s, video, None, Duration::from_secs(70)).await;
     let hints = document_hints(&timeline);
@@ -556,9 +513,10 @@ async fn a_call_without_a_card_ends_document_not_shown() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
-/// The same room with the person's own card held up when asked: the card, not the room, is read.
+/// The same room with the person's own card held up by its short edges when asked (fingers over
+/// both ends, reaching past them): the card, not the room or the fingers, is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_card_held_up_in_a_furnished_room_is_read() {
+async fn a_card_held_by_its_short_edges_in_a_furnished_room_is_read() {
     use vericall::testkit::actor::live_person_in_room;
     let font = load_cjk_font().unwrap();
     let data = SpecimenData::random(&mut StdRng::seed_from_u64(21));
@@ -572,6 +530,7 @@ async fn a_card_held_up_in_a_furnished_room_is_read() {
     let hold = CardHold {
         centre: (320.0, 300.0),
         width_px: 400.0,
+        fingers: true,
         ..CardHold::default()
     };
     let video = live_person_in_room(stage().clone(), Some(Arc::new(card)), hold);
@@ -589,6 +548,51 @@ async fn a_card_held_up_in_a_furnished_room_is_read() {
     assert_eq!(v["verdict"]["status"], "passed", "{:#}", v["verdict"]);
     assert_eq!(v["document_fields"]["number"], data.number.as_str());
     assert_eq!(v["document_fields"]["name"], data.name.as_str());
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A person in the furnished room who keeps the card down until asked to show it, then holds it
+/// too far away and brings it closer when told: the first document hint is DOCUMENT_NOT_SHOWN
+/// (nothing about the room's frames and windows before the card appears), then
+/// DOCUMENT_TOO_FAR, and the card is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_follows_the_document_hints_is_read() {
+    use vericall::testkit::actor::live_person_in_room_following_hints;
+    let font = load_cjk_font().unwrap();
+    let data = SpecimenData::random(&mut StdRng::seed_from_u64(22));
+    let card = render_cn_id(&data, &astronaut_portrait(), &font);
+    let ts = crate::liveness::server().await;
+    let s = ts
+        .create_session_with(serde_json::json!({
+            "document": { "mode": "required", "kind": "cn_resident_id", "retain": "text" }
+        }))
+        .await;
+    let hold = CardHold {
+        centre: (320.0, 300.0),
+        width_px: 410.0,
+        fingers: true,
+        ..CardHold::default()
+    };
+    let video = live_person_in_room_following_hints(stage().clone(), Arc::new(card), hold);
+    let (_, v, timeline) =
+        crate::liveness::call(&ts, &s, video, None, Duration::from_secs(70)).await;
+    let raised: Vec<String> = document_hints(&timeline)
+        .into_iter()
+        .filter(|(_, active)| *active)
+        .map(|(c, _)| c)
+        .collect();
+    println!(
+        "following hints: verdict {} {}; document hints raised {raised:?}",
+        v["verdict"]["status"], v["verdict"]["reasons"]
+    );
+    assert_eq!(
+        raised.first().map(String::as_str),
+        Some("DOCUMENT_NOT_SHOWN"),
+        "no hint before the card appears: {raised:?}"
+    );
+    assert!(raised.iter().any(|c| c == "DOCUMENT_TOO_FAR"), "{raised:?}");
+    assert_eq!(v["verdict"]["status"], "passed", "{:#}", v["verdict"]);
+    assert_eq!(v["document_fields"]["number"], data.number.as_str());
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
