@@ -50,12 +50,16 @@ fn count(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The step's final result for one call, and its best attempt's correlation and gain.
-fn call(
-    video: &VideoSource,
-    models: &Arc<FaceModels>,
-    rng: &mut StdRng,
-) -> (Option<LightResult>, f64, f64, u64) {
+/// One call's light step: its final result, its best attempt's correlation and gain, and how
+/// long the step took from the face being steady in view to its end.
+struct CallResult {
+    result: Option<LightResult>,
+    correlation: f64,
+    gain: f64,
+    took: Duration,
+}
+
+fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> CallResult {
     let VideoSource::Reactive(actor) = video else {
         panic!("actors are reactive");
     };
@@ -70,6 +74,7 @@ fn call(
     // Events as the server sent them (time sent) and frames in flight (arrival, observation).
     let mut sent: Vec<(Duration, Value)> = Vec::new();
     let frame_ms = 1000 / FPS as u64;
+    let mut took = Duration::ZERO;
     for index in 0..(14 * FPS as u64) {
         let t = Duration::from_millis(index * frame_ms);
         // The server ticks every 100 ms up to this frame's capture time.
@@ -91,6 +96,7 @@ fn call(
             }
         }
         if step.is_done() {
+            took = tick_at;
             break;
         }
         // What the page has received by this frame's capture.
@@ -119,12 +125,12 @@ fn call(
         .iter()
         .max_by(|a, b| a.1.correlation.total_cmp(&b.1.correlation))
         .map(|a| a.1);
-    (
-        outcome.result,
-        best.map_or(0.0, |s| s.correlation),
-        best.map_or(0.0, |s| s.gain),
-        best.map_or(0, |s| s.latency_ms),
-    )
+    CallResult {
+        result: outcome.result,
+        correlation: best.map_or(0.0, |s| s.correlation),
+        gain: best.map_or(0.0, |s| s.gain),
+        took,
+    }
 }
 
 fn main() {
@@ -141,6 +147,7 @@ fn main() {
     };
     // Live people: BPCER is the share not matched.
     let (mut rejected, mut corr, mut gains, mut worst) = (0, Vec::new(), Vec::new(), Vec::new());
+    let mut took = Vec::new();
     for i in 0..live_n {
         let lighting = Lighting {
             room: [0.35, 0.6, 1.0, 1.4][i % 4],
@@ -150,16 +157,25 @@ fn main() {
         };
         let scale = [0.75, 1.0, 1.25][i % 3];
         let video = lit_person(stage.clone(), lighting, scale);
-        let (result, c, g, _) = call(&video, &models, &mut rng);
-        if result != Some(LightResult::Matched) {
+        let c = call(&video, &models, &mut rng);
+        if c.result != Some(LightResult::Matched) {
             rejected += 1;
             worst.push(format!(
-                "{lighting:?} scale {scale}: {result:?} r {c:.2} gain {g:.4}"
+                "{lighting:?} scale {scale}: {:?} r {:.2} gain {:.4}",
+                c.result, c.correlation, c.gain
             ));
+        } else {
+            took.push(c.took.as_secs_f64());
         }
-        corr.push(c);
-        gains.push(g);
+        corr.push(c.correlation);
+        gains.push(c.gain);
     }
+    let step_p50 = median(took.clone());
+    took.sort_by(f64::total_cmp);
+    let step_p95 = took
+        .get((took.len() * 95).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
     println!(
         "| live (BPCER) | {live_n} | {} passed, {rejected} not | {:.1} % | {:.3} | {:.4} |",
         live_n - rejected,
@@ -177,12 +193,12 @@ fn main() {
                 ..Lighting::default()
             };
             let video = attack(stage.clone(), species, lighting);
-            let (result, c, g, _) = call(&video, &models, &mut rng);
-            if result == Some(LightResult::Matched) {
+            let c = call(&video, &models, &mut rng);
+            if c.result == Some(LightResult::Matched) {
                 accepted += 1;
             }
-            corr.push(c);
-            gains.push(g);
+            corr.push(c.correlation);
+            gains.push(c.gain);
         }
         println!(
             "| {} (APCER) | {attack_n} | {accepted} | {:.1} % | {:.3} | {:.4} |",
@@ -192,6 +208,9 @@ fn main() {
             median(gains)
         );
     }
+    println!(
+        "\nLive steps that passed took {step_p50:.2} s (median), {step_p95:.2} s (p95) from a steady face to the pass."
+    );
     for w in worst {
         println!("live not matched: {w}");
     }

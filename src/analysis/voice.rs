@@ -6,7 +6,18 @@ use std::time::{Duration, Instant};
 
 use webrtc_vad::{SampleRate, Vad, VadMode};
 
-use crate::liveness::speech::VoiceFrame;
+/// One audio frame's voice-activity decision, for the spoken step (`liveness::speech`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceFrame {
+    /// Arrival of the packet the frame came from.
+    pub at: Instant,
+    /// Frame length (10-30 ms).
+    pub duration: Duration,
+    /// The VAD heard speech in this frame.
+    pub voiced: bool,
+    /// RMS level of the frame in dBFS.
+    pub level_dbfs: f32,
+}
 
 /// Frames quieter than this are never voice, whatever the VAD says: the WebRTC VAD has no noise
 /// estimate yet in a call's first seconds and calls even -70 dBFS room noise speech, while a

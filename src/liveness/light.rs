@@ -47,7 +47,7 @@ pub const PALETTE: [[u8; 3]; 6] = [
 pub const NEUTRAL: [u8; 3] = [150, 150, 150];
 /// Colours per sequence.
 pub const COLOURS: usize = 4;
-const NEUTRAL_MS: u64 = 400;
+const NEUTRAL_MS: u64 = 460;
 /// Each colour lasts this long (drawn per colour): at most 2.6 changes a second.
 const COLOUR_MS: std::ops::RangeInclusive<u64> = 380..=460;
 /// The page fades from one colour to the next over this long.
@@ -61,7 +61,9 @@ pub const MIN_LATENCY: Duration = Duration::from_millis(20);
 pub const MAX_LATENCY: Duration = Duration::from_millis(1000);
 const LATENCY_STEP: Duration = Duration::from_millis(20);
 /// Frames a window needs to count.
-const MIN_WINDOW_SAMPLES: usize = 2;
+/// Colour windows that may lack frames at a latency (a camera that stalls now and then): the
+/// neutral window and the other colours must each have at least one.
+const MAX_MISSING_WINDOWS: usize = 1;
 /// A sequence matches when its measured windows correlate this well with the expected ones...
 pub const MIN_CORRELATION: f64 = 0.9;
 /// ...every colour's response (against the neutral window) points within 45 degrees of its
@@ -79,8 +81,11 @@ pub const TOO_BRIGHT_LUMA: f64 = 0.8;
 pub const TOO_FAR_INTER_EYE_PX: f32 = 50.0;
 /// Attempts judged before the step ends (interrupted attempts do not count).
 pub const MAX_ATTEMPTS: usize = 2;
+/// Attempts in all, counting those too short of frames to be judged (which do not use up one
+/// of the `MAX_ATTEMPTS`).
+pub const MAX_TRIES: usize = 4;
 /// The face is steadily in view this long before the colours start.
-const LEAD_IN: Duration = Duration::from_millis(500);
+const LEAD_IN: Duration = Duration::from_millis(300);
 
 /// One colour of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +299,8 @@ pub struct LightScore {
     pub gain: f64,
     /// The capture-to-server delay that fits best.
     pub latency_ms: u64,
+    /// Windows (neutral and colours) with frames at that latency; 0 when no latency had enough.
+    pub windows: usize,
     /// Frames measured during the attempt.
     pub frames: usize,
     /// Median face luma (0..=1) and inter-eye distance over the attempt.
@@ -307,16 +314,29 @@ pub fn score(
     start: Instant,
     samples: &[(Instant, LightReading)],
 ) -> LightScore {
+    score_up_to(sequence, start, samples, MAX_LATENCY)
+}
+
+/// As [`score`], trying latencies only up to `max_latency`.
+fn score_up_to(
+    sequence: &LightSequence,
+    start: Instant,
+    samples: &[(Instant, LightReading)],
+    max_latency: Duration,
+) -> LightScore {
     let windows = sequence.windows();
     let expect: Vec<[f64; 2]> = windows.iter().map(|w| expected(w.2)).collect();
-    let mut best: Option<(f64, f64, f64, Duration)> = None;
+    let mut best: Option<(Fit, Duration)> = None;
     let mut latency = MIN_LATENCY;
-    while latency <= MAX_LATENCY {
-        if let Some((r, g, worst)) = correlate(&windows, &expect, start, latency, samples) {
+    while latency <= max_latency.min(MAX_LATENCY) {
+        if let Some(f) = correlate(&windows, &expect, start, latency, samples) {
             // The latency where the fit is best, each window counting.
-            let fit = r + worst.min(MIN_WINDOW_COS);
-            if best.is_none_or(|(br, _, bw, _)| fit > br + bw.min(MIN_WINDOW_COS) + 1e-9) {
-                best = Some((r, g, worst, latency));
+            let score = |f: &Fit| f.r + f.worst.min(MIN_WINDOW_COS);
+            if best
+                .as_ref()
+                .is_none_or(|(b, _)| score(&f) > score(b) + 1e-9)
+            {
+                best = Some((f, latency));
             }
         }
         latency += LATENCY_STEP;
@@ -325,30 +345,51 @@ pub fn score(
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let (correlation, gain, worst_window, latency) =
-        best.unwrap_or((0.0, 0.0, -1.0, Duration::ZERO));
+    let (fit, latency) = best.unwrap_or((
+        Fit {
+            r: 0.0,
+            gain: 0.0,
+            worst: -1.0,
+            windows: 0,
+        },
+        Duration::ZERO,
+    ));
     LightScore {
-        correlation,
-        worst_window,
-        gain,
+        correlation: fit.r,
+        worst_window: fit.worst,
+        gain: fit.gain,
         latency_ms: latency.as_millis() as u64,
+        windows: fit.windows,
         frames: samples.len(),
         face_luma: median(samples.iter().map(|(_, r)| r.face_luma).collect()),
         inter_eye_px: median(samples.iter().map(|(_, r)| r.inter_eye_px as f64).collect()) as f32,
     }
 }
 
-/// Correlation, gain and the worst colour window's cosine at one latency; `None` when a window
-/// lacks frames.
+/// How the windows fit at one latency.
+struct Fit {
+    /// Correlation of the measured windows with the expected ones.
+    r: f64,
+    /// Least-squares gain.
+    gain: f64,
+    /// The worst colour window's cosine against the neutral one.
+    worst: f64,
+    /// Windows with frames.
+    windows: usize,
+}
+
+/// The fit at one latency; `None` when the neutral window, or more than `MAX_MISSING_WINDOWS`
+/// colour windows, lack frames.
 fn correlate(
     windows: &[(Duration, Duration, [u8; 3])],
     expect: &[[f64; 2]],
     start: Instant,
     latency: Duration,
     samples: &[(Instant, LightReading)],
-) -> Option<(f64, f64, f64)> {
-    let mut measured = Vec::with_capacity(windows.len());
-    for (from, to, _) in windows {
+) -> Option<Fit> {
+    // (window index, mean reading) of the windows with frames.
+    let mut measured: Vec<(usize, [f64; 2])> = Vec::with_capacity(windows.len());
+    for (w, (from, to, _)) in windows.iter().enumerate() {
         // The neutral window follows whatever the page showed before: it settles too.
         let lo = start + latency + *from + SETTLE;
         let hi = start + latency + *to;
@@ -360,11 +401,17 @@ fn correlate(
                 n += 1;
             }
         }
-        if n < MIN_WINDOW_SAMPLES {
-            return None;
+        if n > 0 {
+            measured.push((w, [sum[0] / n as f64, sum[1] / n as f64]));
         }
-        measured.push([sum[0] / n as f64, sum[1] / n as f64]);
     }
+    if measured.first().is_none_or(|(w, _)| *w != 0)
+        || measured.len() + MAX_MISSING_WINDOWS < windows.len()
+    {
+        return None;
+    }
+    let expect: Vec<[f64; 2]> = measured.iter().map(|(w, _)| expect[*w]).collect();
+    let measured: Vec<[f64; 2]> = measured.into_iter().map(|(_, m)| m).collect();
     let centre = |v: &[[f64; 2]]| {
         let n = v.len() as f64;
         let m = [
@@ -375,7 +422,7 @@ fn correlate(
             .map(|p| [p[0] - m[0], p[1] - m[1]])
             .collect::<Vec<_>>()
     };
-    let (m, e) = (centre(&measured), centre(expect));
+    let (m, e) = (centre(&measured), centre(&expect));
     let dot = |a: &[[f64; 2]], b: &[[f64; 2]]| {
         a.iter()
             .zip(b)
@@ -403,7 +450,12 @@ fn correlate(
             }
         })
         .fold(1.0f64, f64::min);
-    Some((r, me / ee, worst))
+    Some(Fit {
+        r,
+        gain: me / ee,
+        worst,
+        windows: measured.len(),
+    })
 }
 
 /// What one judged attempt showed.
@@ -420,12 +472,17 @@ pub enum LightResult {
     Weak,
     /// Nothing reflected although the conditions were good (a recording's cue).
     Absent,
+    /// Too few frames reached the server during the sequence to judge it (a stalling camera or
+    /// network): tried again, never a spoof cue.
+    Unmeasured,
 }
 
 impl LightResult {
     /// Classifies one attempt's score.
     pub fn of(s: &LightScore) -> LightResult {
-        if s.correlation >= MIN_CORRELATION
+        if s.windows == 0 {
+            LightResult::Unmeasured
+        } else if s.correlation >= MIN_CORRELATION
             && s.worst_window >= MIN_WINDOW_COS
             && s.gain >= MIN_GAIN
         {
@@ -449,7 +506,7 @@ impl LightResult {
             LightResult::Matched => None,
             LightResult::TooBright => Some(ReasonCode::ScreenLightTooBright),
             LightResult::TooFar => Some(ReasonCode::ScreenLightTooFar),
-            LightResult::Weak => Some(ReasonCode::ScreenLightNotSeen),
+            LightResult::Weak | LightResult::Unmeasured => Some(ReasonCode::ScreenLightNotSeen),
             LightResult::Absent => Some(ReasonCode::SpoofSuspected),
         }
     }
@@ -459,10 +516,27 @@ impl LightResult {
         match self {
             LightResult::Matched => 4,
             LightResult::Weak => 3,
-            LightResult::TooBright | LightResult::TooFar => 2,
+            LightResult::TooBright | LightResult::TooFar | LightResult::Unmeasured => 2,
             LightResult::Absent => 1,
         }
     }
+}
+
+/// A match already complete in `samples`: scored at every latency whose windows the newest
+/// reading has passed, so a reflecting face passes as soon as its last colour has been seen
+/// rather than after the longest latency allowed. A failure still waits for every latency.
+fn early_match(
+    sequence: &LightSequence,
+    start: Instant,
+    samples: &[(Instant, LightReading)],
+) -> Option<LightScore> {
+    let newest = samples.last()?.0;
+    let seen = newest.checked_duration_since(start + sequence.total())?;
+    if seen < MIN_LATENCY {
+        return None;
+    }
+    let s = score_up_to(sequence, start, samples, seen);
+    (LightResult::of(&s) == LightResult::Matched).then_some(s)
 }
 
 /// The step's outcome, for the verdict.
@@ -481,10 +555,15 @@ impl LightOutcome {
         self.skipped
     }
 
-    /// Every attempt the step allows saw no reflection (a spoof cue; one attempt is not enough).
+    /// Every judged attempt the step allows saw no reflection (a spoof cue; one attempt is not
+    /// enough, and attempts too short of frames to judge do not count).
     pub fn absent(&self) -> bool {
-        self.attempts.len() >= MAX_ATTEMPTS
-            && self.attempts.iter().all(|(r, _)| *r == LightResult::Absent)
+        let judged = || {
+            self.attempts
+                .iter()
+                .filter(|(r, _)| *r != LightResult::Unmeasured)
+        };
+        judged().count() >= MAX_ATTEMPTS && judged().all(|(r, _)| *r == LightResult::Absent)
     }
 }
 
@@ -528,6 +607,8 @@ enum Phase {
         sequence: LightSequence,
         started: Instant,
         samples: Vec<(Instant, LightReading)>,
+        /// How many samples the last early-match try saw (a try needs a new sample).
+        tried: usize,
     },
     Done,
 }
@@ -606,6 +687,7 @@ impl LightStep {
                         sequence,
                         started: at,
                         samples: Vec::new(),
+                        tried: 0,
                     };
                 }
                 (None, Some(_)) => {}
@@ -615,19 +697,28 @@ impl LightStep {
                 sequence,
                 started,
                 samples,
+                tried,
             } => {
+                let early = if *tried < samples.len() {
+                    *tried = samples.len();
+                    early_match(sequence, *started, samples)
+                } else {
+                    None
+                };
                 if let Some(because) = blocking {
                     out.push(LightEvent::Interrupted { id: *id, because });
                     self.phase = Phase::Waiting(None);
-                } else if at >= *started + sequence.total() + MAX_LATENCY {
-                    let s = score(sequence, *started, samples);
+                } else if early.is_some() || at >= *started + sequence.total() + MAX_LATENCY {
+                    let s = early.unwrap_or_else(|| score(sequence, *started, samples));
                     let result = LightResult::of(&s);
                     let id = *id;
                     self.attempts.push((result, s));
                     if result == LightResult::Matched {
                         out.push(LightEvent::Passed { id, score: s });
                         self.phase = Phase::Done;
-                    } else if self.attempts.len() < MAX_ATTEMPTS {
+                    } else if self.judged_attempts() < MAX_ATTEMPTS
+                        && self.attempts.len() < MAX_TRIES
+                    {
                         let because = result.reason().unwrap_or(ReasonCode::ScreenLightNotSeen);
                         // A person is never told "spoof" mid-call: they are asked to face the
                         // screen and try again.
@@ -649,6 +740,14 @@ impl LightStep {
         out
     }
 
+    /// Attempts that were judged (had frames enough).
+    fn judged_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|(r, _)| *r != LightResult::Unmeasured)
+            .count()
+    }
+
     /// The most conclusive attempt (Matched > Weak > can't-judge > Absent): a person gets the
     /// benefit of their best attempt; two absent reflections are needed for the spoof cue.
     fn final_result(&self) -> (LightResult, LightScore) {
@@ -663,6 +762,7 @@ impl LightStep {
                     worst_window: -1.0,
                     gain: 0.0,
                     latency_ms: 0,
+                    windows: 0,
                     frames: 0,
                     face_luma: 0.0,
                     inter_eye_px: 0.0,
@@ -752,7 +852,9 @@ mod tests {
             let samples = lit(&s, start, Duration::from_millis(latency_ms), gain, 0.002);
             let sc = score(&s, start, &samples);
             assert_eq!(LightResult::of(&sc), LightResult::Matched, "{sc:?}");
-            assert!(sc.latency_ms.abs_diff(latency_ms) <= 80, "{sc:?}");
+            // Within a fade (120 ms): a window that starts a little early still holds mostly
+            // its own colour, so the fit is flat over about that range.
+            assert!(sc.latency_ms.abs_diff(latency_ms) <= 120, "{sc:?}");
             assert!((sc.gain - gain).abs() < gain * 0.35, "{sc:?}");
         }
     }
@@ -771,8 +873,10 @@ mod tests {
             }
             let samples = lit(&other, start, Duration::from_millis(200), 0.05, 0.002);
             let sc = score(&asked, start, &samples);
-            if LightResult::of(&sc) == LightResult::Matched {
-                println!("{asked:?}\n{other:?}\n{sc:?}");
+            // The step also tries a match as each reading arrives: no prefix may match either.
+            let early = (1..=samples.len()).find_map(|k| early_match(&asked, start, &samples[..k]));
+            if LightResult::of(&sc) == LightResult::Matched || early.is_some() {
+                println!("{asked:?}\n{other:?}\n{sc:?}\n{early:?}");
                 matched += 1;
             }
         }
@@ -845,11 +949,79 @@ mod tests {
         assert!(matches!(events[1], LightEvent::Passed { .. }), "{events:?}");
         assert!(step.is_done());
         assert_eq!(step.outcome().result, Some(LightResult::Matched));
-        let sequence_total = match &events[0] {
-            LightEvent::Started { sequence, .. } => sequence.total(),
-            _ => unreachable!(),
+        // Decided once the last colour has been seen (150 ms latency here), not after the
+        // longest latency allowed: the lead-in, the sequence (at most 2.24 s) and the latency.
+        let mut step = LightStep::new(7);
+        let (mut at, mut passed_at) = (start, None);
+        let seq = loop {
+            at += Duration::from_millis(100);
+            if let Some(LightEvent::Started { sequence, .. }) = step.on_tick(at, None).pop() {
+                break sequence;
+            }
         };
-        assert!(LEAD_IN + sequence_total + MAX_LATENCY <= Duration::from_millis(3900));
+        let started = at;
+        let mut frame = started;
+        while passed_at.is_none() && frame < started + Duration::from_secs(4) {
+            frame += Duration::from_millis(1000 / FPS);
+            let shown = (frame - started).saturating_sub(Duration::from_millis(150));
+            let [r, g, b] = seq.colour_at(shown).map(|v| linear(v) as f64);
+            step.on_reading(
+                frame,
+                LightReading {
+                    chroma: [0.04 * (r - g), 0.04 * (b - g)],
+                    face_luma: 0.5,
+                    inter_eye_px: 80.0,
+                },
+            );
+            if let Some(LightEvent::Passed { .. }) = step.on_tick(frame, None).pop() {
+                passed_at = Some(frame);
+            }
+        }
+        let took = passed_at.expect("passed") - started;
+        assert!(
+            took <= seq.total() + Duration::from_millis(150 + 2 * 1000 / FPS),
+            "{took:?}"
+        );
+        assert!(
+            LEAD_IN + took <= Duration::from_secs(3),
+            "{:?}",
+            LEAD_IN + took
+        );
+    }
+
+    #[test]
+    fn a_camera_that_stalls_is_judged_on_the_frames_it_sends_and_never_called_absent() {
+        let start = Instant::now();
+        // 350 ms without frames every second, at every phase against the sequence.
+        let (mut matched, mut unmeasured) = (0, 0);
+        for (seed, phase_ms) in (0..20u64).zip((0..1000).step_by(50)) {
+            let s = seq(seed);
+            let samples: Vec<_> = lit(&s, start, Duration::from_millis(200), 0.03, 0.002)
+                .into_iter()
+                .filter(|(at, _)| ((*at - start).as_millis() as u64 + phase_ms) % 1000 >= 350)
+                .collect();
+            match LightResult::of(&score(&s, start, &samples)) {
+                LightResult::Matched => matched += 1,
+                LightResult::Unmeasured => unmeasured += 1,
+                other => panic!("a stalling live face read {other:?}"),
+            }
+        }
+        assert!(
+            matched >= 17,
+            "{matched} of 20 matched, {unmeasured} unmeasured"
+        );
+        // Nothing at all during the sequence: tried again, and in the end never absent.
+        let mut step = LightStep::new(9);
+        let mut at = start;
+        let mut events = Vec::new();
+        while !step.is_done() && at < start + Duration::from_secs(30) {
+            at += Duration::from_millis(100);
+            events.extend(step.on_tick(at, None));
+        }
+        let outcome = step.outcome();
+        assert_eq!(outcome.attempts.len(), MAX_TRIES, "{events:?}");
+        assert_eq!(outcome.result, Some(LightResult::Unmeasured));
+        assert!(!outcome.absent());
     }
 
     #[test]

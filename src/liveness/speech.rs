@@ -35,18 +35,8 @@ pub fn random_digits<R: Rng>(rng: &mut R) -> String {
         .join(" ")
 }
 
-/// One audio frame's voice-activity decision.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VoiceFrame {
-    /// Arrival of the packet the frame came from.
-    pub at: Instant,
-    /// Frame length (10-30 ms).
-    pub duration: Duration,
-    /// The VAD heard speech in this frame.
-    pub voiced: bool,
-    /// RMS level of the frame in dBFS.
-    pub level_dbfs: f32,
-}
+/// One audio frame's voice-activity decision (made by `analysis::voice`).
+pub use crate::analysis::voice::VoiceFrame;
 
 /// When the spoken step passes.
 #[derive(Debug, Clone, Copy, PartialEq)]

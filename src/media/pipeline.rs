@@ -687,12 +687,13 @@ impl Worker {
                         &json!({ "id": id, "because": because, "hint_key": because.hint_key() }),
                     );
                 }
-                LightEvent::Passed { id, score } => {
+                // No light scores in the events: they reach the page, and an attacker tuning an
+                // injected stream must not learn how close it came. The verdict's scores carry them.
+                LightEvent::Passed { id, .. } => {
                     self.save_evidence("screen-light");
-                    self.bus
-                        .publish("challenge_passed", &json!({ "id": id, "evidence": score }));
+                    self.bus.publish("challenge_passed", &json!({ "id": id }));
                 }
-                LightEvent::Ended { id, result, score } => {
+                LightEvent::Ended { id, result, .. } => {
                     // The person is told what to fix; "spoof" is for the verdict, not the page.
                     let reason = result
                         .reason()
@@ -701,7 +702,7 @@ impl Worker {
                     self.save_evidence("screen-light");
                     self.bus.publish(
                         "challenge_failed",
-                        &json!({ "id": id, "reason": reason, "hint_key": reason.hint_key(), "evidence": score }),
+                        &json!({ "id": id, "reason": reason, "hint_key": reason.hint_key() }),
                     );
                 }
             }

@@ -240,6 +240,8 @@ fn render_lit(
         light_scene(&mut img, &landmarks, &lighting, face_scale, screen, index);
     }
     img
+}
+
 /// A rendered person who follows the motions but keeps the lips still in the spoken step: with
 /// [`super::voice::speaking_person`] as the microphone, a voice played over a face that does
 /// not speak.

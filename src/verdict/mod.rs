@@ -346,11 +346,16 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         reasons.append(&mut found);
         return verdict(status, reasons);
     }
-    // Inconclusive evidence goes to a reviewer: a weak or skipped light step, too little head
+    // Inconclusive evidence goes to a reviewer: a weak, unmeasurable or skipped light step, too little head
     // motion to judge the geometry, or a borderline geometry.
     match light {
         Some(l) if l.skipped() => reasons.push(light_reason(ReasonCode::ScreenLightSkipped)),
-        Some(_) if light_result == Some(LightResult::Weak) => {
+        Some(_)
+            if matches!(
+                light_result,
+                Some(LightResult::Weak | LightResult::Unmeasured)
+            ) =>
+        {
             reasons.push(light_reason(ReasonCode::ScreenLightNotSeen))
         }
         _ => {}
@@ -837,6 +842,7 @@ mod tests {
             worst_window: -0.2,
             gain: 0.001,
             latency_ms: 200,
+            windows: 5,
             frames: 40,
             face_luma: 0.5,
             inter_eye_px: 80.0,
@@ -872,6 +878,15 @@ mod tests {
         let v = with_light(Some(LightResult::TooFar));
         assert_eq!(codes(&v), vec![ReasonCode::ScreenLightTooFar]);
         let v = with_light(Some(LightResult::Weak));
+        assert_eq!(
+            (v.status, codes(&v)),
+            (
+                VerdictStatus::NeedsReview,
+                vec![ReasonCode::ScreenLightNotSeen]
+            )
+        );
+        // Too few frames to judge (a stalling camera), on every try: review, never a spoof.
+        let v = with_light(Some(LightResult::Unmeasured));
         assert_eq!(
             (v.status, codes(&v)),
             (

@@ -625,8 +625,14 @@ async fn bombs_and_huge_logins_do_not_grow_memory() {
             .json(&json!({ "username": username, "password": "pw" }))
             .send()
     };
-    let r = login("u".repeat(1_900_000)).await.unwrap();
-    expect_error(r, 413, "a 1.9 MB username").await;
+    match login("u".repeat(1_900_000)).await {
+        Ok(r) => {
+            expect_error(r, 413, "a 1.9 MB username").await;
+        }
+        // The server answers 413 from the declared length and closes without reading the body:
+        // a client still writing it may see the close (broken pipe) before the answer.
+        Err(e) => assert!(e.is_request() && !e.is_timeout(), "a 1.9 MB username: {e}"),
+    }
     for i in 0..40 {
         let r = login(format!("{i}{}", "u".repeat(4000))).await.unwrap();
         expect_error(r, 422, "a 4 kB username").await;
