@@ -215,7 +215,10 @@ impl LivenessSession {
             .filter(|f| f.inter_eye_px >= MIN_INTER_EYE_PX);
         let sample = match face {
             Some(f) => {
-                if !framing_distorts(o) {
+                // Only the challenges' frames: after the plan the person may hold their ID card
+                // over the lower face (the document step), which bends the mesh like a tilted
+                // photo and made the flat-motion cue fire on live people.
+                if !framing_distorts(o) && !self.finished {
                     if self.spoof_frames.len() >= MAX_SPOOF_FRAMES {
                         self.spoof_frames.remove(0);
                     }
