@@ -211,10 +211,10 @@ pub struct FlatMotion {
 }
 
 /// Ratio change that counts as foreshortening (a real head only foreshortens this much when it
-/// turns or nods well beyond `FLAT_POSE_MAX_DEG`). Tilted photos measured 0.17-0.19; live rendered
-/// people reading digits aloud and opening the mouth reached 0.069-0.073 (three live calls failed
-/// `SPOOF_SUSPECTED` at the former 0.06), so the line sits between with margin on both sides.
-pub const FLAT_RATIO_CHANGE: f64 = 0.10;
+/// turns or nods well beyond `FLAT_POSE_MAX_DEG`). Photos held tilted measured 0.17-0.19 (a photo
+/// swept to 40 degrees and back: 7 frames over this line); live rendered people reached
+/// 0.069-0.073 (three live calls failed `SPOOF_SUSPECTED` at the former 0.06).
+pub const FLAT_RATIO_CHANGE: f64 = 0.09;
 /// Pose change (degrees) below which foreshortening is not explained by the head's rotation.
 pub const FLAT_POSE_MAX_DEG: f32 = 6.0;
 /// Stricter for pitch: the nose tip's parallax makes the ratio follow a real nod, and the tracker
