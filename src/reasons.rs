@@ -538,11 +538,11 @@ impl ReasonCode {
             ),
             ScreenLightNotSeen => (
                 "SCREEN_LIGHT_NOT_SEEN",
-                "The face reflected the screen's colours too weakly or too unlike the sequence sent to judge; the session goes to review.",
+                "The face reflected the screen's colours too weakly or too unlike the sequence sent to judge, or too few frames arrived during the sequence to measure it (a stalling camera); the session goes to review, never failed as a spoof.",
                 true,
                 "Turn up your screen brightness, face the screen and keep still while the colours change.",
                 "请调高屏幕亮度，面向屏幕，并在颜色变化时保持不动。",
-                "Per attempt: correlation with the colour sequence, reflection gain, best-fitting latency, frames measured.",
+                "Per attempt: correlation with the colour sequence, reflection gain, best-fitting latency, windows and frames measured.",
             ),
             ScreenLightSkipped => (
                 "SCREEN_LIGHT_SKIPPED",
