@@ -1079,27 +1079,18 @@ mod tests {
     fn measure_reads_skin_against_the_surround() {
         // A grey frame with a reddish face patch: the difference is positive in R/G.
         let (w, h) = (64usize, 48usize);
-        let mut y = vec![120u8; w * h];
-        let mut u = vec![128u8; (w / 2) * (h / 2)];
-        let mut v = vec![128u8; (w / 2) * (h / 2)];
+        let mut frame = crate::frame::Frame::new(w, h);
+        frame.y.fill(120);
+        frame.u.fill(128);
+        frame.v.fill(128);
         for yy in 10..40 {
             for xx in 22..42 {
-                y[yy * w + xx] = 130;
-                u[(yy / 2) * (w / 2) + xx / 2] = 118;
-                v[(yy / 2) * (w / 2) + xx / 2] = 145;
+                frame.y[yy * w + xx] = 130;
+                frame.u[(yy / 2) * (w / 2) + xx / 2] = 118;
+                frame.v[(yy / 2) * (w / 2) + xx / 2] = 145;
             }
         }
-        let frame = I420 {
-            width: w,
-            height: h,
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: w,
-            uv_stride: w / 2,
-            full_range: false,
-        };
-        let r = measure(&frame, [22.0, 10.0, 20.0, 30.0], 10.0).unwrap();
+        let r = measure(&frame.view(), [22.0, 10.0, 20.0, 30.0], 10.0).unwrap();
         assert!(r.chroma[0] > 0.1, "{r:?}");
         assert!(r.chroma[1] < 0.0, "{r:?}");
         assert!((r.face_luma - (130.0 - 16.0) / 219.0).abs() < 0.01);

@@ -58,57 +58,29 @@ pub fn render_card(
     focal: f32,
 ) -> RgbImage {
     let mut out = background.clone();
-    let (focal, scale) = (focal as f64, scale as f64);
-    if !(focal > 0.0 && scale > 0.0) || photo.width == 0 || photo.height == 0 {
+    if photo.width == 0 || photo.height == 0 {
         return out;
     }
-    let r = rotation(yaw, pitch, roll);
-    // Card axes in camera space: columns of R.
-    let ex = [r[0][0], r[1][0], r[2][0]];
-    let ey = [r[0][1], r[1][1], r[2][1]];
-    let n = [r[0][2], r[1][2], r[2][2]];
-    // Card centre in camera space (camera at the origin looking down +z, principal point at
-    // `centre`): on the axis, at depth focal.
-    let c = [0.0, 0.0, focal];
-    let n_dot_c = n[2] * focal;
-    let (cx, cy) = (centre.0 as f64, centre.1 as f64);
     let (pw, ph) = (photo.width as f64, photo.height as f64);
-    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-
     let to_u8 = |v: f32| (v + 0.5).clamp(0.0, 255.0) as u8;
-    let width = out.width;
-    if width == 0 {
-        return out;
-    }
-    for (y, row) in out.data.chunks_exact_mut(width * 3).enumerate() {
-        for (x, px) in row.chunks_exact_mut(3).enumerate() {
-            // Ray through the pixel centre, z = 1.
-            let d = [
-                (x as f64 + 0.5 - cx) / focal,
-                (y as f64 + 0.5 - cy) / focal,
-                1.0,
-            ];
-            let nd = dot(n, d);
-            if nd.abs() < 1e-12 {
-                continue;
-            }
-            let t = n_dot_c / nd;
-            if t <= 0.0 {
-                continue;
-            }
-            let hit = [t * d[0] - c[0], t * d[1] - c[1], t * d[2] - c[2]];
-            // Card-plane coordinates, then photo coordinates (continuous, pixel edges at
-            // integers).
-            let u = dot(ex, hit) / scale + pw * 0.5;
-            let v = dot(ey, hit) / scale + ph * 0.5;
+    paint_card_plane(
+        &mut out,
+        (photo.width, photo.height),
+        centre,
+        scale,
+        yaw,
+        pitch,
+        roll,
+        focal,
+        |u, v| {
             if !(0.0..pw).contains(&u) || !(0.0..ph).contains(&v) {
-                continue;
+                return None;
             }
             // `sample_bilinear` works in pixel-index space (centres at integers).
             let s = photo.sample_bilinear((u - 0.5) as f32, (v - 0.5) as f32);
-            px.copy_from_slice(&[to_u8(s[0]), to_u8(s[1]), to_u8(s[2])]);
-        }
-    }
+            Some([to_u8(s[0]), to_u8(s[1]), to_u8(s[2])])
+        },
+    );
     out
 }
 
@@ -133,6 +105,8 @@ pub fn paint_card_plane(
         return;
     }
     let r = rotation(yaw, pitch, roll);
+    // Card axes in camera space: columns of R. The card's centre is on the optical axis (camera
+    // at the origin looking down +z, principal point at `centre`), at depth focal.
     let ex = [r[0][0], r[1][0], r[2][0]];
     let ey = [r[0][1], r[1][1], r[2][1]];
     let n = [r[0][2], r[1][2], r[2][2]];
@@ -146,6 +120,7 @@ pub fn paint_card_plane(
     }
     for (y, row) in img.data.chunks_exact_mut(width * 3).enumerate() {
         for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            // Ray through the pixel centre, z = 1.
             let d = [
                 (x as f64 + 0.5 - cx) / focal,
                 (y as f64 + 0.5 - cy) / focal,
@@ -160,6 +135,8 @@ pub fn paint_card_plane(
                 continue;
             }
             let hit = [t * d[0], t * d[1], t * d[2] - focal];
+            // Card-plane coordinates, then photo coordinates (continuous, pixel edges at
+            // integers).
             let u = dot(ex, hit) / scale + pw * 0.5;
             let v = dot(ey, hit) / scale + ph * 0.5;
             if let Some(rgb) = paint(u, v) {

@@ -60,6 +60,47 @@ pub fn encode_pattern(
     bitrate_kbps: u32,
     frame_count: usize,
 ) -> Result<EncodedVideo, TestkitError> {
+    encode_clip(
+        codec,
+        (width, height),
+        fps,
+        bitrate_kbps,
+        frame_count,
+        |i, img| *img = pattern_frame(width as usize, height as usize, i),
+    )
+}
+
+/// Encodes decoded frames (tightly packed I420, all of one size) as one clip whose first frame
+/// is a keyframe, so a peer may switch to it between any two frames.
+pub fn encode_frames(
+    codec: VideoCodec,
+    fps: u32,
+    bitrate_kbps: u32,
+    frames: &[crate::media::decode::DecodedFrame],
+) -> Result<EncodedVideo, TestkitError> {
+    let size = frames
+        .first()
+        .map_or((0, 0), |f| (f.width as u32, f.height as u32));
+    encode_clip(codec, size, fps, bitrate_kbps, frames.len(), |i, img| {
+        let f = &frames[i];
+        img.clear();
+        img.extend_from_slice(&f.y);
+        img.extend_from_slice(&f.u);
+        img.extend_from_slice(&f.v);
+    })
+}
+
+/// Encodes `count` pictures of `size` as one clip (the first a keyframe): `picture(i, img)`
+/// writes picture `i` into `img` as tightly packed I420.
+fn encode_clip(
+    codec: VideoCodec,
+    (width, height): (u32, u32),
+    fps: u32,
+    bitrate_kbps: u32,
+    count: usize,
+    mut picture: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<EncodedVideo, TestkitError> {
+    let encode_error = |e| TestkitError::Encode(format!("{e:?}"));
     let mut enc = vpx_encode::Encoder::new(vpx_encode::Config {
         width,
         height,
@@ -70,27 +111,20 @@ pub fn encode_pattern(
             VideoCodec::Vp9 => vpx_encode::VideoCodecId::VP9,
         },
     })
-    .map_err(|e| TestkitError::Encode(format!("{e:?}")))?;
-    let mut frames = Vec::with_capacity(frame_count);
-    for i in 0..frame_count {
-        let img = pattern_frame(width as usize, height as usize, i);
-        let packets = enc
-            .encode(i as i64, &img)
-            .map_err(|e| TestkitError::Encode(format!("{e:?}")))?;
-        for p in packets {
+    .map_err(encode_error)?;
+    let mut frames = Vec::with_capacity(count);
+    let mut img = Vec::new();
+    for i in 0..count {
+        picture(i, &mut img);
+        for p in enc.encode(i as i64, &img).map_err(encode_error)? {
             frames.push(EncodedFrame {
                 data: p.data.into(),
                 keyframe: p.key,
             });
         }
     }
-    let mut finish = enc
-        .finish()
-        .map_err(|e| TestkitError::Encode(format!("{e:?}")))?;
-    while let Some(p) = finish
-        .next()
-        .map_err(|e| TestkitError::Encode(format!("{e:?}")))?
-    {
+    let mut finish = enc.finish().map_err(encode_error)?;
+    while let Some(p) = finish.next().map_err(encode_error)? {
         frames.push(EncodedFrame {
             data: p.data.into(),
             keyframe: p.key,
@@ -102,59 +136,6 @@ pub fn encode_pattern(
         height,
         fps,
         frames,
-    })
-}
-
-/// Encodes decoded frames (tightly packed I420, all of one size) as one clip whose first frame
-/// is a keyframe, so a peer may switch to it between any two frames.
-pub fn encode_frames(
-    codec: VideoCodec,
-    fps: u32,
-    bitrate_kbps: u32,
-    frames: &[crate::media::decode::DecodedFrame],
-) -> Result<EncodedVideo, TestkitError> {
-    let (width, height) = frames
-        .first()
-        .map_or((0, 0), |f| (f.width as u32, f.height as u32));
-    let mut enc = vpx_encode::Encoder::new(vpx_encode::Config {
-        width,
-        height,
-        timebase: [1, fps as i32],
-        bitrate: bitrate_kbps,
-        codec: match codec {
-            VideoCodec::Vp8 => vpx_encode::VideoCodecId::VP8,
-            VideoCodec::Vp9 => vpx_encode::VideoCodecId::VP9,
-        },
-    })
-    .map_err(|e| TestkitError::Encode(format!("{e:?}")))?;
-    let encode_error = |e| TestkitError::Encode(format!("{e:?}"));
-    let mut out = Vec::with_capacity(frames.len());
-    let mut img = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
-        img.clear();
-        img.extend_from_slice(&f.y);
-        img.extend_from_slice(&f.u);
-        img.extend_from_slice(&f.v);
-        for p in enc.encode(i as i64, &img).map_err(encode_error)? {
-            out.push(EncodedFrame {
-                data: p.data.into(),
-                keyframe: p.key,
-            });
-        }
-    }
-    let mut finish = enc.finish().map_err(encode_error)?;
-    while let Some(p) = finish.next().map_err(encode_error)? {
-        out.push(EncodedFrame {
-            data: p.data.into(),
-            keyframe: p.key,
-        });
-    }
-    Ok(EncodedVideo {
-        codec,
-        width,
-        height,
-        fps,
-        frames: out,
     })
 }
 
