@@ -565,7 +565,7 @@ async fn a_card_held_by_its_short_edges_in_a_furnished_room_is_read() {
 /// of a 640 px frame) with fingers over its short edges (0 of 30 frames at 225 and 260 px, 1 of 30
 /// at 300 px), so `DOCUMENT_TOO_FAR` is never raised for it, and a 410 px card whose corner
 /// overlaps the furnished room's bright window is found in 0 of 30 frames (28 of 30 when held
-/// 30 px lower). Issue 15 stays open for it.
+/// 30 px lower). Issue 15 stays open for it; `scripts/acceptance document::` runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known defect (issue 15): far cards and cards over a bright window are not found"]
 async fn a_person_who_follows_the_document_hints_is_read() {

@@ -185,7 +185,7 @@ async fn acceptance_call(
 /// (-80, -70, -60 dBFS) and two skin tones (as rendered, warmer); then `SPEECH_ATTACKS_N` (default 10) calls with a muted microphone and
 /// as many with a voice played over still lips. Two calls run at a time. Prints a table.
 ///
-///     cargo test --test it speech::acceptance_set -- --ignored --nocapture
+///     cargo test --test it speech::acceptance_set -- --ignored --nocapture   (or scripts/acceptance speech::)
 ///
 /// (plain `cargo test`: it runs longer than nextest's 5-minute limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
