@@ -163,9 +163,12 @@ pub struct CardScratch {
     edges: Vec<(u16, u16, u8)>,
     edge_map: Vec<u8>,
     votes: Vec<u16>,
+    walks: Vec<Walk>,
+    /// Running counts of backed points along a pair of long edges.
+    backing: Vec<(u32, u32)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Line {
     /// Normal angle in degrees [0, 180) and distance: x cos(t) + y sin(t) = rho.
     theta: f32,
@@ -589,6 +592,233 @@ fn search(
             sink(score, candidate);
         }
     }
+    // A card whose short edges show no line (a light card over light clothing or a bright
+    // window, fingers over half of each): its long edges alone, backed along one card length
+    // and not beyond it. Looked for among more lines than above: the card's text and the
+    // room's furniture crowd its long edges out of the strongest few.
+    let CardScratch { walks, backing, .. } = scratch;
+    let mut used = 0;
+    for &(_, t, r) in peaks.iter().take(MAX_EDGE_LINES) {
+        let line = Line {
+            theta: t as f32,
+            rho: r as f32 - diag as f32,
+            border: false,
+        };
+        if used == walks.len() {
+            walks.push(Walk::default());
+        }
+        used += walks[used].walk(line, edge_map, w, h) as usize;
+    }
+    let walks = &walks[..used];
+    for (i, a) in walks.iter().enumerate() {
+        for b in &walks[i + 1..] {
+            for (a, b) in [(a, b), (b, a)] {
+                let Some((card, score)) = from_long_edges(a, b, min_gap, (wf, hf), backing) else {
+                    continue;
+                };
+                let candidate = to_frame(card, k);
+                if room.iter().any(|r| same_object(&candidate, r, frame.width)) {
+                    continue;
+                }
+                // Ranked after every quad whose four sides were seen.
+                sink(score + 5e5, candidate);
+            }
+        }
+    }
+}
+
+/// Lines (strongest first) searched for a card's long edges.
+const MAX_EDGE_LINES: usize = 48;
+/// Largest angle between a card's two long edges (degrees): it is pitched or yawed a little.
+const LONG_EDGES_DEG: f32 = 10.0;
+/// Share of the points of the two long edges, over one card length, that edge pixels must back
+/// (the ends of an edge over a background of the card's own shade lose some).
+const MIN_LONG_EDGES_SUPPORT: f32 = 0.7;
+/// Share each long edge on its own must have backed.
+const MIN_LONG_EDGE_SUPPORT: f32 = 0.45;
+/// How far past each end (a share of the card's length) the long edges are checked for running
+/// on, and the share of backed points there that says they do (the card does not end there).
+const RUN_ON_REACH: f32 = 0.15;
+const MAX_RUN_ON_SUPPORT: f32 = 0.4;
+
+/// A line walked through the work image one pixel at a time, with whether an edge pixel of its
+/// direction backs each point.
+#[derive(Default)]
+struct Walk {
+    line: Line,
+    /// The first point inside the image and the unit direction of the walk (x growing, or y when
+    /// the line is vertical).
+    origin: (f32, f32),
+    dir: (f32, f32),
+    hits: Vec<bool>,
+}
+
+impl Walk {
+    /// Walks `line` (reusing this walk's buffer); false when it is hardly inside the image.
+    fn walk(&mut self, line: Line, edge_map: &[u8], w: usize, h: usize) -> bool {
+        let Some((p, q)) = visible_part(&line, w as f32, h as f32) else {
+            return false;
+        };
+        let (p, q) = if (q.0, q.1) < (p.0, p.1) {
+            (q, p)
+        } else {
+            (p, q)
+        };
+        let len = (q.0 - p.0).hypot(q.1 - p.1);
+        self.line = line;
+        self.origin = p;
+        self.dir = ((q.0 - p.0) / len, (q.1 - p.1) / len);
+        self.hits.clear();
+        for s in 0..len as usize {
+            let (x, y) = self.at(s as f32);
+            self.hits.push(edge_near(x, y, line.theta, edge_map, w, h));
+        }
+        true
+    }
+
+    fn at(&self, s: f32) -> (f32, f32) {
+        (
+            self.origin.0 + self.dir.0 * s,
+            self.origin.1 + self.dir.1 * s,
+        )
+    }
+
+    /// The point of this line nearest to `p`, as a step of the walk.
+    fn step_of(&self, p: (f32, f32)) -> f32 {
+        (p.0 - self.origin.0) * self.dir.0 + (p.1 - self.origin.1) * self.dir.1
+    }
+
+    fn hit(&self, s: f32) -> bool {
+        s >= 0.0 && self.hits.get(s as usize).copied().unwrap_or(false)
+    }
+}
+
+/// The card whose long edges lie on `a` and `b` (work pixels, frame `w` x `h`), at least
+/// `min_gap` apart: the stretch of `a` one card length long (measured from the gap) where the two
+/// together are best backed, both ending there (not backed past either end), and the quad it spans
+/// rectifying to ID-1's aspect. Returns the card (work pixels, oriented) and its supported
+/// length.
+fn from_long_edges(
+    a: &Walk,
+    b: &Walk,
+    min_gap: f32,
+    (w, h): (f32, f32),
+    prefix: &mut Vec<(u32, u32)>,
+) -> Option<(CardQuad, f32)> {
+    if angle_between(a.line.theta, b.line.theta) > LONG_EDGES_DEG {
+        return None;
+    }
+    let (sb, cb) = b.line.theta.to_radians().sin_cos();
+    let foot = |p: (f32, f32)| {
+        let d = p.0 * cb + p.1 * sb - b.line.rho;
+        (p.0 - d * cb, p.1 - d * sb)
+    };
+    let mid = a.at(a.hits.len() as f32 / 2.0);
+    let gap = (mid.0 * cb + mid.1 * sb - b.line.rho).abs();
+    let length = (gap * ID1_ASPECT).round() as usize;
+    let n = a.hits.len();
+    if gap < min_gap {
+        return None;
+    }
+    // Backing of the two edges at each step of `a`.
+    let backed = |s: usize| -> (u32, u32) {
+        let on_b = b.step_of(foot(a.at(s as f32)));
+        (a.hit(s as f32) as u32, b.hit(on_b) as u32)
+    };
+    prefix.clear();
+    prefix.push((0u32, 0u32));
+    for s in 0..n {
+        let (x, y) = backed(s);
+        let (pa, pb) = prefix[s];
+        prefix.push((pa + x, pb + y));
+    }
+    let sum = |from: usize, to: usize| {
+        let (from, to) = (from.min(n), to.min(n));
+        let (a0, b0) = prefix[from];
+        let (a1, b1) = prefix[to.max(from)];
+        (a1 - a0, b1 - b0, (to.max(from) - from) as u32)
+    };
+    // Where the card would end, the edges must be seen going no further: a card reaching the
+    // frame's border may be cut off there.
+    let reach = (length as f32 * RUN_ON_REACH) as usize;
+    if length + 2 * reach > n {
+        return None;
+    }
+    let mut best: Option<(f32, usize)> = None;
+    for start in reach..=n - length - reach {
+        let (ha, hb, span) = sum(start, start + length);
+        let (sa, sb) = (ha as f32 / span as f32, hb as f32 / span as f32);
+        let both = (sa + sb) / 2.0;
+        if both < MIN_LONG_EDGES_SUPPORT || sa.min(sb) < MIN_LONG_EDGE_SUPPORT {
+            continue;
+        }
+        let runs_on = |from: usize, to: usize| {
+            let (ha, hb, span) = sum(from, to);
+            span > 0 && (ha + hb) as f32 / (2 * span) as f32 > MAX_RUN_ON_SUPPORT
+        };
+        if runs_on(start.saturating_sub(reach), start.saturating_sub(2))
+            || runs_on(start + length + 2, start + length + reach)
+        {
+            continue;
+        }
+        if best.is_none_or(|(b, _)| both > b) {
+            best = Some((both, start));
+        }
+    }
+    let (support, start) = best?;
+    let (a0, a1) = (a.at(start as f32), a.at((start + length) as f32));
+    let quad = orient(quad_from_corners([a0, a1, foot(a1), foot(a0)], w, h)?);
+    let aspect = rectified_aspect(&quad, (w / 2.0, h / 2.0), w);
+    if !(-ASPECT_TOLERANCE_NARROW..=ASPECT_TOLERANCE).contains(&(aspect / ID1_ASPECT - 1.0)) {
+        return None;
+    }
+    let card = CardQuad {
+        corners: quad,
+        cut_off: false,
+        support,
+    };
+    Some((card, support * 2.0 * length as f32))
+}
+
+/// The part of `line` inside a `w` x `h` image (Liang-Barsky clipping), if a few pixels long.
+fn visible_part(line: &Line, w: f32, h: f32) -> Option<((f32, f32), (f32, f32))> {
+    let (s, c) = line.theta.to_radians().sin_cos();
+    let p0 = (line.rho * c, line.rho * s);
+    let d = (-s, c);
+    let (mut t0, mut t1) = (f32::NEG_INFINITY, f32::INFINITY);
+    for (p, dd, hi) in [(p0.0, d.0, w - 1.0), (p0.1, d.1, h - 1.0)] {
+        if dd.abs() < 1e-6 {
+            if p < 0.0 || p > hi {
+                return None;
+            }
+            continue;
+        }
+        let (u, v) = ((0.0 - p) / dd, (hi - p) / dd);
+        t0 = t0.max(u.min(v));
+        t1 = t1.min(u.max(v));
+    }
+    (t1 - t0 > 4.0).then_some((
+        (p0.0 + t0 * d.0, p0.1 + t0 * d.1),
+        (p0.0 + t1 * d.0, p0.1 + t1 * d.1),
+    ))
+}
+
+/// Whether an edge pixel of direction `theta` (+-20 degrees) lies within a pixel of (x, y).
+fn edge_near(x: f32, y: f32, theta: f32, edge_map: &[u8], w: usize, h: usize) -> bool {
+    let (xi, yi) = (x.round() as isize, y.round() as isize);
+    for dy in -1..=1 {
+        for dx in -1..=1 {
+            let (xx, yy) = (xi + dx, yi + dy);
+            if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
+                continue;
+            }
+            let d = edge_map[yy as usize * w + xx as usize];
+            if d != 255 && angle_between(d as f32, theta) <= 20.0 {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Whether a quad leaning on the frame's border (`sides[i]` runs from corner i-1 to corner i)
@@ -758,6 +988,22 @@ fn quad_from(sides: &[Line; 4], w: f32, h: f32, partial: bool) -> Option<[(f32, 
     for i in 0..4 {
         corners[i] = sides[i].intersect(&sides[(i + 1) % 4])?;
     }
+    plausible_quad(corners, w, h, partial)
+}
+
+/// `corners` (in order around the quad) of a whole card if they are convex, inside the frame and
+/// of a card's size and aspect.
+fn quad_from_corners(corners: [(f32, f32); 4], w: f32, h: f32) -> Option<[(f32, f32); 4]> {
+    plausible_quad(corners, w, h, false)
+}
+
+/// [`quad_from`]'s checks on the corners.
+fn plausible_quad(
+    corners: [(f32, f32); 4],
+    w: f32,
+    h: f32,
+    partial: bool,
+) -> Option<[(f32, f32); 4]> {
     let slack = 3.0;
     if corners
         .iter()
@@ -818,21 +1064,7 @@ fn segment_support(
             continue;
         }
         inside += 1;
-        let mut hit = false;
-        'near: for dy in -1..=1 {
-            for dx in -1..=1 {
-                let (xx, yy) = (xi + dx, yi + dy);
-                if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
-                    continue;
-                }
-                let d = edge_map[yy as usize * w + xx as usize];
-                if d != 255 && angle_between(d as f32, theta) <= 20.0 {
-                    hit = true;
-                    break 'near;
-                }
-            }
-        }
-        hits += hit as usize;
+        hits += edge_near(x, y, theta, edge_map, w, h) as usize;
     }
     (inside > 0).then(|| hits as f32 / inside as f32)
 }

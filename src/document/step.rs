@@ -17,6 +17,9 @@ pub const NOT_SHOWN_AFTER: Duration = Duration::from_millis(2500);
 /// Consecutive captures with an issue before it is raised, and without it before it clears.
 const RAISE_AFTER: u32 = 2;
 const CLEAR_AFTER: u32 = 3;
+/// How long an issue must last before it is raised: a card being raised passes through "too
+/// far" and "cut off" on its way up, and hints about that are noise.
+pub const RAISE_HOLD: Duration = Duration::from_millis(400);
 /// Reads of captures whose text was incomplete before the step gives up.
 pub const MAX_READS: usize = 3;
 
@@ -61,11 +64,22 @@ const ISSUES: [CaptureIssue; 5] = [
     CaptureIssue::Blur,
 ];
 
+/// One capture issue's run of captures.
+#[derive(Debug, Clone, Copy, Default)]
+struct Streak {
+    /// Consecutive captures with the issue, and since when.
+    with: u32,
+    since: Option<Instant>,
+    /// Consecutive captures without it.
+    without: u32,
+    raised: bool,
+}
+
 #[derive(Debug)]
 pub struct DocumentStep {
     deadline: Instant,
-    /// Per issue (in `ISSUES` order): consecutive captures with it, without it, raised.
-    streaks: [(u32, u32, bool); 5],
+    /// Per issue, in `ISSUES` order.
+    streaks: [Streak; 5],
     not_shown: bool,
     last_card_at: Instant,
     window_started: Option<Instant>,
@@ -81,7 +95,7 @@ impl DocumentStep {
     pub fn new(at: Instant) -> Self {
         DocumentStep {
             deadline: at + STEP_TIME_LIMIT,
-            streaks: [(0, 0, false); 5],
+            streaks: [Streak::default(); 5],
             not_shown: false,
             last_card_at: at,
             window_started: None,
@@ -112,7 +126,7 @@ impl DocumentStep {
         let mut codes: Vec<ReasonCode> = ISSUES
             .iter()
             .zip(&self.streaks)
-            .filter(|(_, s)| s.2)
+            .filter(|(_, s)| s.raised)
             .map(|(i, _)| issue_code(*i))
             .collect();
         if self.not_shown {
@@ -133,9 +147,10 @@ impl DocumentStep {
                 // not flicker; once it is gone long enough, "show your card" replaces them.
                 if !self.not_shown && at.duration_since(self.last_card_at) >= NOT_SHOWN_AFTER {
                     for (issue, s) in ISSUES.iter().zip(self.streaks.iter_mut()) {
-                        s.0 = 0;
-                        if s.2 {
-                            s.2 = false;
+                        s.with = 0;
+                        s.since = None;
+                        if s.raised {
+                            s.raised = false;
                             events.push(StepEvent::Guidance {
                                 code: issue_code(*issue),
                                 active: false,
@@ -161,16 +176,21 @@ impl DocumentStep {
                 }
                 for (issue, s) in ISSUES.iter().zip(self.streaks.iter_mut()) {
                     if c.judgement.issues.contains(issue) {
-                        s.0 += 1;
-                        s.1 = 0;
+                        s.with += 1;
+                        s.since.get_or_insert(at);
+                        s.without = 0;
                     } else {
-                        s.1 += 1;
-                        s.0 = 0;
+                        s.without += 1;
+                        s.with = 0;
+                        s.since = None;
                     }
-                    let raise = !s.2 && s.0 >= RAISE_AFTER;
-                    let clear = s.2 && s.1 >= CLEAR_AFTER;
+                    let lasted = s
+                        .since
+                        .is_some_and(|since| at.duration_since(since) >= RAISE_HOLD);
+                    let raise = !s.raised && s.with >= RAISE_AFTER && lasted;
+                    let clear = s.raised && s.without >= CLEAR_AFTER;
                     if raise || clear {
-                        s.2 = raise;
+                        s.raised = raise;
                         events.push(StepEvent::Guidance {
                             code: issue_code(*issue),
                             active: raise,
@@ -250,7 +270,7 @@ impl DocumentStep {
         let raised = ISSUES
             .iter()
             .zip(&self.streaks)
-            .find(|(_, s)| s.2)
+            .find(|(_, s)| s.raised)
             .map(|(i, _)| issue_code(*i));
         raised.unwrap_or(if self.reads > 0 {
             ReasonCode::DocumentBlur
@@ -293,13 +313,13 @@ mod tests {
     fn the_give_up_names_the_state_at_the_end() {
         let t0 = Instant::now();
         let mut step = DocumentStep::new(t0);
-        for i in 0..4u32 {
+        for i in 0..5u32 {
             let at = t0 + FRAME * i;
             step.on_frame(at, Some(capture(at, 1.0, &[CaptureIssue::CutOff])));
         }
         assert_eq!(step.active(), vec![ReasonCode::DocumentCutOff]);
         let mut gave_up = None;
-        let mut i = 4u32;
+        let mut i = 5u32;
         while gave_up.is_none() {
             let at = t0 + FRAME * i;
             for e in step.on_frame(at, None) {
@@ -338,15 +358,18 @@ mod tests {
     }
 
     #[test]
-    fn glare_is_raised_after_two_frames_and_gives_the_failure_reason() {
+    fn glare_is_raised_once_it_lasts_and_gives_the_failure_reason() {
         let t0 = Instant::now();
         let mut step = DocumentStep::new(t0);
         let glare = [CaptureIssue::Glare];
-        let e1 = step.on_frame(t0, Some(capture(t0, 1.0, &glare)));
-        assert!(e1.is_empty());
-        let e2 = step.on_frame(t0 + FRAME, Some(capture(t0 + FRAME, 1.0, &glare)));
+        // Two captures are not enough: it must also last RAISE_HOLD (400 ms, four frames).
+        for i in 0..4u32 {
+            let at = t0 + FRAME * i;
+            assert!(step.on_frame(at, Some(capture(at, 1.0, &glare))).is_empty());
+        }
+        let at = t0 + FRAME * 4;
         assert_eq!(
-            e2,
+            step.on_frame(at, Some(capture(at, 1.0, &glare))),
             vec![StepEvent::Guidance {
                 code: ReasonCode::DocumentGlare,
                 active: true
