@@ -97,7 +97,17 @@ pub struct Config {
     pub session_retention_days: Option<u64>,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
+    /// STUN and TURN servers handed to clients in the WHIP `Link` headers (`[[ice_servers]]` with
+    /// `urls`, and for a TURN server without `turn_secret` a `username` and `credential`).
     pub ice_servers: Vec<IceServer>,
+    /// coturn's REST-API shared secret (its `static-auth-secret`). When set, every `turn:` or
+    /// `turns:` server in `ice_servers` without its own username gets a username and password
+    /// minted for each session's WHIP answer, valid `turn_credential_secs`; without it a TURN
+    /// server's static credentials are handed to every client.
+    pub turn_secret: Option<String>,
+    /// How long a minted TURN credential is valid (longer than the longest call, so that the
+    /// relay's allocation refreshes keep working).
+    pub turn_credential_secs: u64,
     /// Development mode: prints a ready-to-open page URL at start-up.
     pub dev: bool,
     /// `text` or `json` logs.
@@ -163,6 +173,8 @@ impl Default for Config {
             session_retention_days: None,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_credential_secs: 900,
             dev: false,
             log_format: "text".into(),
             webhook_retry_base_ms: 10_000,
@@ -259,6 +271,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "analysis_fps must be in (0, 60]".into(),
             ));
+        }
+        if self.turn_secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "turn_secret must not be empty (leave it unset for static TURN credentials)".into(),
+            ));
+        }
+        // A relay checks the expiry again on each allocation refresh: it must outlast a call.
+        if self.turn_credential_secs <= self.max_call_secs {
+            return Err(ConfigError::Invalid(format!(
+                "turn_credential_secs ({}) must exceed max_call_secs ({})",
+                self.turn_credential_secs, self.max_call_secs
+            )));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(

@@ -177,7 +177,8 @@ impl Frame {
 }
 
 /// Bilinear RGB (0..255) at image position (x, y), pixel centres at integer + 0.5. Outside the
-/// frame: black.
+/// frame: black. Inlined: the face crops call it for every pixel of every analysed frame.
+#[inline]
 pub fn sample_rgb(frame: &I420, x: f32, y: f32) -> [f32; 3] {
     let (w, h) = (frame.width as f32, frame.height as f32);
     if x < 0.0 || y < 0.0 || x >= w || y >= h {

@@ -15,6 +15,7 @@ mod relying;
 pub mod review;
 mod sandbox;
 mod sessions;
+mod turn;
 mod whip;
 
 use std::sync::Arc;

@@ -48,11 +48,29 @@ fn utf8(body: &Bytes) -> Result<&str, ApiError> {
 }
 
 /// `Link` headers: configured STUN/TURN servers (RFC 9725 section 4.6) and the events stream.
-fn link_headers(state: &AppState, events_url: Option<&str>) -> Vec<HeaderValue> {
+/// With `turn_secret` set, a TURN server without static credentials gets ones minted for
+/// `session_id` ([`super::turn`]).
+fn link_headers(state: &AppState, session_id: &str, events_url: Option<&str>) -> Vec<HeaderValue> {
     let mut links = Vec::new();
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for s in &state.cfg.ice_servers {
         let mut v = format!("<{}>; rel=\"ice-server\"", s.urls);
-        if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+        let minted = match (&state.cfg.turn_secret, &s.username) {
+            (Some(secret), None) if super::turn::is_turn(&s.urls) => Some(super::turn::mint(
+                secret,
+                session_id,
+                now_unix,
+                state.cfg.turn_credential_secs,
+            )),
+            _ => None,
+        };
+        let credentials = match &minted {
+            Some(m) => Some((&m.username, &m.credential)),
+            None => s.username.as_ref().zip(s.credential.as_ref()),
+        };
+        if let Some((u, c)) = credentials {
             v.push_str(&format!(
                 "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
             ));
@@ -112,7 +130,7 @@ pub async fn offer(
         header::ETAG,
         HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
-    for link in link_headers(&state, Some(&events)) {
+    for link in link_headers(&state, &id, Some(&events)) {
         h.append(header::LINK, link);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -198,7 +216,7 @@ pub async fn options(
     )
         .into_response();
     if client_session(&state, &id, &headers).is_ok() {
-        for link in link_headers(&state, None) {
+        for link in link_headers(&state, &id, None) {
             response.headers_mut().append(header::LINK, link);
         }
     }

@@ -881,7 +881,7 @@ pub fn attack(stage: Arc<Stage>, species: AttackSpecies, lighting: Lighting) -> 
 }
 
 /// The actions a challenge may ask, each pre-encoded by [`ActionClips`].
-pub const ACTIONS: [&str; 7] = [
+pub const ACTIONS: [&str; 8] = [
     "turn_left",
     "turn_right",
     "look_up",
@@ -889,8 +889,10 @@ pub const ACTIONS: [&str; 7] = [
     "blink",
     "open_mouth",
     "move_closer",
+    "speak_digits",
 ];
-/// Frames of each action clip: [`progress`]'s motion and its return (2.7 s).
+/// Frames of each action clip: [`progress`]'s motion and its return, or the lips reading the
+/// digits (2.7 s).
 const ACTION_FRAMES: u64 = 41;
 /// Frames of the idle loop (4 s).
 const IDLE_FRAMES: u64 = 60;
@@ -902,7 +904,13 @@ const IDLE_FRAMES: u64 = 60;
 pub struct ActionClips {
     pub idle: EncodedVideo,
     pub actions: HashMap<String, EncodedVideo>,
+    /// The idle person's face lit by the page's screen light, one clip per colour the light
+    /// step may show (the palette and the neutral colour).
+    pub lit: HashMap<[u8; 3], EncodedVideo>,
 }
+
+/// Frames of each lit clip (longer than any one colour of the light step).
+const LIT_FRAMES: u64 = 12;
 
 impl ActionClips {
     pub fn render(stage: &Stage, bitrate_kbps: u32) -> Result<ActionClips, super::TestkitError> {
@@ -916,13 +924,26 @@ impl ActionClips {
                 .collect();
             actions.insert(action.to_string(), clip(frames)?);
         }
-        Ok(ActionClips { idle, actions })
+        let mut lit = HashMap::new();
+        let colours = crate::liveness::light::PALETTE
+            .into_iter()
+            .chain([crate::liveness::light::NEUTRAL]);
+        for rgb in colours {
+            let screen = Some(rgb.map(f32::from));
+            let frames = (0..LIT_FRAMES)
+                .map(|k| frame_of(&render_lit(stage, &self::idle(k), 1.0, screen, k, |_| {})))
+                .collect();
+            lit.insert(rgb, clip(frames)?);
+        }
+        Ok(ActionClips { idle, actions, lit })
     }
 }
 
 /// One call's person made of [`ActionClips`]: idle until a challenge is asked, then that
-/// action's clip once, then idle again. Clips change only at their first frame (a keyframe), so
-/// the server's decoder never sees a frame that refers to another clip's picture.
+/// action's clip once, then idle again; in the screen-light step, the clip of the colour the page
+/// shows (the nearest of the lit clips), switched as the sequence goes on. Clips change only at
+/// their first frame (a keyframe), so the server's decoder never sees a frame that refers to
+/// another clip's picture.
 #[derive(Debug)]
 pub struct ScriptedPerson {
     clips: Arc<ActionClips>,
@@ -940,6 +961,10 @@ struct Cursor {
     /// The action clip playing (none: the idle loop) and the frame index it started at.
     playing: Option<String>,
     start: u64,
+    /// The open light step's sequence and the frame index it was first seen at; the lit clip
+    /// playing and the frame index it started at.
+    light: Option<(crate::liveness::light::LightSequence, u64)>,
+    lit: Option<([u8; 3], u64)>,
 }
 
 impl ScriptedPerson {
@@ -958,16 +983,47 @@ impl ScriptedPerson {
             match e["type"].as_str() {
                 Some("challenge") => {
                     c.open = id.zip(e["action"].as_str().map(str::to_string));
+                    c.light = serde_json::from_value(e["light"].clone())
+                        .ok()
+                        .map(|sequence| (sequence, index));
                 }
-                Some("challenge_passed") | Some("challenge_failed")
+                Some("challenge_passed") | Some("challenge_failed") | Some("challenge_paused")
                     if c.open.as_ref().map(|o| o.0) == id =>
                 {
-                    c.open = None
+                    c.open = None;
+                    c.light = None;
                 }
                 _ => {}
             }
         }
         c.read = events.len();
+        if let Some((sequence, since)) = &c.light {
+            let t = index.saturating_sub(*since) as f32 / FPS as f32;
+            let shown = sequence.colour_at(std::time::Duration::from_secs_f32(t));
+            let distance = |rgb: &[u8; 3]| {
+                (0..3)
+                    .map(|i| (rgb[i] as f32 - shown[i]).powi(2))
+                    .sum::<f32>()
+            };
+            let nearest = self
+                .clips
+                .lit
+                .keys()
+                .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+                .copied();
+            if let Some(rgb) = nearest {
+                if c.lit.is_none_or(|(playing, _)| playing != rgb) {
+                    c.lit = Some((rgb, index));
+                }
+                let (_, start) = c.lit.expect("just set");
+                let frames = &self.clips.lit[&rgb].frames;
+                return frames[index.saturating_sub(start) as usize % frames.len().max(1)].clone();
+            }
+        }
+        if c.lit.take().is_some() {
+            // Back to the idle loop, from its keyframe.
+            c.start = index;
+        }
         if let Some((id, action)) = c.open.clone() {
             if c.acted != Some(id) && self.clips.actions.contains_key(&action) {
                 c.acted = Some(id);
@@ -1014,6 +1070,7 @@ mod tests {
         let clips = Arc::new(ActionClips {
             idle: clip(0, 4),
             actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
+            lit: HashMap::new(),
         });
         let person = ScriptedPerson::new(clips);
         let mut events = Vec::new();

@@ -347,6 +347,86 @@ async fn json_bodies_need_the_content_type_and_an_object() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Issue 19: with coturn's shared secret configured, each session's pre-flight carries its own
+/// short-lived TURN credential (coturn's REST-API scheme: `<expiry>:<session id>` and
+/// base64(HMAC-SHA1(secret, username))), never one shared by every client; a STUN server gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_are_minted_per_session_and_expire() {
+    let secret = "turn-shared-secret";
+    let ts = TestServer::start_with(vericall::config::Config {
+        ice_servers: vec![
+            vericall::config::IceServer {
+                urls: "turn:turn.example.net:3478?transport=udp".into(),
+                username: None,
+                credential: None,
+            },
+            vericall::config::IceServer {
+                urls: "stun:stun.example.net:3478".into(),
+                username: None,
+                credential: None,
+            },
+        ],
+        turn_secret: Some(secret.into()),
+        ..test_config()
+    })
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let s = ts.create_session().await;
+        let r = ts
+            .http
+            .request(reqwest::Method::OPTIONS, &s.whip_url)
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        let links: Vec<String> = r
+            .headers()
+            .get_all("link")
+            .iter()
+            .map(|l| l.to_str().unwrap().to_string())
+            .collect();
+        let turn = links
+            .iter()
+            .find(|l| l.contains("turn:"))
+            .expect("TURN link");
+        let stun = links
+            .iter()
+            .find(|l| l.contains("stun:"))
+            .expect("STUN link");
+        assert!(!stun.contains("username"), "{stun}");
+        let field = |name: &str| {
+            let start = turn.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+            turn[start..start + turn[start..].find('"').unwrap()].to_string()
+        };
+        let (username, credential) = (field("username"), field("credential"));
+        let (expiry, session) = username.split_once(':').unwrap();
+        let session_id = s.whip_url.rsplit('/').next().unwrap();
+        assert_eq!(session, session_id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(
+            (now + 890..=now + 910).contains(&expiry),
+            "expires in {} s",
+            expiry as i64 - now as i64
+        );
+        let key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, username.as_bytes());
+        use base64::Engine;
+        assert_eq!(
+            credential,
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        );
+        seen.push(username);
+    }
+    assert_ne!(seen[0], seen[1], "each session has its own credential");
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
 /// Item 5: OPTIONS reaches the WHIP handler, GET answers 405 as RFC 9725 reserves it, PATCH
 /// after the end is 409, and the RFC's bundle-only example shape is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
