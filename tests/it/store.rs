@@ -464,6 +464,27 @@ async fn postgres_schema() -> Option<String> {
     Some(url)
 }
 
+/// With `sslmode=require` the connection to PostgreSQL is encrypted (sqlx is built with rustls;
+/// scripts/test-postgres serves TLS with a self-signed certificate, which `require` accepts as
+/// libpq does), and the store works over it.
+#[tokio::test]
+async fn postgres_with_sslmode_require_is_encrypted() {
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    let url = format!("{url}&sslmode=require");
+    let mut conn = sqlx::AnyConnection::connect(&url)
+        .await
+        .expect("a TLS connection with sslmode=require");
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    Store::connect(&url).await.expect("the store over TLS");
+}
+
 #[tokio::test]
 async fn store_suite_on_postgres() {
     let Some(url) = postgres_schema().await else {
