@@ -145,6 +145,10 @@ pub struct Config {
     /// An HTTP client must send a request's headers, and then its whole body, within this many
     /// seconds each, or the connection is closed (slow clients cannot hold connections open).
     pub http_read_timeout_secs: u64,
+    /// When set, `GET /metrics` answers only requests with `Authorization: Bearer <token>` (the
+    /// metrics name the node's load and its calls' outcomes); unset, it is open, for a metrics
+    /// port that only the cluster reaches.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -190,6 +194,7 @@ impl Default for Config {
             signed_verdict_lifetime_secs: 30 * 24 * 3600,
             trust_forwarded_for: false,
             http_read_timeout_secs: 15,
+            metrics_token: None,
         }
     }
 }
@@ -270,6 +275,11 @@ impl Config {
         if !(self.analysis_fps > 0.0 && self.analysis_fps <= 60.0) {
             return Err(ConfigError::Invalid(
                 "analysis_fps must be in (0, 60]".into(),
+            ));
+        }
+        if self.metrics_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "metrics_token must not be empty (leave it unset for open metrics)".into(),
             ));
         }
         if self.turn_secret.as_deref() == Some("") {

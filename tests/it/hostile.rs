@@ -347,6 +347,38 @@ async fn json_bodies_need_the_content_type_and_an_object() {
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Issue 19: with `metrics_token` set, `/metrics` answers 401 without the token or with a wrong
+/// one, and the metrics with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_behind_a_token_need_it() {
+    let ts = TestServer::start_with(vericall::config::Config {
+        metrics_token: Some("scrape-token-1".into()),
+        ..test_config()
+    })
+    .await;
+    let get = |auth: Option<&'static str>| {
+        let ts = &ts;
+        async move {
+            let mut r = ts.http.get(ts.url("/metrics"));
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    expect_error(get(None).await, 401, "metrics without the token").await;
+    expect_error(
+        get(Some("Bearer scrape-token-2")).await,
+        401,
+        "metrics with a wrong token",
+    )
+    .await;
+    let r = get(Some("Bearer scrape-token-1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("vericall_active_calls 0"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
+
 /// Issue 19: with coturn's shared secret configured, each session's pre-flight carries its own
 /// short-lived TURN credential (coturn's REST-API scheme: `<expiry>:<session id>` and
 /// base64(HMAC-SHA1(secret, username))), never one shared by every client; a STUN server gets none.
