@@ -8,6 +8,7 @@ mod common;
 mod deploy;
 mod document;
 mod face;
+mod fuzz;
 mod hostile;
 mod liveness;
 mod matching;
