@@ -28,6 +28,8 @@ lint: setup
 	# The server as shipped (no `testkit`), and everything with every feature.
 	$(CARGO) clippy --lib --bins -- -D warnings
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	# Licences, bans and sources of the dependency tree (deny.toml; advisories need GitHub).
+	$(CARGO) deny --offline check --hide-inclusion-graph licenses bans sources
 
 # nextest does not run doctests, hence the extra `cargo test --doc`. The store suite also runs
 # against a throwaway PostgreSQL server (scripts/test-postgres), stopped again when the tests end,
