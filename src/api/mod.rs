@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 mod reference;
 mod relying;
+mod requirements;
 pub mod review;
 mod sandbox;
 mod sessions;
@@ -99,6 +100,7 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
             post(client::report).layer(DefaultBodyLimit::max(4096)),
         )
         .route("/v1/reasons", get(client::reasons))
+        .route("/v1/requirements", get(requirements::get))
         .route(
             "/whip/{id}",
             post(whip::offer)

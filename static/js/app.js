@@ -71,6 +71,28 @@ async function loadCatalog() {
   }
 }
 
+/// What this deployment asks of the person (`GET /v1/requirements`), in the page's language, as
+/// a collapsed list on the pre-check screen; left hidden when unavailable.
+async function loadRequirements() {
+  try {
+    const res = await fetch('/v1/requirements');
+    const body = await res.json();
+    const areas = ['browser', 'camera', 'microphone', 'network', 'lighting', 'call', 'document'];
+    const items = areas
+      .map((area) => body[area]?.text?.[language()] ?? body[area]?.text?.en)
+      .filter(Boolean)
+      .map((text) => {
+        const li = document.createElement('li');
+        li.textContent = text;
+        return li;
+      });
+    $('requirements-list').replaceChildren(...items);
+    $('requirements').hidden = items.length === 0;
+  } catch (err) {
+    console.warn('vericall: requirements unavailable', err);
+  }
+}
+
 // ---- Pre-check -------------------------------------------------------------------------------
 
 async function precheck() {
@@ -437,6 +459,7 @@ async function main() {
   wireLanguageLinks();
   show('precheck');
   await loadCatalog();
+  loadRequirements();
   let devices;
   try {
     devices = await precheck();

@@ -311,6 +311,9 @@ await drive(launch, async (page) => {
   });
   let v = await until(page, (s) => s.state === 'ready' || s.screen === 'result', 30_000, 'the pre-check');
   await capture(page, 'precheck');
+  // The requirements list (GET /v1/requirements) in the page's language.
+  result.requirements = await page.evaluate(() =>
+    [...document.querySelectorAll('#requirements-list li')].map((li) => li.textContent));
   if (v.screen !== 'result') {
     await page.click('#start');
     v = await until(page, (s) => s.state === 'connected' || s.screen === 'result', 30_000, 'the call to connect');

@@ -654,3 +654,75 @@ async fn client_reports_are_authorised_validated_and_recorded() {
     assert!(denied["hint"]["en"].as_str().unwrap().contains("camera"));
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Issue 20: `GET /v1/requirements` (public) states what the checks enforce, from their own
+/// thresholds and this deployment's configuration, in English and Simplified Chinese; changing
+/// the configuration changes what it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requirements_follow_the_checks_thresholds_and_the_config() {
+    use vericall::analysis::device;
+    use vericall::media::netstats;
+    let get = |ts: &TestServer| {
+        let url = ts.url("/v1/requirements");
+        let http = ts.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let ts = TestServer::start().await;
+    let r = get(&ts).await;
+    assert_eq!(r["camera"]["min_width"], device::MIN_WIDTH);
+    assert_eq!(r["camera"]["min_height"], device::MIN_HEIGHT);
+    assert_eq!(r["network"]["max_rtt_ms"], netstats::RTT_HIGH_MS);
+    assert_eq!(r["network"]["relay_available"], false);
+    assert_eq!(r["call"]["max_call_secs"], 300);
+    assert_eq!(r["call"]["screen_light"], true);
+    for (area, entry) in r.as_object().unwrap() {
+        for lang in ["en", "zh-CN"] {
+            let text = entry["text"][lang].as_str().unwrap_or_default();
+            assert!(text.len() > 20, "{area} has no {lang} text: {entry}");
+        }
+    }
+    assert!(r["call"]["text"]["en"]
+        .as_str()
+        .unwrap()
+        .contains("at most 5 min"));
+    assert!(r["call"]["text"]["en"]
+        .as_str()
+        .unwrap()
+        .contains("colours"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+
+    let ts = TestServer::start_with(vericall::config::Config {
+        max_call_secs: 120,
+        challenge_steps: 2,
+        screen_light: false,
+        ice_servers: vec![vericall::config::IceServer {
+            urls: "turn:turn.example.net:3478".into(),
+            username: None,
+            credential: None,
+        }],
+        turn_secret: Some("s".into()),
+        ..test_config()
+    })
+    .await;
+    let r = get(&ts).await;
+    println!("{r:#}");
+    assert_eq!(r["call"]["max_call_secs"], 120);
+    assert_eq!(r["call"]["movement_steps"], 2);
+    assert_eq!(r["call"]["screen_light"], false);
+    assert_eq!(r["network"]["relay_available"], true);
+    let call = r["call"]["text"]["en"].as_str().unwrap();
+    assert!(
+        call.contains("at most 2 min") && call.contains("2 short instructions"),
+        "{call}"
+    );
+    assert!(!call.contains("colours"), "{call}");
+    assert!(r["call"]["text"]["zh-CN"]
+        .as_str()
+        .unwrap()
+        .contains("2 分钟"));
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}

@@ -319,6 +319,15 @@ async fn a_black_camera_ends_with_its_hint_on_a_phone_in_chinese() {
     assert_eq!(report["shown"]["reasons"][0]["text"], hint);
     assert_eq!(report["shown"]["retry"], true, "CAMERA_BLACK is retryable");
     assert_eq!(report["shown"]["lang"], "zh-CN");
+    // The pre-check lists what the deployment asks for (GET /v1/requirements), in Chinese.
+    let requirements = report["requirements"]
+        .as_array()
+        .expect("requirements listed");
+    assert_eq!(requirements.len(), 7, "{report}");
+    assert!(
+        requirements[1].as_str().unwrap().contains("摄像头"),
+        "{report}"
+    );
     assert_eq!(
         report["untranslated"],
         serde_json::json!([]),
