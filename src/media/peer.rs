@@ -196,6 +196,24 @@ fn unparsable(e: impl std::fmt::Display) -> SdpError {
     SdpError::Malformed("the offer could not be parsed as WebRTC SDP".into())
 }
 
+/// The server's side of a call before the offer is applied: the codecs it accepts, its ICE
+/// credentials, stats and reordering settings.
+pub fn server_rtc(local_ice: IceCreds, now: Instant) -> Rtc {
+    RtcConfig::new()
+        .clear_codecs()
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_local_ice_credentials(local_ice)
+        .set_stats_interval(Some(STATS_TICK))
+        // Hold more packets for NACK repairs than str0m's default 30: at 1-2 Mbit/s that is only
+        // a few frames, so a retransmission delayed by jitter missed its frame. Verification
+        // prefers complete frames to low latency.
+        .set_reordering_size_video(VIDEO_REORDER_PACKETS)
+        .build(now)
+}
+
 /// Accepts a WHIP offer: validates it, builds the `Rtc`, registers with the mux and starts the task.
 pub fn accept_offer(
     offer: &str,
@@ -207,19 +225,7 @@ pub fn accept_offer(
     let parsed = SdpOffer::from_sdp_string(offer).map_err(unparsable)?;
     let now = Instant::now();
     let local_ice = IceCreds::new();
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_vp8(true)
-        .enable_vp9(true)
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .set_local_ice_credentials(local_ice.clone())
-        .set_stats_interval(Some(STATS_TICK))
-        // Hold more packets for NACK repairs than str0m's default 30: at 1-2 Mbit/s that is only
-        // a few frames, so a retransmission delayed by jitter missed its frame. Verification
-        // prefers complete frames to low latency.
-        .set_reordering_size_video(VIDEO_REORDER_PACKETS)
-        .build(now);
+    let mut rtc = server_rtc(local_ice.clone(), now);
     let candidate = Candidate::host(cfg.advertised, "udp")
         .map_err(|e| SdpError::Rejected(format!("host candidate: {e}")))?;
     rtc.add_local_candidate(candidate);

@@ -259,3 +259,20 @@ pub fn track<'a>(session: &'a Value, kind: &str) -> &'a Value {
         .and_then(|t| t.iter().find(|t| t["kind"] == kind))
         .unwrap_or_else(|| panic!("no {kind} track in {session:#}"))
 }
+
+/// A sendonly offer from str0m (VP8 video and Opus audio), shaped as a browser's would be.
+pub fn sendonly_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(std::time::Instant::now());
+    rtc.add_local_candidate(
+        str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap(),
+    );
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}

@@ -18,13 +18,12 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, MediaKind};
-use str0m::RtcConfig;
+use str0m::IceCreds;
 
 use vericall::media::decode::{
     is_opus_dtx, vpx_is_keyframe, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder,
 };
-use vericall::media::{sdp, wire};
+use vericall::media::{peer, sdp, wire};
 
 /// Inputs tried per target at the default size (times `FUZZ_ITERATIONS`).
 fn iterations(base: usize) -> usize {
@@ -123,23 +122,6 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], n: usize, mut target: impl FnMut(&[u8])) 
     );
 }
 
-/// A sendonly offer from str0m (VP8, Opus), as a browser's would be shaped.
-fn offer() -> String {
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .enable_h264(true)
-        .build(Instant::now());
-    rtc.add_local_candidate(
-        str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap(),
-    );
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
-}
-
 #[test]
 fn datagram_readers_survive_mutated_packets() {
     let request = wire::signed_binding_request("abcd:efgh", "password-of-22-chars!!", [7; 12]);
@@ -164,7 +146,7 @@ fn datagram_readers_survive_mutated_packets() {
 
 #[test]
 fn offer_checks_and_the_answerer_survive_mutated_offers() {
-    let seeds = vec![offer().into_bytes()];
+    let seeds = vec![crate::common::sendonly_offer().into_bytes()];
     fuzz("offers", &seeds, 20_000, |bytes| {
         let text = String::from_utf8_lossy(bytes);
         let _ = sdp::offers_audio(&text);
@@ -172,13 +154,7 @@ fn offer_checks_and_the_answerer_survive_mutated_offers() {
         // What the WHIP handler does with an offer that passes the checks.
         if let Ok(checked) = sdp::check_offer(&text) {
             if let Ok(parsed) = SdpOffer::from_sdp_string(&checked) {
-                let mut rtc = RtcConfig::new()
-                    .clear_codecs()
-                    .enable_vp8(true)
-                    .enable_vp9(true)
-                    .enable_h264(true)
-                    .enable_opus(true, false)
-                    .build(Instant::now());
+                let mut rtc = peer::server_rtc(IceCreds::new(), Instant::now());
                 let _ = rtc.sdp_api().accept_offer(parsed);
             }
         }

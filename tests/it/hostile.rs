@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use str0m::media::{Direction, MediaKind};
-use str0m::RtcConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use vericall::media::wire::{classify, parse_rtp_header, DatagramKind};
@@ -58,18 +56,7 @@ const RSS_TOLERANCE_MIB: f64 = 50.0;
 
 /// A sendonly offer from str0m: VP8 video and Opus audio.
 fn good_offer() -> String {
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(Instant::now());
-    rtc.add_local_candidate(
-        str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap(),
-    );
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
+    crate::common::sendonly_offer()
 }
 
 async fn post_offer(ts: &TestServer, id: &str, token: &str, sdp: String) -> reqwest::Response {
