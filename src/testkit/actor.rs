@@ -1109,4 +1109,62 @@ mod tests {
         .collect();
         assert_eq!(sent, expected);
     }
+
+    /// In the light step the person shows, frame by frame, the lit clip of the colour the page
+    /// paints (from its keyframe whenever the colour changes), and the idle loop once it ends.
+    #[test]
+    fn a_scripted_person_reflects_each_colour_of_the_light_step() {
+        use crate::liveness::light::{LightColour, LightSequence, NEUTRAL, PALETTE};
+        let (red, blue) = (PALETTE[0], PALETTE[2]);
+        let clips = Arc::new(ActionClips {
+            idle: clip(0, 4),
+            actions: HashMap::new(),
+            lit: HashMap::from([
+                (NEUTRAL, clip(10, 8)),
+                (red, clip(11, 8)),
+                (blue, clip(12, 8)),
+            ]),
+        });
+        // At 15 fps: neutral for frames 0-5 (400 ms), red for 6-11, blue for 12-17; the fades
+        // are short enough that the nearest colour switches within a frame of each start.
+        let sequence = LightSequence {
+            neutral: NEUTRAL,
+            neutral_ms: 400,
+            transition_ms: 0,
+            colours: vec![
+                LightColour { rgb: red, ms: 400 },
+                LightColour { rgb: blue, ms: 400 },
+            ],
+        };
+        let person = ScriptedPerson::new(clips);
+        let mut events = vec![
+            json!({"type": "challenge", "id": 3, "action": "screen_light", "light": sequence}),
+        ];
+        let mut sent = Vec::new();
+        for index in 0..22u64 {
+            if index == 20 {
+                events.push(json!({"type": "challenge_passed", "id": 3}));
+            }
+            let f = person.frame(index, &events);
+            sent.push((f.data[0], f.data[1], f.keyframe));
+        }
+        let tags: Vec<u8> = sent.iter().map(|s| s.0).collect();
+        assert_eq!(
+            tags,
+            [
+                vec![10; 6],
+                vec![11; 6],
+                vec![12; 6],
+                // After the blue window the page is back to neutral until the step ends.
+                vec![10; 2],
+                vec![0; 2],
+            ]
+            .concat()
+        );
+        // Each switch starts its clip at the keyframe.
+        for at in [0usize, 6, 12, 18, 20] {
+            assert_eq!(sent[at].1, 0, "frame {at}: {sent:?}");
+            assert!(sent[at].2, "frame {at} is a keyframe");
+        }
+    }
 }
