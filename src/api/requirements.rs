@@ -22,7 +22,7 @@ pub fn requirements(cfg: &Config) -> Value {
     let relay = cfg
         .ice_servers
         .iter()
-        .any(|s| s.urls.starts_with("turn:") || s.urls.starts_with("turns:"));
+        .any(|s| super::turn::is_turn(&s.urls));
     let minutes = (cfg.max_call_secs as f64 / 60.0).ceil() as u64;
     let steps = cfg.challenge_steps;
     let (light_en, light_zh) = if cfg.screen_light {

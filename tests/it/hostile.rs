@@ -59,6 +59,17 @@ fn good_offer() -> String {
     crate::common::sendonly_offer()
 }
 
+/// `OPTIONS` on a WHIP resource with the session's client token (the pre-flight that carries the
+/// ICE servers).
+async fn whip_preflight(ts: &TestServer, whip_url: &str, token: &str) -> reqwest::Response {
+    ts.http
+        .request(reqwest::Method::OPTIONS, whip_url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn post_offer(ts: &TestServer, id: &str, token: &str, sdp: String) -> reqwest::Response {
     ts.http
         .post(ts.url(&format!("/whip/{id}")))
@@ -392,13 +403,7 @@ async fn turn_credentials_are_minted_per_session_and_expire() {
     let mut seen = Vec::new();
     for _ in 0..2 {
         let s = ts.create_session().await;
-        let r = ts
-            .http
-            .request(reqwest::Method::OPTIONS, &s.whip_url)
-            .bearer_auth(&s.token)
-            .send()
-            .await
-            .unwrap();
+        let r = whip_preflight(&ts, &s.whip_url, &s.token).await;
         let links: Vec<String> = r
             .headers()
             .get_all("link")
@@ -461,13 +466,7 @@ async fn whip_options_get_patch_and_bundle_only_follow_rfc_9725() {
     })
     .await;
     let s = ts.create_session().await;
-    let r = ts
-        .http
-        .request(reqwest::Method::OPTIONS, &s.whip_url)
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
+    let r = whip_preflight(&ts, &s.whip_url, &s.token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let h = r.headers();
     assert!(h["allow"].to_str().unwrap().contains("PATCH"), "{h:?}");
