@@ -66,6 +66,13 @@ pub fn unix_ms_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A typed session event: [`SessionEvent::kind`] names it and its fields are the payload. Each
+/// producer owns its enum (`media::call::CallEvent`, `media::peer::PeerEvent`,
+/// `session::LifecycleEvent`), so every kind and its payload are spelled out in one place.
+pub trait SessionEvent: Serialize {
+    fn kind(&self) -> &'static str;
+}
+
 /// Publishes a session's events to live subscribers and to the persistence queue.
 #[derive(Debug, Clone)]
 pub struct EventBus {
@@ -105,10 +112,11 @@ impl EventBus {
         &self.inner.session_id
     }
 
-    /// Publishes an event whose payload is any serialisable value (normally a struct).
-    pub fn publish<T: Serialize>(&self, kind: &str, data: &T) -> Arc<Event> {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.publish_value(kind, data)
+    /// Publishes a typed event (serialised once: the text clients and the timeline get is made
+    /// from this value once, [`Event::json_text`]).
+    pub fn emit<E: SessionEvent>(&self, event: &E) -> Arc<Event> {
+        let data = serde_json::to_value(event).unwrap_or(Value::Null);
+        self.publish_value(event.kind(), data)
     }
 
     /// Publishes to live subscribers only (high-rate events such as per-frame face observations,
@@ -132,6 +140,7 @@ impl EventBus {
         let _ = self.inner.live.send(event);
     }
 
+    /// Publishes an untyped event (tests, and payloads that are JSON already).
     pub fn publish_value(&self, kind: &str, data: Value) -> Arc<Event> {
         let _order = self.inner.order.lock().unwrap_or_else(|e| e.into_inner());
         let event = Arc::new(Event {
@@ -173,7 +182,7 @@ mod tests {
         let (tx, mut stored) = mpsc::channel(8);
         let bus = EventBus::new("s1".into(), Some(tx));
         let mut live = bus.subscribe();
-        bus.publish("network", &serde_json::json!({"loss": 0.5}));
+        bus.publish_value("network", serde_json::json!({"loss": 0.5}));
         bus.publish_value("session_ended", Value::Null);
         let a = live.recv().await.unwrap();
         let b = live.recv().await.unwrap();

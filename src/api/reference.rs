@@ -84,8 +84,10 @@ pub async fn upload(
             ReferenceError::Model(m) => ApiError::Internal(m.to_string()),
             other => ApiError::Unprocessable(other.to_string()),
         })?;
-    *session.reference.lock().unwrap_or_else(|e| e.into_inner()) = Some(embedding);
-    session.bus.publish("reference_set", &json!({}));
+    session.reference.send_replace(Some(embedding));
+    session
+        .bus
+        .emit(&crate::session::LifecycleEvent::ReferenceSet {});
     tracing::info!(session = %id, "reference photo accepted");
     Ok((
         StatusCode::OK,

@@ -2,8 +2,11 @@
 //!
 //! `mux` demultiplexes the socket, `peer` drives each session's `Rtc`, `netstats` turns packet
 //! arrivals into loss/jitter/freeze numbers, `wire` and `sdp` hold the small parsers they share.
+//! `pipeline` is each call's media thread: it decodes and feeds `call::CallCore`, the sans-IO core
+//! that analyses the call and decides its verdict.
 
 pub mod admission;
+pub mod call;
 pub mod decode;
 pub mod mux;
 pub mod netstats;

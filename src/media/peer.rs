@@ -27,7 +27,7 @@ use super::netstats::{
 use super::pipeline::{DecodeSummary, Pipeline, PipelineConfig, PipelineFeedback, PipelineInput};
 use super::sdp::{self, SdpError};
 use super::wire::{classify, parse_rtp_header, DatagramKind};
-use crate::events::{Event, EventBus};
+use crate::events::{Event, EventBus, SessionEvent};
 
 /// Datagrams queued per session before the mux drops (a stalled task must not grow memory).
 const INBOX_CAPACITY: usize = 2048;
@@ -106,6 +106,60 @@ pub enum PeerCommand {
     Close(EndReason),
 }
 
+/// What the peer tells the session's events: the connection and the network.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up, `connect_ms` after the offer was answered.
+    Connected {
+        connect_ms: u64,
+    },
+    /// A media track was negotiated.
+    Track {
+        mid: String,
+        kind: &'static str,
+    },
+    /// The connection dropped (`disconnected`) or came back (`connected`).
+    ConnectionState {
+        state: &'static str,
+    },
+    /// The page restarted ICE (a new network path).
+    IceRestart {},
+    /// The network's state, once a second (`media::netstats`); `streams` per track.
+    Network {
+        quality: &'static str,
+        r_factor: f64,
+        mos: f64,
+        issues: Vec<&'static str>,
+        streams: Vec<Value>,
+    },
+    /// A network warning raised (with its code and the quality) or cleared.
+    NetworkWarning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'static str>,
+        active: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quality: Option<&'static str>,
+    },
+    CallEnded {
+        reason: &'static str,
+    },
+}
+
+impl SessionEvent for PeerEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            PeerEvent::Connected { .. } => "connected",
+            PeerEvent::Track { .. } => "track",
+            PeerEvent::ConnectionState { .. } => "connection_state",
+            PeerEvent::IceRestart {} => "ice_restart",
+            PeerEvent::Network { .. } => "network",
+            PeerEvent::NetworkWarning { .. } => "network_warning",
+            PeerEvent::CallEnded { .. } => "call_ended",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub session: Arc<str>,
@@ -131,9 +185,9 @@ pub struct PeerConfig {
         std::sync::Arc<crate::document::DocumentReader>,
     )>,
     /// The reference photo's embedding, when the relying party uploaded one.
-    pub reference: crate::analysis::face::embed::SharedReference,
-    /// Where evidence frames are written.
-    pub evidence_dir: Option<std::path::PathBuf>,
+    pub reference: super::pipeline::ReferenceWatch,
+    /// Where evidence frames are written (none: not kept).
+    pub evidence: Option<super::pipeline::EvidenceWriter>,
     /// The node's analysis lag and queue drops (admission control).
     pub load: std::sync::Arc<super::admission::NodeLoad>,
 }
@@ -245,7 +299,7 @@ pub fn accept_offer(
             light: cfg.light,
             document: cfg.document.clone(),
             reference: cfg.reference.clone(),
-            evidence_dir: cfg.evidence_dir.clone(),
+            evidence: cfg.evidence.clone(),
             load: cfg.load.clone(),
         },
         bus.clone(),
@@ -510,8 +564,7 @@ impl PeerTask {
                         .send_replace(PeerStatus::Connected { connect_ms });
                     self.summary
                         .send_modify(|s| s.connect_ms = Some(connect_ms));
-                    self.bus
-                        .publish("connected", &json!({ "connect_ms": connect_ms }));
+                    self.bus.emit(&PeerEvent::Connected { connect_ms });
                     let has_audio = sdp::offers_audio(&self.offer);
                     if let Some(p) = &self.pipeline {
                         p.submit(PipelineInput::Connected { at: now, has_audio });
@@ -537,10 +590,10 @@ impl PeerTask {
                     last_keyframe_request: None,
                     nacks_seen: 0,
                 });
-                self.bus.publish(
-                    "track",
-                    &json!({ "mid": m.mid.to_string(), "kind": kind_str(m.kind) }),
-                );
+                self.bus.emit(&PeerEvent::Track {
+                    mid: m.mid.to_string(),
+                    kind: kind_str(m.kind),
+                });
             }
             RtcEvent::MediaData(data) => self.on_media(data),
             RtcEvent::MediaIngressStats(s) => {
@@ -571,8 +624,9 @@ impl PeerTask {
             {
                 self.disconnected_at = Some(Instant::now());
                 self.status.send_replace(PeerStatus::Reconnecting);
-                self.bus
-                    .publish("connection_state", &json!({ "state": "disconnected" }));
+                self.bus.emit(&PeerEvent::ConnectionState {
+                    state: "disconnected",
+                });
             }
             IceConnectionState::Connected | IceConnectionState::Completed
                 if self.disconnected_at.is_some() =>
@@ -586,7 +640,7 @@ impl PeerTask {
                     self.status
                         .send_replace(PeerStatus::Connected { connect_ms });
                     self.bus
-                        .publish("connection_state", &json!({ "state": "connected" }));
+                        .emit(&PeerEvent::ConnectionState { state: "connected" });
                 }
             }
             _ => {}
@@ -706,7 +760,7 @@ impl PeerTask {
         );
         self.local_ufrag = local.ufrag.clone();
         self.offer = offer;
-        self.bus.publish("ice_restart", &json!({}));
+        self.bus.emit(&PeerEvent::IceRestart {});
         Ok(local)
     }
 
@@ -749,28 +803,29 @@ impl PeerTask {
                 .zip(&reports)
                 .map(|(t, r)| stream_json(t, r))
                 .collect();
-            self.bus.publish(
-                "network",
-                &json!({
-                    "quality": s.quality.as_str(),
-                    "r_factor": round2(s.r_factor),
-                    "mos": round2(s.mos),
-                    "issues": s.issues.iter().map(|i| i.reason_code()).collect::<Vec<_>>(),
-                    "streams": streams,
-                }),
-            );
+            self.bus.emit(&PeerEvent::Network {
+                quality: s.quality.as_str(),
+                r_factor: round2(s.r_factor),
+                mos: round2(s.mos),
+                issues: s.issues.iter().map(|i| i.reason_code()).collect(),
+                streams,
+            });
             match self.warning.update(now, &s) {
                 Some(WarningChange::Raised(issue)) => {
-                    self.bus.publish(
-                        "network_warning",
-                        &json!({ "code": issue.reason_code(), "active": true, "quality": s.quality.as_str() }),
-                    );
+                    self.bus.emit(&PeerEvent::NetworkWarning {
+                        code: Some(issue.reason_code()),
+                        active: true,
+                        quality: Some(s.quality.as_str()),
+                    });
                     self.summary
                         .send_modify(|m| m.warnings.push(issue.reason_code()));
                 }
                 Some(WarningChange::Cleared) => {
-                    self.bus
-                        .publish("network_warning", &json!({ "active": false }));
+                    self.bus.emit(&PeerEvent::NetworkWarning {
+                        code: None,
+                        active: false,
+                        quality: None,
+                    });
                 }
                 None => {}
             }
@@ -847,8 +902,9 @@ impl PeerTask {
             m.tracks = tracks;
             m.input_errors = self.input_errors;
         });
-        self.bus
-            .publish("call_ended", &json!({ "reason": reason.as_str() }));
+        self.bus.emit(&PeerEvent::CallEnded {
+            reason: reason.as_str(),
+        });
         tracing::info!(session = %self.cfg.session, reason = reason.as_str(), "call ended");
         self.status.send_replace(PeerStatus::Ended(reason));
     }

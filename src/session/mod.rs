@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use str0m::IceCreds;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::events::{unix_ms_now, Event, EventBus};
+use crate::events::{unix_ms_now, Event, EventBus, SessionEvent};
 use crate::media::mux::MediaMux;
 use crate::media::peer::{
     self, EndReason, MediaSummary, PeerCommand, PeerConfig, PeerError, PeerStatus,
@@ -120,15 +119,61 @@ impl Default for SessionPolicy {
     }
 }
 
-/// The embedding of the session's reference (ID) photo, shared with the call's media thread
-/// (defined in `analysis::face::embed` so that `media` need not import `session`).
-pub use crate::analysis::face::embed::SharedReference;
+/// The embedding of the session's reference (ID) photo: the session sends it, each call's media
+/// thread watches it (`media::pipeline::ReferenceWatch`), so `media` need not know `session`.
+pub type ReferenceSender =
+    tokio::sync::watch::Sender<Option<crate::analysis::face::embed::Embedding>>;
+
+/// What the session's lifecycle tells its events (the call's own come from `media`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum LifecycleEvent<'a> {
+    SessionCreated {
+        expires_at_ms: i64,
+    },
+    /// A WHIP offer was accepted; the call is connecting.
+    Connecting {},
+    /// The page reported a camera or microphone it could not use (before or instead of a call).
+    DeviceFailure {
+        code: &'static str,
+        device: &'a str,
+        detail: &'a str,
+        hint_key: String,
+    },
+    /// The relying party set (or replaced) the reference photo.
+    ReferenceSet {},
+    SessionEnded {
+        reason: &'a str,
+    },
+}
+
+impl SessionEvent for LifecycleEvent<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            LifecycleEvent::SessionCreated { .. } => "session_created",
+            LifecycleEvent::Connecting {} => "connecting",
+            LifecycleEvent::DeviceFailure { .. } => "device_failure",
+            LifecycleEvent::ReferenceSet {} => "reference_set",
+            LifecycleEvent::SessionEnded { .. } => "session_ended",
+        }
+    }
+}
+
+/// A session's evidence folder, where its call's media thread writes JPEGs (`store::evidence`).
+#[derive(Debug)]
+pub struct EvidenceFolder(pub std::path::PathBuf);
+
+impl crate::media::pipeline::EvidenceSink for EvidenceFolder {
+    fn write(&self, name: &str, frame: &crate::frame::I420) -> std::io::Result<String> {
+        crate::store::evidence::write_jpeg(&self.0, name, frame)
+    }
+}
 
 pub struct Session {
     pub id: Arc<str>,
     pub policy: SessionPolicy,
     /// Set by `POST /v1/sessions/{id}/reference`; only the embedding is kept, never the photo.
-    pub reference: SharedReference,
+    pub reference: ReferenceSender,
     pub api_key_id: String,
     /// The relying party's id for the person (for attempt limits, webhooks and deletion).
     pub subject: Option<String>,
@@ -375,7 +420,7 @@ impl SessionRegistry {
         let session = Arc::new(Session {
             id: id.clone(),
             policy,
-            reference: Arc::new(Mutex::new(None)),
+            reference: ReferenceSender::new(None),
             api_key_id: api_key_id.to_string(),
             subject,
             external_reference,
@@ -387,9 +432,9 @@ impl SessionRegistry {
             media: Mutex::new(MediaSlot::Waiting),
             device_failures: Mutex::new(Vec::new()),
         });
-        session
-            .bus
-            .publish("session_created", &json!({ "expires_at_ms": expires }));
+        session.bus.emit(&LifecycleEvent::SessionCreated {
+            expires_at_ms: expires,
+        });
         lock(&self.sessions).insert(id.clone(), session.clone());
         lock(&self.tokens).insert(client_hash, id);
         Ok(NewSession {
@@ -488,12 +533,14 @@ impl SessionRegistry {
             analysis_fps: self.cfg.analysis_fps,
             wants_audio: session.policy.audio,
             face_models: self.face_models.clone(),
-            reference: session.reference.clone(),
+            reference: session.reference.subscribe(),
             load: self.load.clone(),
-            evidence_dir: Some(crate::store::evidence::session_dir(
-                std::path::Path::new(&self.cfg.data_dir),
-                &session.id,
-            )),
+            evidence: Some(Arc::new(EvidenceFolder(
+                crate::store::evidence::session_dir(
+                    std::path::Path::new(&self.cfg.data_dir),
+                    &session.id,
+                ),
+            ))),
             document: self
                 .document_reader
                 .clone()
@@ -535,7 +582,7 @@ impl SessionRegistry {
             ice_generation: 1,
         };
         drop(slot);
-        session.bus.publish("connecting", &json!({}));
+        session.bus.emit(&LifecycleEvent::Connecting {});
         tokio::spawn(supervise(
             self.clone(),
             session.clone(),
@@ -602,10 +649,12 @@ impl SessionRegistry {
             }
             failures.push(code);
         }
-        session.bus.publish(
-            "device_failure",
-            &json!({ "code": code.as_str(), "device": device, "detail": detail, "hint_key": code.hint_key() }),
-        );
+        session.bus.emit(&LifecycleEvent::DeviceFailure {
+            code: code.as_str(),
+            device,
+            detail,
+            hint_key: code.hint_key(),
+        });
         tracing::info!(session = %session.id, code = code.as_str(), device, detail, "client reported a device failure");
         Ok(())
     }
@@ -685,9 +734,7 @@ impl SessionRegistry {
         for attempt in 1..=RECORD_END_TRIES {
             match self.notifier.record(&notice, &write).await {
                 Ok(true) => {
-                    session
-                        .bus
-                        .publish("session_ended", &json!({ "reason": reason }));
+                    session.bus.emit(&LifecycleEvent::SessionEnded { reason });
                     return;
                 }
                 Ok(false) => return,

@@ -1,5 +1,6 @@
-//! Evidence frames on disk: `<data_dir>/evidence/<session id>/<name>.jpg`, written by the media
-//! thread (best frontal frame, one key frame per challenge) and deleted by the retention policy.
+//! Evidence frames on disk: `<data_dir>/evidence/<session id>/<name>.jpg`, written by the call's
+//! media thread (`session::EvidenceFolder`) (best frontal frame, one key frame per challenge) and deleted
+//! by the retention policy.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -78,6 +78,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Keeps the text read from the ID document with the verdict (see `document_fields`).
+    pub fn set_document_fields<T: Serialize>(&mut self, fields: &T) {
+        self.document_fields = serde_json::to_value(fields).ok();
+    }
+
     /// What the person's page may see: the status and each reason's code, retryability and hint.
     pub fn for_client(&self) -> Value {
         json!({

@@ -4,6 +4,7 @@ mod api;
 mod architecture;
 mod browser;
 mod call;
+mod call_core;
 mod common;
 mod deploy;
 mod document;

@@ -133,11 +133,6 @@ fn invert(m: &Affine) -> Option<Affine> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding(pub [f32; DIM]);
 
-/// The embedding of a session's reference (ID) photo, set by the API and read by the call's
-/// media thread. It lives here, beside `Embedding`, so that `session` and `media` share it
-/// without importing each other.
-pub type SharedReference = std::sync::Arc<std::sync::Mutex<Option<Embedding>>>;
-
 impl Embedding {
     /// Cosine similarity in -1..=1 (0 when either vector is zero).
     pub fn cosine(&self, other: &Embedding) -> f32 {
