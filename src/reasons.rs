@@ -564,6 +564,51 @@ impl ReasonCode {
     }
 }
 
+/// Crockford's base-32 alphabet: digits and capitals without I, L, O and U, so a reference read
+/// aloud or typed from a screenshot has no look-alikes.
+const SUPPORT_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The short reference a person quotes to customer service about a session: 8 characters of
+/// Crockford base 32 (40 bits of SHA-256 of the session id), shown as `XXXX-XXXX` on every result
+/// screen and carried by the verdict, the signed verdict and the webhook. Derived from the id, so
+/// every part of the server names it alike; the review console finds the session by it.
+pub fn support_reference(session_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(session_id.as_bytes());
+    let bits = digest[..5]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let mut out = String::with_capacity(9);
+    for i in 0..8 {
+        if i == 4 {
+            out.push('-');
+        }
+        let symbol = (bits >> (35 - 5 * i)) & 31;
+        out.push(SUPPORT_ALPHABET[symbol as usize] as char);
+    }
+    out
+}
+
+/// A support reference as a person or an agent typed it (any case, with or without the dash or
+/// spaces, `O` for zero and `I`/`L` for one, as Crockford decoding allows), in the canonical
+/// `XXXX-XXXX` form; `None` when it cannot be one.
+pub fn parse_support_reference(typed: &str) -> Option<String> {
+    let mut symbols = String::with_capacity(8);
+    for c in typed.chars() {
+        let c = match c.to_ascii_uppercase() {
+            '-' | ' ' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        if !c.is_ascii() || !SUPPORT_ALPHABET.contains(&(c as u8)) || symbols.len() == 8 {
+            return None;
+        }
+        symbols.push(c);
+    }
+    (symbols.len() == 8).then(|| format!("{}-{}", &symbols[..4], &symbols[4..]))
+}
+
 /// docs/REASONS.md, rendered from the table above.
 pub fn render_markdown() -> String {
     let mut out = String::from(
@@ -586,6 +631,36 @@ pub fn render_markdown() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn support_references_are_eight_unambiguous_symbols_and_read_back_however_typed() {
+        let r = super::support_reference("ses_01JABCDEF");
+        assert_eq!(r.len(), 9);
+        assert_eq!(&r[4..5], "-");
+        assert!(r
+            .chars()
+            .filter(|c| *c != '-')
+            .all(|c| c.is_ascii_digit() || (c.is_ascii_uppercase() && !"ILOU".contains(c))));
+        assert_eq!(r, super::support_reference("ses_01JABCDEF"), "stable");
+        assert_ne!(r, super::support_reference("ses_01JABCDEG"));
+        let typed = r
+            .to_lowercase()
+            .replace('-', " ")
+            .replace('0', "o")
+            .replace('1', "l");
+        assert_eq!(super::parse_support_reference(&typed), Some(r.clone()));
+        assert_eq!(super::parse_support_reference(&r.replace('-', "")), Some(r));
+        for bad in [
+            "",
+            "ABCD-EFG",
+            "ABCD-EFGHJ",
+            "ABCD-EFGU",
+            "ÄBCD-EFGH",
+            "ABCD/EFGH",
+        ] {
+            assert_eq!(super::parse_support_reference(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

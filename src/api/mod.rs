@@ -78,6 +78,7 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/v1/review/logout", post(review::logout))
         .route("/v1/review/me", get(review::me))
         .route("/v1/review/queue", get(review::queue))
+        .route("/v1/review/lookup", get(review::lookup))
         .route("/v1/review/sessions/{id}", get(review::session))
         .route("/v1/review/sessions/{id}/frames/{name}", get(review::frame))
         .route("/v1/review/sessions/{id}/decision", post(review::decide))

@@ -296,6 +296,41 @@ pub async fn queue(
     Ok(Json(json!({ "sessions": sessions })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// The support reference as the person read it out (any case, dash optional).
+    #[serde(rename = "ref")]
+    pub support_ref: String,
+}
+
+/// `GET /v1/review/lookup?ref=K7Q2-M9XD`: the sessions a person's support reference names,
+/// newest first (one in practice). Customer service finds the session a caller quotes from
+/// their result screen; the lookup is audited like a view.
+pub async fn lookup(
+    State(state): State<AppState>,
+    Operator(user): Operator,
+    axum::extract::Query(q): axum::extract::Query<Lookup>,
+) -> Result<Json<Value>, ApiError> {
+    let canonical = crate::reasons::parse_support_reference(&q.support_ref).ok_or_else(|| {
+        ApiError::BadRequest("a support reference is 8 letters and digits, e.g. K7Q2-M9XD".into())
+    })?;
+    let ids = state
+        .registry
+        .store()
+        .find_by_support_reference(&canonical)
+        .await?;
+    audit(
+        &state,
+        &user,
+        "lookup",
+        ids.first().map(String::as_str),
+        Some(&canonical),
+    )
+    .await?;
+    Ok(Json(json!({ "support_ref": canonical, "sessions": ids })))
+}
+
 /// `GET /v1/review/sessions/{id}`: everything an operator needs to decide (the view is audited).
 pub async fn session(
     State(state): State<AppState>,
@@ -326,6 +361,7 @@ pub async fn session(
     let audit_log = store.list_audit(Some(&id)).await?;
     Ok(Json(json!({
         "id": row.id,
+        "support_ref": crate::reasons::support_reference(&row.id),
         "subject": row.subject,
         "state": row.state,
         "created_at": row.created_at,

@@ -322,6 +322,8 @@ pub async fn get_one(
         "api_key_id": row.api_key_id,
         "subject": row.subject,
         "reference": reference,
+        // What the person's result screen shows, for your customer service (docs/INTEGRATION.md).
+        "support_ref": crate::reasons::support_reference(&row.id),
         "document_fields": document_fields,
         "state": state_name,
         "created_at": row.created_at,

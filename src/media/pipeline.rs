@@ -390,7 +390,11 @@ impl Worker {
                 CallOutput::Evidence { name, image } => self.write_evidence(&name, image),
                 CallOutput::Verdict(mut verdict) => {
                     verdict.frames = self.written.clone();
-                    self.bus.emit(&VerdictReached(verdict.for_client()));
+                    let mut page = verdict.for_client();
+                    // The reference the result screen shows, for customer service.
+                    page["support_ref"] =
+                        crate::reasons::support_reference(self.bus.session_id()).into();
+                    self.bus.emit(&VerdictReached(page));
                     *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
                     let _ = self.feedback.try_send(PipelineFeedback::VerdictReady);
                 }

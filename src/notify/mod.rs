@@ -91,6 +91,7 @@ impl Notifier {
             "aud": n.api_key_id,
             "sub": n.subject,
             "reference": n.reference,
+            "support_ref": crate::reasons::support_reference(n.session_id),
             "status": n.verdict["status"],
             "reasons": reasons,
             "decided_by": n.decided_by,
@@ -128,6 +129,11 @@ impl Notifier {
         let mut verdict = n.verdict.clone();
         if let Some(obj) = verdict.as_object_mut() {
             obj.insert("decided_at".into(), json!(decided_at));
+            // What the person's result screen shows, for customer service.
+            obj.insert(
+                "support_ref".into(),
+                json!(crate::reasons::support_reference(n.session_id)),
+            );
         }
         let n = VerdictNotice {
             verdict: &verdict,
@@ -225,6 +231,7 @@ impl Notifier {
             "session_id": n.session_id,
             "subject": n.subject,
             "reference": n.reference,
+            "support_ref": claims["support_ref"],
             "status": claims["status"],
             "reasons": claims["reasons"],
             "decided_by": n.decided_by,

@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_documents.sql")),
     (5, include_str!("../../migrations/0005_verdict_record.sql")),
     (6, include_str!("../../migrations/0006_integrator_kit.sql")),
+    (
+        7,
+        include_str!("../../migrations/0007_support_reference.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +281,7 @@ impl Store {
         reference: Option<&str>,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference, support_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.id)
         .bind(&s.api_key_id)
@@ -287,9 +291,21 @@ impl Store {
         .bind(s.expires_at)
         .bind(&*self.node)
         .bind(reference)
+        .bind(crate::reasons::support_reference(&s.id))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The sessions whose support reference is `support_ref` (canonical `XXXX-XXXX`), newest
+    /// first: one in practice (40 bits per reference), more only by a rare collision.
+    pub async fn find_by_support_reference(&self, support_ref: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE support_ref = $1 ORDER BY created_at DESC LIMIT 10",
+        )
+        .bind(support_ref)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The relying party's reference of a session.

@@ -33,6 +33,7 @@ const vc = {
   error: null,
   light: null, // { id, sequence, painted: [[r, g, b], ...] } during the screen-light step
   skipLight: false, // the person chose to skip the flashing-colour step
+  supportRef: null, // the reference shown on the result screen, e.g. 'K7Q2-M9XD'
 };
 window.vericall = vc;
 
@@ -375,8 +376,40 @@ function finish(verdict) {
   const retryable = kind !== 'passed' && kind !== 'needs_review'
     && reasons.some((r) => r.retryable ?? catalog.get(r.code)?.retryable);
   offerRetry(retryable, false);
+  showReference(verdict.support_ref);
   $('result-title').focus();
   tellHost({ event: 'result', status, reasons: vc.result.reasons });
+}
+
+// The session's support reference, as the server derives it (reasons::support_reference):
+// Crockford base 32 of the first 40 bits of SHA-256 of the session id, `XXXX-XXXX`. Computed here
+// too so that every result screen shows it, also those reached without a verdict.
+async function supportReference(sessionId) {
+  const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(sessionId)));
+  let bits = 0n;
+  for (let i = 0; i < 5; i++) bits = (bits << 8n) | BigInt(digest[i]);
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === 4) out += '-';
+    out += alphabet[Number((bits >> BigInt(35 - 5 * i)) & 31n)];
+  }
+  return out;
+}
+
+async function showReference(fromServer) {
+  const session = params.get('session');
+  let ref = fromServer ?? null;
+  if (!ref && session && crypto.subtle) {
+    try {
+      ref = await supportReference(session);
+    } catch (err) {
+      console.warn('vericall: no support reference', err);
+    }
+  }
+  vc.supportRef = ref;
+  $('result-ref').hidden = !ref;
+  $('result-ref-code').textContent = ref ?? '';
 }
 
 function renderReasons(reasons) {
@@ -401,6 +434,7 @@ function deviceProblem(failure) {
   $('result-text').textContent = t('result.device.text');
   renderReasons([{ code: failure.code }]);
   offerRetry(true, true);
+  showReference(null);
   $('result-title').focus();
   tellHost({ event: 'device_failure', code: failure.code });
 }
@@ -436,6 +470,7 @@ function fatal(err) {
   $('result-text').textContent = err && err.status ? t('error.connect') : vc.error;
   $('result-reasons').replaceChildren();
   offerRetry(true, true);
+  showReference(null);
 }
 
 // ---- Start -----------------------------------------------------------------------------------

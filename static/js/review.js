@@ -34,6 +34,7 @@ const review = {
   selected: null, // id of the session shown on the right
   detailStatus: null, // verdict status of the shown session
   lastDecision: null, // { id, decision, status } after a decision went through
+  lookup: null, // { ref, sessions } after a support-reference lookup
   error: null, // last error message shown, null when none
   lang: 'en', // the language the console is shown in
 };
@@ -432,6 +433,7 @@ function renderSession(id, s) {
   const created = current.created_at;
   const meta = [
     [t('meta.session'), String(current.id ?? id)],
+    [t('meta.support_ref'), current.support_ref ?? '—'],
     [t('meta.state'), current.state ?? '—'],
     [t('meta.created'), `${formatTime(created)}${isTime(created) ? ` (${age(created)})` : ''}`],
     [t('meta.connected'), formatTime(current.connected_at)],
@@ -655,6 +657,28 @@ async function onDecision(event) {
 applyLanguage(initialLanguage());
 $('lang').addEventListener('change', onLanguageChange);
 $('login-form').addEventListener('submit', onLogin);
+// Customer service: the reference a caller reads from their result screen opens their session.
+$('lookup-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const typed = $('lookup-ref').value.trim();
+  const msg = $('lookup-msg');
+  if (!typed) return;
+  msg.textContent = '';
+  try {
+    const data = await api('GET', `lookup?ref=${encodeURIComponent(typed)}`);
+    const ids = Array.isArray(data?.sessions) ? data.sessions : [];
+    review.lookup = { ref: data?.support_ref ?? null, sessions: ids };
+    if (!ids.length) {
+      msg.textContent = t('lookup.none', { ref: data?.support_ref ?? typed });
+      return;
+    }
+    await selectSession(String(ids[0]));
+  } catch (e) {
+    if (handleAuth(e)) return;
+    msg.textContent = e.status === 400 ? t('lookup.invalid') : t('lookup.failed', { message: e.message });
+  }
+});
+
 $('logout').addEventListener('click', onLogout);
 $('refresh').addEventListener('click', () => {
   loadQueue();

@@ -217,7 +217,8 @@ function untranslatedText() {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     const el = n.parentElement;
-    if (!el || el.closest('[lang]:not(html)') || el.closest('script,style')) continue;
+    // Codes (a support reference) are marked translate="no": not language.
+    if (!el || el.closest('[lang]:not(html)') || el.closest('script,style,[translate="no"]')) continue;
     const style = getComputedStyle(el);
     if (el.closest('[hidden]') || style.display === 'none' || style.visibility === 'hidden') continue;
     for (const word of n.textContent.match(/[A-Za-z][A-Za-z_-]+/g) ?? []) {
@@ -337,12 +338,15 @@ await drive(launch, async (page) => {
     await capture(page, 'result');
   }
   await state(page);
+  // The support reference is computed in the page when no verdict carried it.
+  await page.waitForFunction(() => window.vericall?.screen !== 'result' || window.vericall?.supportRef, null, { timeout: 3000 }).catch(() => {});
   result.shown = await page.evaluate(() => ({
     title: document.getElementById('result-title').textContent,
     reasons: [...document.querySelectorAll('#result-reasons li')].map((li) => ({ code: li.dataset.code, text: li.textContent })),
     hints: [...document.querySelectorAll('#hints li')].map((li) => ({ code: li.dataset.code, text: li.textContent })),
     retry: !document.getElementById('retry').hidden,
     lang: document.documentElement.lang,
+    supportRef: document.getElementById('result-ref').hidden ? null : document.getElementById('result-ref-code').textContent,
   }));
   return 0;
 });

@@ -32,6 +32,9 @@ const { values: opts } = parseArgs({
     username: { type: 'string' },
     password: { type: 'string' },
     session: { type: 'string' },
+    // With --decision none: open the session by typing this support reference into the lookup
+    // (as customer service would) instead of by its address; result.found says what opened.
+    find: { type: 'string' },
     decision: { type: 'string', default: 'approve' },
     note: { type: 'string', default: 'Checked the frames and the ID photo comparison (browser test).' },
     screens: { type: 'string' },
@@ -152,9 +155,20 @@ await drive(launch, async (page) => {
     };
   });
   if (opts.decision === 'none') {
-    await page.evaluate((id) => { location.hash = `session=${encodeURIComponent(id)}`; }, sessionId);
+    if (opts.find) {
+      await page.fill('#lookup-ref', opts.find);
+      await page.click('#lookup-find');
+    } else {
+      await page.evaluate((id) => { location.hash = `session=${encodeURIComponent(id)}`; }, sessionId);
+    }
     await page.waitForSelector(`#detail[data-id=${attr(sessionId)}][data-loaded="true"]`, { timeout: Math.min(left(), 20_000) });
     Object.assign(result.texts, await readTexts());
+    result.found = await page.evaluate(() => ({
+      id: document.getElementById('detail').dataset.id,
+      lookup: window.review.lookup,
+      reasons: [...document.querySelectorAll('#reasons li[data-code]')].map((li) => li.dataset.code),
+      hints: [...document.querySelectorAll('#reasons .r-hint')].map((s) => s.textContent),
+    }));
     await shot(page, 'shown');
     return 0;
   }

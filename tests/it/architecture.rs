@@ -28,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // Plumbing.
     ("config", &["liveness"]),
-    ("store", &["events", "frame"]),
+    ("store", &["events", "frame", "reasons"]),
     ("notify", &["store", "events", "reasons"]),
     // Shells: the media path, the call lifecycle, the HTTP surface, start-up.
     (

@@ -252,6 +252,8 @@ async fn a_person_following_the_page_passes_at_laptop_size() {
         serde_json::json!(["precheck", "call", "result"])
     );
     assert_eq!(v["verdict"]["status"], "passed", "server verdict: {v:#}");
+    // The result screen shows the support reference the relying party sees.
+    assert_eq!(report["shown"]["supportRef"], v["support_ref"], "{report}");
     // The page painted the colours the server sent, in order (neutral first and last).
     let timeline = ts.timeline(&s.id).await;
     let sent: Vec<&Value> = timeline
@@ -342,6 +344,62 @@ async fn a_black_camera_ends_with_its_hint_on_a_phone_in_chinese() {
         .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
         .await;
     assert_eq!(codes(&v["verdict"]["reasons"])[0], "CAMERA_BLACK", "{v:#}");
+
+    // The result screen shows the support reference the relying party sees, and customer
+    // service finds this session by it in the review console (typed as a caller reads it out).
+    let support_ref = report["shown"]["supportRef"]
+        .as_str()
+        .expect("a support reference");
+    assert_eq!(v["support_ref"], support_ref, "{v:#}");
+    assert_eq!(v["verdict"]["support_ref"], support_ref, "{v:#}");
+    ts.server
+        .registry
+        .store()
+        .insert_operator(
+            "cs",
+            &vericall::api::review::hash_password("customer service desk"),
+            1,
+        )
+        .await
+        .unwrap();
+    let typed = support_ref.replace('-', " ").to_lowercase();
+    let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/review.mjs");
+    let (base, sid) = (ts.server.base_url.clone(), s.id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(driver)
+            .args([
+                "--url",
+                &base,
+                "--username",
+                "cs",
+                "--password",
+                "customer service desk",
+            ])
+            .args(["--session", &sid, "--decision", "none", "--find", &typed])
+            .args(["--locale", "zh-CN"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let console: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    assert!(
+        out.status.success(),
+        "review console lookup failed: {console} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(console["found"]["id"], s.id.as_str(), "{console}");
+    assert_eq!(console["found"]["reasons"][0], "CAMERA_BLACK", "{console}");
+    // The person-facing hint next to the evidence, in the caller's language too.
+    assert!(
+        console["found"]["hints"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|t| t == hint)),
+        "{console}"
+    );
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
