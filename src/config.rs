@@ -95,6 +95,9 @@ pub struct Config {
     /// Sessions that ended this many days ago are deleted with their timeline, webhook
     /// deliveries and audit entries (after their deliveries are done); unset: `retention_days`.
     pub session_retention_days: Option<u64>,
+    /// A subject's enrolled face (kept by a session created with `"enrol": true` that passed,
+    /// matched by later `"reverify": true` sessions) is deleted this many days after the pass.
+    pub enrolment_retention_days: u64,
     /// Largest accepted SDP / sdpfrag body.
     pub max_sdp_bytes: usize,
     /// STUN and TURN servers handed to clients in the WHIP `Link` headers (`[[ice_servers]]` with
@@ -175,6 +178,7 @@ impl Default for Config {
             attempt_window_secs: 3600,
             retention_days: 30,
             session_retention_days: None,
+            enrolment_retention_days: 365,
             max_sdp_bytes: 64 * 1024,
             ice_servers: Vec::new(),
             turn_secret: None,
@@ -259,6 +263,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "database_url must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if self.enrolment_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "enrolment_retention_days must be at least 1".into(),
             ));
         }
         // Zero would delete a session the moment it ends, before its relying party reads it.

@@ -38,6 +38,7 @@ pub enum ReasonCode {
     SpeechNotMatched,
     SpoofSuspected,
     FaceMismatch,
+    EnrolmentMismatch,
     NetworkUnstable,
     TooManyAttempts,
     SessionIncomplete,
@@ -74,7 +75,7 @@ pub struct ReasonInfo {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 51] = [
+    pub const ALL: [ReasonCode; 52] = [
         ReasonCode::NetworkLossHigh,
         ReasonCode::NetworkJitterHigh,
         ReasonCode::NetworkFrozen,
@@ -104,6 +105,7 @@ impl ReasonCode {
         ReasonCode::SpeechNotMatched,
         ReasonCode::SpoofSuspected,
         ReasonCode::FaceMismatch,
+        ReasonCode::EnrolmentMismatch,
         ReasonCode::NetworkUnstable,
         ReasonCode::TooManyAttempts,
         ReasonCode::SessionIncomplete,
@@ -375,6 +377,14 @@ impl ReasonCode {
                 "The face in the video does not match your ID photo. The account holder must verify in person.",
                 "视频中的人脸与您的证件照片不一致。请由账户本人进行验证。",
                 "Similarity, threshold, the frames compared.",
+            ),
+            EnrolmentMismatch => (
+                "ENROLMENT_MISMATCH",
+                "A re-verification: the face does not match the face enrolled when this account last passed.",
+                false,
+                "The face in the video does not match the face this account was verified with. The account holder must verify in person.",
+                "视频中的人脸与该账户此前验证时登记的人脸不一致。请由账户本人进行验证。",
+                "Similarity, threshold, the frames compared, against: enrolment.",
             ),
             NetworkUnstable => (
                 "NETWORK_UNSTABLE",

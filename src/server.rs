@@ -312,6 +312,11 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
                     Err(e) => tracing::warn!(error = %e, "session purge failed"),
                     _ => {}
                 }
+                match store.purge_expired_enrolments(now).await {
+                    Ok(n) if n > 0 => tracing::info!(enrolments = n, "deleted expired enrolments"),
+                    Err(e) => tracing::warn!(error = %e, "enrolment purge failed"),
+                    _ => {}
+                }
                 let cutoff = now - retention.as_millis() as i64;
                 match store.purge_document_fields(cutoff).await {
                     Ok(n) if n > 0 => tracing::info!(sessions = n, "purged document text"),

@@ -203,6 +203,9 @@ impl From<SessionError> for ApiError {
             SessionError::AtCapacity => ApiError::Unavailable {
                 retry_after_secs: 5,
             },
+            SessionError::NotEnrolled => ApiError::Conflict(
+                "this subject has no enrolment under this API key (or it expired): verify it once with \"enrol\": true".into(),
+            ),
             SessionError::TooManyAttempts { failed } => ApiError::TooManyRequests {
                 code: "TOO_MANY_ATTEMPTS",
                 message: format!(

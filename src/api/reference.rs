@@ -84,7 +84,9 @@ pub async fn upload(
             ReferenceError::Model(m) => ApiError::Internal(m.to_string()),
             other => ApiError::Unprocessable(other.to_string()),
         })?;
-    session.reference.send_replace(Some(embedding));
+    session
+        .reference
+        .send_replace(Some((embedding, crate::verdict::ReferenceKind::IdPhoto)));
     session
         .bus
         .emit(&crate::session::LifecycleEvent::ReferenceSet {});

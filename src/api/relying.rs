@@ -383,9 +383,10 @@ pub async fn delete_subject(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("cannot delete evidence: {e}")))?;
     let deleted = store.delete_sessions(&ids).await?;
+    let enrolments = store.delete_enrolment(&key.id, &subject).await?;
     // The subject id itself is personal data: log only counts.
-    tracing::info!(api_key = %key.id, sessions = deleted, files, "deleted a subject's data");
+    tracing::info!(api_key = %key.id, sessions = deleted, files, enrolments, "deleted a subject's data");
     Ok(Json(
-        json!({ "sessions_deleted": deleted, "files_deleted": files }),
+        json!({ "sessions_deleted": deleted, "files_deleted": files, "enrolments_deleted": enrolments }),
     ))
 }

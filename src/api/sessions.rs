@@ -64,6 +64,12 @@ pub struct CreateSession {
     /// "retain": "none|text|text_and_image", "expected": {...}}`.
     #[serde(default)]
     pub document: Option<crate::document::DocumentPolicy>,
+    /// Keep the live face as `subject`'s enrolment if this session passes (default false).
+    #[serde(default)]
+    pub enrol: Option<bool>,
+    /// A re-verification: match the live face against `subject`'s enrolment (default false).
+    #[serde(default)]
+    pub reverify: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,9 +198,22 @@ async fn create_new(
             "document checks are unavailable on this server (face or OCR models not loaded; run scripts/setup)".into(),
         ));
     }
+    let (enrol, reverify) = (req.enrol.unwrap_or(false), req.reverify.unwrap_or(false));
+    if (enrol || reverify) && req.subject.is_none() {
+        return Err(ApiError::Unprocessable(
+            "enrol and reverify need a subject (whose face is enrolled or matched)".into(),
+        ));
+    }
+    if (enrol || reverify) && state.registry.face_models().is_none() {
+        return Err(ApiError::Unprocessable(
+            "enrol and reverify are unavailable on this server (face models not loaded; run scripts/setup)".into(),
+        ));
+    }
     let policy = crate::session::SessionPolicy {
         audio: req.audio.unwrap_or(true),
         document,
+        enrol,
+        reverify,
     };
     let created = state
         .registry

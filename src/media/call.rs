@@ -44,7 +44,7 @@ use crate::liveness::light::{LightEvent, LightSequence};
 use crate::liveness::plan::ChallengePlan;
 use crate::liveness::{LightMode, LivenessSession};
 use crate::reasons::ReasonCode;
-use crate::verdict::{decide, MatchResult, Verdict, VerdictInputs};
+use crate::verdict::{decide, MatchResult, ReferenceKind, Verdict, VerdictInputs};
 
 /// How often the health monitors and the challenge clock are stepped.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -114,7 +114,8 @@ pub enum CallOutput {
     /// Keep an evidence frame under this name.
     Evidence { name: String, image: EvidenceImage },
     /// The call's verdict (once). Its `frames` are the caller's to fill with the evidence kept.
-    Verdict(Verdict),
+    /// Boxed: it carries the live face's template, far larger than any other output.
+    Verdict(Box<Verdict>),
 }
 
 /// Which picture an evidence frame is.
@@ -290,7 +291,7 @@ pub struct CallCore {
     live_embeddings: Vec<Embedding>,
     next_embedding: Option<Instant>,
     embed_scratch: Vec<f32>,
-    reference: Option<Embedding>,
+    reference: Option<(Embedding, ReferenceKind)>,
     /// Evidence frames asked for so far (each name once).
     evidence: Vec<String>,
     verdict_reached: bool,
@@ -418,10 +419,10 @@ impl CallCore {
         self.counters.decode_errors += 1;
     }
 
-    /// The reference photo's embedding (set or replaced), matched with the live face at the
-    /// verdict.
-    pub fn on_reference(&mut self, reference: Embedding) {
-        self.reference = Some(reference);
+    /// The reference the live face is matched with at the verdict (set or replaced): an ID
+    /// photo's embedding, or the subject's enrolment in a re-verification.
+    pub fn on_reference(&mut self, reference: Embedding, kind: ReferenceKind) {
+        self.reference = Some((reference, kind));
     }
 
     /// The call is ending (`reason`, e.g. `hangup`): decide a verdict now if none was reached.
@@ -1009,20 +1010,38 @@ impl CallCore {
         self.conclude(None);
     }
 
+    /// The live face against the reference, if there is one (`frames` 0: nothing to compare).
     fn face_match(&self) -> Option<MatchResult> {
-        let reference = self.reference.as_ref()?;
+        let (reference, against) = self.reference.as_ref()?;
         let best = self
             .live_embeddings
             .iter()
             .map(|e| e.cosine(reference))
             .fold(None, |acc: Option<f32>, s| {
                 Some(acc.map_or(s, |a| a.max(s)))
-            })?;
+            });
         Some(MatchResult {
-            similarity: best,
+            similarity: best.unwrap_or(0.0),
             threshold: MATCH_THRESHOLD,
             frames: self.live_embeddings.len(),
+            against: *against,
         })
+    }
+
+    /// The live face's template: the normalised mean of its embeddings (none embedded: none).
+    fn live_face(&self) -> Option<Embedding> {
+        let first = self.live_embeddings.first()?;
+        let mut sum = [0f32; crate::analysis::face::embed::DIM];
+        for e in &self.live_embeddings {
+            for (s, v) in sum.iter_mut().zip(e.0.iter()) {
+                *s += v;
+            }
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm <= f32::EPSILON {
+            return Some(first.clone());
+        }
+        Some(Embedding(sum.map(|v| v / norm)))
     }
 
     /// Decides the verdict once (when the plan finishes, or when the call ends first).
@@ -1079,9 +1098,11 @@ impl CallCore {
         {
             verdict.set_document_fields(&read.fields);
         }
+        verdict.live_face = self.live_face();
         tracing::info!(status = verdict.status.as_str(), "verdict");
         self.verdict_reached = true;
-        self.outputs.push_back(CallOutput::Verdict(verdict));
+        self.outputs
+            .push_back(CallOutput::Verdict(Box::new(verdict)));
     }
 
     fn emit(&mut self, event: CallEvent) {

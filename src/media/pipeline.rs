@@ -24,13 +24,14 @@ use crate::document::{DocumentPolicy, DocumentReader};
 use crate::events::{EventBus, SessionEvent};
 use crate::liveness::plan::ChallengePlan;
 use crate::liveness::LightMode;
-use crate::verdict::Verdict;
+use crate::verdict::{ReferenceKind, Verdict};
 
 /// Encoded frames waiting for the decoder (about 2 s of video at 30 fps plus audio).
 pub const QUEUE_CAPACITY: usize = 160;
-/// The session's reference photo embedding, set (or replaced) through the API at any time before
-/// the call ends; the media thread gives each new value to the core.
-pub type ReferenceWatch = tokio::sync::watch::Receiver<Option<Embedding>>;
+/// What the session's live face is compared with (an ID photo's embedding set or replaced
+/// through the API at any time before the call ends, or the subject's enrolment in a
+/// re-verification); the media thread gives each new value to the core.
+pub type ReferenceWatch = tokio::sync::watch::Receiver<Option<(Embedding, ReferenceKind)>>;
 
 /// Where a call's evidence frames go. The session hands in the store's (`session::EvidenceFolder`),
 /// so the media thread does not know the store.
@@ -300,8 +301,8 @@ impl Worker {
         );
         let mut reference = cfg.reference;
         let mut core = core;
-        if let Some(r) = reference.borrow_and_update().clone() {
-            core.on_reference(r);
+        if let Some((r, kind)) = reference.borrow_and_update().clone() {
+            core.on_reference(r, kind);
         }
         Worker {
             core,
@@ -344,8 +345,8 @@ impl Worker {
 
     fn handle(&mut self, input: PipelineInput) {
         if self.reference.has_changed().unwrap_or(false) {
-            if let Some(r) = self.reference.borrow_and_update().clone() {
-                self.core.on_reference(r);
+            if let Some((r, kind)) = self.reference.borrow_and_update().clone() {
+                self.core.on_reference(r, kind);
             }
         }
         match input {
@@ -395,7 +396,7 @@ impl Worker {
                     page["support_ref"] =
                         crate::reasons::support_reference(self.bus.session_id()).into();
                     self.bus.emit(&VerdictReached(page));
-                    *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
+                    *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(*verdict);
                     let _ = self.feedback.try_send(PipelineFeedback::VerdictReady);
                 }
             }

@@ -66,6 +66,8 @@ pub enum SessionError {
     AtCapacity,
     #[error("too many failed attempts for this subject ({failed})")]
     TooManyAttempts { failed: i64 },
+    #[error("this subject has no enrolment to re-verify against (or it expired)")]
+    NotEnrolled,
     #[error(transparent)]
     Sdp(#[from] SdpError),
     #[error("the call is no longer running")]
@@ -108,6 +110,12 @@ pub struct SessionPolicy {
     /// The ID-document step (off by default).
     #[serde(default)]
     pub document: crate::document::DocumentPolicy,
+    /// Keep the live face as the subject's enrolment when the session passes.
+    #[serde(default)]
+    pub enrol: bool,
+    /// Match the live face against the subject's enrolment (`ENROLMENT_MISMATCH`).
+    #[serde(default)]
+    pub reverify: bool,
 }
 
 impl Default for SessionPolicy {
@@ -115,14 +123,21 @@ impl Default for SessionPolicy {
         SessionPolicy {
             audio: true,
             document: Default::default(),
+            enrol: false,
+            reverify: false,
         }
     }
 }
 
-/// The embedding of the session's reference (ID) photo: the session sends it, each call's media
-/// thread watches it (`media::pipeline::ReferenceWatch`), so `media` need not know `session`.
-pub type ReferenceSender =
-    tokio::sync::watch::Sender<Option<crate::analysis::face::embed::Embedding>>;
+/// What the session's live face is compared with: its ID photo's embedding or, in a
+/// re-verification, the subject's enrolment. The session sends it, each call's media thread
+/// watches it (`media::pipeline::ReferenceWatch`), so `media` need not know `session`.
+pub type ReferenceSender = tokio::sync::watch::Sender<
+    Option<(
+        crate::analysis::face::embed::Embedding,
+        crate::verdict::ReferenceKind,
+    )>,
+>;
 
 /// What the session's lifecycle tells its events (the call's own come from `media`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -395,6 +410,19 @@ impl SessionRegistry {
                 return Err(SessionError::TooManyAttempts { failed });
             }
         }
+        // A re-verification compares the live face with the subject's enrolled face.
+        let mut reference = None;
+        if policy.reverify {
+            let subject = subject.as_deref().ok_or(SessionError::NotEnrolled)?;
+            let row = self
+                .store
+                .get_enrolment(api_key_id, subject, unix_ms_now())
+                .await?
+                .ok_or(SessionError::NotEnrolled)?;
+            let embedding = crate::analysis::face::embed::Embedding::from_hex(&row.embedding)
+                .ok_or(SessionError::NotEnrolled)?;
+            reference = Some((embedding, crate::verdict::ReferenceKind::Enrolment));
+        }
         let id: Arc<str> = new_session_id().into();
         let (client_token, client_hash) = new_secret("vct_");
         let (events_token, _) = new_secret("vce_");
@@ -420,7 +448,7 @@ impl SessionRegistry {
         let session = Arc::new(Session {
             id: id.clone(),
             policy,
-            reference: ReferenceSender::new(None),
+            reference: ReferenceSender::new(reference),
             api_key_id: api_key_id.to_string(),
             subject,
             external_reference,
@@ -735,6 +763,7 @@ impl SessionRegistry {
             match self.notifier.record(&notice, &write).await {
                 Ok(true) => {
                     session.bus.emit(&LifecycleEvent::SessionEnded { reason });
+                    self.enrol(session, &verdict).await;
                     return;
                 }
                 Ok(false) => return,
@@ -745,6 +774,33 @@ impl SessionRegistry {
                 Err(e) => {
                     tracing::error!(session = %session.id, error = %e, "cannot record the session end")
                 }
+            }
+        }
+    }
+
+    /// Keeps the live face as the subject's enrolment when the session asked for it and passed.
+    async fn enrol(&self, session: &Session, verdict: &crate::verdict::Verdict) {
+        let (true, Some(subject), Some(face)) = (
+            session.policy.enrol && verdict.status == crate::verdict::VerdictStatus::Passed,
+            session.subject.as_deref(),
+            verdict.live_face.as_ref(),
+        ) else {
+            return;
+        };
+        let now = unix_ms_now();
+        let row = crate::store::EnrolmentRow {
+            api_key_id: session.api_key_id.clone(),
+            subject: subject.to_string(),
+            embedding: face.to_hex(),
+            session_id: session.id.to_string(),
+            created_at: now,
+            expires_at: now + self.cfg.enrolment_retention_days as i64 * 86_400_000,
+        };
+        match self.store.upsert_enrolment(&row).await {
+            // The subject id is personal data: the session id names it.
+            Ok(()) => tracing::info!(session = %session.id, "face enrolled"),
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "cannot keep the enrolment")
             }
         }
     }

@@ -209,7 +209,88 @@ fn outbox_row(r: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
     })
 }
 
+/// A subject's enrolled face (`Store::upsert_enrolment`): the template of a passed session's live
+/// face, never an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrolmentRow {
+    pub api_key_id: String,
+    pub subject: String,
+    /// The face template, hex of little-endian f32s.
+    pub embedding: String,
+    /// The passed session it came from.
+    pub session_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 impl Store {
+    /// Keeps (or replaces) a subject's enrolment: the face template of a passed session.
+    pub async fn upsert_enrolment(&self, e: &EnrolmentRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enrolments (api_key_id, subject, embedding, session_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (api_key_id, subject) DO UPDATE SET \
+             embedding = excluded.embedding, session_id = excluded.session_id, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at",
+        )
+        .bind(&e.api_key_id)
+        .bind(&e.subject)
+        .bind(&e.embedding)
+        .bind(&e.session_id)
+        .bind(e.created_at)
+        .bind(e.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `subject`'s enrolment under `api_key_id`, unless it expired before `now_ms`.
+    pub async fn get_enrolment(
+        &self,
+        api_key_id: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<EnrolmentRow>> {
+        let row = sqlx::query(
+            "SELECT api_key_id, subject, embedding, session_id, created_at, expires_at FROM enrolments \
+             WHERE api_key_id = $1 AND subject = $2 AND expires_at > $3",
+        )
+        .bind(api_key_id)
+        .bind(subject)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(EnrolmentRow {
+            api_key_id: r.try_get(0)?,
+            subject: r.try_get(1)?,
+            embedding: r.try_get(2)?,
+            session_id: r.try_get(3)?,
+            created_at: r.try_get(4)?,
+            expires_at: r.try_get(5)?,
+        }))
+    }
+
+    /// Deletes `subject`'s enrolment under `api_key_id` (subject deletion); returns how many.
+    pub async fn delete_enrolment(&self, api_key_id: &str, subject: &str) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM enrolments WHERE api_key_id = $1 AND subject = $2")
+                .bind(api_key_id)
+                .bind(subject)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Deletes enrolments that expired before `now_ms` (retention).
+    pub async fn purge_expired_enrolments(&self, now_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM enrolments WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     // ---- signing keys ----
 
     pub async fn insert_signing_key(&self, k: &SigningKeyRow) -> StoreResult<()> {

@@ -17,8 +17,8 @@ pub mod evidence;
 mod integration;
 
 pub use integration::{
-    AuditRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing, SigningKeyRow,
-    UndecidedSession, VerdictRecord, VerdictWrite, WebhookAttempt, WebhookTarget,
+    AuditRow, EnrolmentRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing,
+    SigningKeyRow, UndecidedSession, VerdictRecord, VerdictWrite, WebhookAttempt, WebhookTarget,
 };
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/0007_support_reference.sql"),
     ),
+    (8, include_str!("../../migrations/0008_enrolments.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,10 @@ pub struct Verdict {
     /// retention) and only when the session's policy retains it.
     #[serde(skip)]
     pub document_fields: Option<Value>,
+    /// The live face's template (the mean of its embeddings), never in the verdict's JSON: kept
+    /// as the subject's enrolment when the session asked for one and passed.
+    #[serde(skip)]
+    pub live_face: Option<crate::analysis::face::embed::Embedding>,
 }
 
 impl Verdict {
@@ -96,12 +100,25 @@ impl Verdict {
     }
 }
 
-/// A reference-photo comparison.
+/// What the live face is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceKind {
+    /// The ID photo the relying party uploaded (`FACE_MISMATCH`).
+    IdPhoto,
+    /// The face enrolled when the subject last passed, in a re-verification
+    /// (`ENROLMENT_MISMATCH`).
+    Enrolment,
+}
+
+/// A comparison of the live face with a reference: the best similarity over the `frames` live
+/// frames embedded (none: the face was never frontal and well lit long enough to compare).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MatchResult {
     pub similarity: f32,
     pub threshold: f32,
     pub frames: usize,
+    pub against: ReferenceKind,
 }
 
 /// Everything the decision looks at.
@@ -176,6 +193,7 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         scores: scores.clone(),
         frames: Vec::new(),
         document_fields: None,
+        live_face: None,
     };
     let network_poor = v.network_poor_ms >= NETWORK_BLAME_MS;
     let device_fault = v.persistent_faults.iter().copied().find(|c| {
@@ -251,8 +269,15 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
         .and_then(|r| r.reason());
     let light_reason =
         |code: ReasonCode| VerdictReason::new(code, json!({ "screen_light": light }));
-    if let Some(m) = v.face_match.filter(|m| m.similarity < m.threshold) {
-        reasons.push(VerdictReason::new(ReasonCode::FaceMismatch, json!(m)));
+    if let Some(m) = v
+        .face_match
+        .filter(|m| m.frames > 0 && m.similarity < m.threshold)
+    {
+        let code = match m.against {
+            ReferenceKind::IdPhoto => ReasonCode::FaceMismatch,
+            ReferenceKind::Enrolment => ReasonCode::EnrolmentMismatch,
+        };
+        reasons.push(VerdictReason::new(code, json!(m)));
         return verdict(VerdictStatus::Failed, reasons);
     }
     let Some(liveness) = v
@@ -379,6 +404,18 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
             ));
         }
         Some(_) => {}
+    }
+    // A reference was given but the face was never frontal and well lit long enough to be
+    // compared: never a pass without the comparison; an operator looks.
+    if let Some(m) = v.face_match.filter(|m| m.frames == 0) {
+        let code = match m.against {
+            ReferenceKind::IdPhoto => ReasonCode::FaceMismatch,
+            ReferenceKind::Enrolment => ReasonCode::EnrolmentMismatch,
+        };
+        reasons.push(VerdictReason::new(
+            code,
+            json!({ "against": m.against, "frames": 0, "note": "no frontal, well-lit frame to compare" }),
+        ));
     }
     if reasons.is_empty() {
         verdict(VerdictStatus::Passed, reasons)
@@ -636,8 +673,23 @@ mod tests {
             similarity: 0.2,
             threshold: 0.5,
             frames: 3,
+            against: ReferenceKind::IdPhoto,
         });
         assert_eq!(codes(&decide(&i)), vec![ReasonCode::FaceMismatch]);
+        // A re-verification names the enrolment, not an ID photo.
+        i.face_match = i.face_match.map(|m| MatchResult {
+            against: ReferenceKind::Enrolment,
+            ..m
+        });
+        let v = decide(&i);
+        assert_eq!(v.status, VerdictStatus::Failed);
+        assert_eq!(codes(&v), vec![ReasonCode::EnrolmentMismatch]);
+        assert_eq!(v.reasons[0].evidence["against"], "enrolment");
+        // Nothing compared (never frontal and lit): no pass without the comparison.
+        i.face_match = i.face_match.map(|m| MatchResult { frames: 0, ..m });
+        let v = decide(&i);
+        assert_eq!(v.status, VerdictStatus::NeedsReview);
+        assert_eq!(codes(&v), vec![ReasonCode::EnrolmentMismatch]);
         let mut i = inputs(outcome(&[Some(true), None, None], None));
         i.ended_early = Some("deleted");
         let v = decide(&i);

@@ -72,7 +72,7 @@ fn collect(core: &mut CallCore, events: &mut Vec<Value>, verdict: &mut Option<Ve
     while let Some(output) = core.poll_output() {
         match output {
             CallOutput::Event(e) => events.push(page_event(&e)),
-            CallOutput::Verdict(v) => *verdict = Some(v),
+            CallOutput::Verdict(v) => *verdict = Some(*v),
             CallOutput::FaceObserved | CallOutput::Evidence { .. } => {}
         }
     }

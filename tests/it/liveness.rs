@@ -625,3 +625,101 @@ async fn a_person_who_skips_the_screen_light_goes_to_review() {
     assert_eq!(step_results(&timeline), (4, 0));
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Re-verification against the enrolled face (issue 20): no enrolment, no re-verification; a
+/// subject who passes with `"enrol": true` is enrolled (a face template, no image); the same
+/// rendered person then re-verifies and passes against it; a re-verification against another
+/// person's enrolled face (insightface's Tom Hanks still, enrolled as "bob") fails with
+/// `ENROLMENT_MISMATCH`; deleting the subject removes the enrolment from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_subject_reverifies_and_someone_elses_enrolment_does_not_match() {
+    let ts = server().await;
+    let store = ts.server.registry.store().clone();
+    let refused = ts
+        .http
+        .post(ts.url("/v1/sessions"))
+        .bearer_auth(&ts.api_key)
+        .json(&serde_json::json!({ "subject": "alice", "reverify": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409, "no enrolment to re-verify against");
+    let person = || live_person(stage().clone(), Arc::new(Mutex::new(Vec::new())));
+
+    let s = ts
+        .create_session_with(serde_json::json!({ "subject": "alice", "enrol": true }))
+        .await;
+    let (_, v, _) = call(&ts, &s, person(), None, Duration::from_secs(40)).await;
+    assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
+    let key = v["api_key_id"].as_str().unwrap().to_string();
+    let now = vericall::events::unix_ms_now();
+    let enrolled = store
+        .get_enrolment(&key, "alice", now)
+        .await
+        .unwrap()
+        .expect("alice is enrolled");
+    assert_eq!(enrolled.session_id, s.id);
+
+    let s = ts
+        .create_session_with(serde_json::json!({ "subject": "alice", "reverify": true }))
+        .await;
+    let (_, v, _) = call(&ts, &s, person(), None, Duration::from_secs(40)).await;
+    let m = &v["verdict"]["scores"]["face_match"];
+    println!("alice re-verifies: {:?}; match {m}", verdict(&v));
+    assert_eq!(verdict(&v), ("passed", vec![]), "{:#}", v["verdict"]);
+    assert_eq!(m["against"], "enrolment");
+    assert!(m["frames"].as_u64().unwrap() >= 1, "{m}");
+    assert!(m["similarity"].as_f64().unwrap() >= m["threshold"].as_f64().unwrap());
+
+    let tom = std::fs::read(crate::face::repo().join("models/stills/tom_hanks_112.png")).unwrap();
+    let tom =
+        vericall::analysis::face::embed::embed_reference(&crate::face::models(), &tom).unwrap();
+    store
+        .upsert_enrolment(&vericall::store::EnrolmentRow {
+            api_key_id: key.clone(),
+            subject: "bob".into(),
+            embedding: tom.to_hex(),
+            session_id: "ses_elsewhere".into(),
+            created_at: now,
+            expires_at: now + 86_400_000,
+        })
+        .await
+        .unwrap();
+    let s = ts
+        .create_session_with(serde_json::json!({ "subject": "bob", "reverify": true }))
+        .await;
+    let (_, v, _) = call(&ts, &s, person(), None, Duration::from_secs(40)).await;
+    println!(
+        "someone else as bob: {:?}; match {}",
+        verdict(&v),
+        v["verdict"]["scores"]["face_match"]
+    );
+    assert_eq!(verdict(&v), ("failed", vec!["ENROLMENT_MISMATCH"]));
+    assert_eq!(
+        v["verdict"]["reasons"][0]["evidence"]["against"],
+        "enrolment"
+    );
+
+    let deleted: Value = ts
+        .http
+        .delete(ts.url("/v1/subjects/alice"))
+        .bearer_auth(&ts.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["enrolments_deleted"], 1, "{deleted}");
+    assert!(store
+        .get_enrolment(&key, "alice", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_enrolment(&key, "bob", now)
+        .await
+        .unwrap()
+        .is_some());
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}

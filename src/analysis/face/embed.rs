@@ -134,6 +134,25 @@ fn invert(m: &Affine) -> Option<Affine> {
 pub struct Embedding(pub [f32; DIM]);
 
 impl Embedding {
+    /// Hex of the little-endian f32s (how an enrolment is stored).
+    pub fn to_hex(&self) -> String {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|v| v.to_le_bytes()).collect();
+        hex::encode(bytes)
+    }
+
+    /// The inverse of [`Embedding::to_hex`]; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Embedding> {
+        let bytes = hex::decode(text).ok()?;
+        if bytes.len() != DIM * 4 {
+            return None;
+        }
+        let mut out = [0f32; DIM];
+        for (v, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *v = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Some(Embedding(out))
+    }
+
     /// Cosine similarity in -1..=1 (0 when either vector is zero).
     pub fn cosine(&self, other: &Embedding) -> f32 {
         let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
