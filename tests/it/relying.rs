@@ -288,7 +288,10 @@ async fn deleting_a_subject_removes_every_row_and_file_of_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({ "sessions_deleted": 2, "files_deleted": 2 }));
+    assert_eq!(
+        body,
+        json!({ "sessions_deleted": 2, "files_deleted": 2, "enrolments_deleted": 0 })
+    );
     for s in &alice {
         assert!(store.get_session(&s.id).await.unwrap().is_none());
         assert!(store.list_events(&s.id, 0).await.unwrap().is_empty());
