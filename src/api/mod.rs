@@ -70,6 +70,10 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
             "/v1/subjects/{subject}",
             axum::routing::delete(relying::delete_subject),
         )
+        .route(
+            "/v1/subjects/{subject}/practice",
+            get(relying::subject_practice),
+        )
         .route("/.well-known/jwks.json", get(relying::jwks))
         .route(
             "/v1/review/login",

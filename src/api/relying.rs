@@ -331,6 +331,29 @@ pub async fn rotate_webhook_secret(
     })))
 }
 
+/// `GET /v1/subjects/{subject}/practice`: whether the person practised before verifying (how many
+/// practice runs, and how the last one went), never their frames or a verdict to rely on.
+pub async fn subject_practice(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    Path(subject): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (runs, last) = state
+        .registry
+        .store()
+        .practice_runs(&key.id, &subject)
+        .await?;
+    let last = last.map(|(id, _, verdict, ended_at)| {
+        let outcome = verdict
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|v| super::sessions::practice_outcome(&v));
+        json!({ "id": id, "ended_at": ended_at, "outcome": outcome })
+    });
+    Ok(Json(
+        json!({ "subject": subject, "runs": runs, "last": last }),
+    ))
+}
+
 /// `DELETE /v1/subjects/{subject}`: every session of this subject under this key, with its
 /// timeline, deliveries, audit entries and evidence files. Running calls are ended first.
 pub async fn delete_subject(

@@ -70,11 +70,16 @@ pub struct CreateSession {
     /// A re-verification: match the live face against `subject`'s enrolment (default false).
     #[serde(default)]
     pub reverify: Option<bool>,
+    /// `live` (default) or `practice`: a rehearsal whose outcome counts for nothing.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CreatedSession {
     pub id: String,
+    /// `live` or `practice`.
+    pub mode: &'static str,
     pub reference: Option<String>,
     /// The id of the API key that created the session: the `aud` of its signed verdict.
     pub api_key_id: String,
@@ -199,6 +204,25 @@ async fn create_new(
         ));
     }
     let (enrol, reverify) = (req.enrol.unwrap_or(false), req.reverify.unwrap_or(false));
+    let practice = match req.mode.as_deref() {
+        None | Some("live") => false,
+        Some("practice") => true,
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "mode is live (the default) or practice".into(),
+            ))
+        }
+    };
+    if practice && (enrol || reverify) {
+        return Err(ApiError::Unprocessable(
+            "a practice run neither enrols nor re-verifies".into(),
+        ));
+    }
+    // A practice run keeps nothing read from a card.
+    let mut document = document;
+    if practice {
+        document.retain = crate::document::Retain::None;
+    }
     if (enrol || reverify) && req.subject.is_none() {
         return Err(ApiError::Unprocessable(
             "enrol and reverify need a subject (whose face is enrolled or matched)".into(),
@@ -214,6 +238,7 @@ async fn create_new(
         document,
         enrol,
         reverify,
+        practice,
     };
     let created = state
         .registry
@@ -226,7 +251,13 @@ async fn create_new(
         whip_url: format!("{base}/whip/{id}"),
         events_url: events_url(base, &id, &created.events_token),
         // The token travels in the fragment, which browsers never send to a server.
-        page_url: format!("{base}/#session={id}&token={}", created.client_token),
+        // The page labels a practice run as one (the server, not the page, decides what counts).
+        page_url: format!(
+            "{base}/#session={id}&token={}{}",
+            created.client_token,
+            if practice { "&mode=practice" } else { "" }
+        ),
+        mode: if practice { "practice" } else { "live" },
         expires_at: created.session.expires_at_ms,
         client_token: created.client_token,
         api_key_id: key.id.clone(),
@@ -246,6 +277,9 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = key.owned_session(&state, &id).await?;
+    if state.registry.store().is_practice(&id).await? {
+        return practice_view(&state, row).await;
+    }
     let reference = state.registry.store().get_session_reference(&id).await?;
     let live = state.registry.get(&id).map(|s| s.view());
     let mut network = match &live {
@@ -355,6 +389,43 @@ pub async fn get_one(
         "device_failures": device_failures,
         "network": network,
     })))
+}
+
+/// A practice run as the relying party sees it: that it happened and how it went (status and
+/// reason codes), never a verdict to rely on, a signed verdict or its frames.
+async fn practice_view(
+    state: &AppState,
+    row: crate::store::SessionRow,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state
+        .registry
+        .store()
+        .get_verdict(&row.id)
+        .await?
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| practice_outcome(&v));
+    Ok(Json(json!({
+        "id": row.id,
+        "mode": "practice",
+        "api_key_id": row.api_key_id,
+        "subject": row.subject,
+        "state": row.state,
+        "created_at": row.created_at,
+        "ended_at": row.ended_at,
+        "end_reason": row.end_reason,
+        "practice_outcome": outcome,
+        "verdict": null,
+        "signed_verdict": null,
+    })))
+}
+
+/// What a practice run's outcome tells the relying party: its status and reason codes.
+pub fn practice_outcome(verdict: &Value) -> Value {
+    let reasons: Vec<Value> = verdict["reasons"]
+        .as_array()
+        .map(|a| a.iter().map(|r| r["code"].clone()).collect())
+        .unwrap_or_default();
+    json!({ "status": verdict["status"], "reasons": reasons })
 }
 
 pub async fn timeline(

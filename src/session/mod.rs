@@ -116,6 +116,10 @@ pub struct SessionPolicy {
     /// Match the live face against the subject's enrolment (`ENROLMENT_MISMATCH`).
     #[serde(default)]
     pub reverify: bool,
+    /// A practice run: the same call, but nothing counts (no verdict for the relying party, no
+    /// attempt, no evidence, no webhook); only a per-subject summary of its outcome.
+    #[serde(default)]
+    pub practice: bool,
 }
 
 impl Default for SessionPolicy {
@@ -125,6 +129,7 @@ impl Default for SessionPolicy {
             document: Default::default(),
             enrol: false,
             reverify: false,
+            practice: false,
         }
     }
 }
@@ -429,7 +434,7 @@ impl SessionRegistry {
         let now = unix_ms_now();
         let expires = now + self.cfg.session_ttl().as_millis() as i64;
         self.store
-            .insert_session_with_reference(
+            .insert_session_as(
                 &SessionRow {
                     id: id.to_string(),
                     api_key_id: api_key_id.to_string(),
@@ -443,6 +448,7 @@ impl SessionRegistry {
                     network_summary: None,
                 },
                 external_reference.as_deref(),
+                policy.practice,
             )
             .await?;
         let session = Arc::new(Session {
@@ -563,12 +569,13 @@ impl SessionRegistry {
             face_models: self.face_models.clone(),
             reference: session.reference.subscribe(),
             load: self.load.clone(),
-            evidence: Some(Arc::new(EvidenceFolder(
-                crate::store::evidence::session_dir(
+            // A practice run keeps no evidence.
+            evidence: (!session.policy.practice).then(|| {
+                Arc::new(EvidenceFolder(crate::store::evidence::session_dir(
                     std::path::Path::new(&self.cfg.data_dir),
                     &session.id,
-                ),
-            ))),
+                ))) as crate::media::pipeline::EvidenceWriter
+            }),
             document: self
                 .document_reader
                 .clone()
@@ -749,6 +756,11 @@ impl SessionRegistry {
             verdict: &value,
             decided_by: "vericall",
         };
+        if session.policy.practice {
+            self.record_practice_end(session, reason, now, &value, summary_text.as_deref())
+                .await;
+            return;
+        }
         // End, verdict, signed verdict and webhook delivery are one transaction.
         let write = VerdictWrite::End {
             at: now,
@@ -774,6 +786,42 @@ impl SessionRegistry {
                 Err(e) => {
                     tracing::error!(session = %session.id, error = %e, "cannot record the session end")
                 }
+            }
+        }
+    }
+
+    /// Ends a practice run: its outcome is stored for the per-subject summary, but it is not
+    /// signed, not delivered by webhook, and counts as no attempt.
+    async fn record_practice_end(
+        &self,
+        session: &Session,
+        reason: &str,
+        now: i64,
+        outcome: &serde_json::Value,
+        network_summary: Option<&str>,
+    ) {
+        let status = outcome["status"].as_str().unwrap_or("failed");
+        let record = crate::store::VerdictRecord {
+            session_id: &session.id,
+            status,
+            verdict_json: &outcome.to_string(),
+            signed_verdict: None,
+            decided_at: now,
+            outbox: None,
+        };
+        let write = VerdictWrite::End {
+            at: now,
+            reason,
+            network_summary,
+            document_fields: None,
+            timeline_event: false,
+        };
+        match self.store.record_verdict(&record, &write).await {
+            Ok(_) => {
+                session.bus.emit(&LifecycleEvent::SessionEnded { reason });
+            }
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "cannot record a practice run's end")
             }
         }
     }
@@ -898,6 +946,9 @@ impl SessionRegistry {
     /// media state was in memory. Called once at start-up.
     pub async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
         let open = self.store.orphaned_sessions().await?;
+        self.store
+            .close_open_practice_runs(unix_ms_now(), "server_restart", None)
+            .await?;
         let n = self.end_abandoned(open, "server_restart").await?;
         if n > 0 {
             tracing::warn!(count = n, "ended sessions left open by a previous run");
@@ -911,6 +962,13 @@ impl SessionRegistry {
     pub async fn end_stale_sessions(&self) {
         let horizon = self.cfg.session_ttl_secs + self.cfg.max_call_secs + STALE_MARGIN_SECS;
         let cutoff = unix_ms_now() - horizon as i64 * 1000;
+        if let Err(e) = self
+            .store
+            .close_open_practice_runs(unix_ms_now(), "node_lost", Some(cutoff))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot end stale practice runs");
+        }
         let result = match self.store.stale_sessions(cutoff).await {
             Ok(open) => self.end_abandoned(open, "node_lost").await,
             Err(e) => Err(e),

@@ -224,6 +224,71 @@ pub struct EnrolmentRow {
 }
 
 impl Store {
+    /// Whether session `id` is a practice run.
+    pub async fn is_practice(&self, id: &str) -> StoreResult<bool> {
+        let practice: Option<i64> =
+            sqlx::query_scalar("SELECT practice FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(practice.unwrap_or(0) != 0)
+    }
+
+    /// A subject's practice runs under `api_key_id`: how many, and the last one's
+    /// `(session id, verdict status, verdict JSON, ended_at)` if it ended.
+    pub async fn practice_runs(
+        &self,
+        api_key_id: &str,
+        subject: &str,
+    ) -> StoreResult<(
+        i64,
+        Option<(String, Option<String>, Option<String>, Option<i64>)>,
+    )> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE api_key_id = $1 AND subject = $2 AND practice = 1",
+        )
+        .bind(api_key_id)
+        .bind(subject)
+        .fetch_one(&self.pool)
+        .await?;
+        let last = sqlx::query(
+            "SELECT id, verdict_status, verdict, ended_at FROM sessions \
+             WHERE api_key_id = $1 AND subject = $2 AND practice = 1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(api_key_id)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| -> StoreResult<_> {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+        })
+        .transpose()?;
+        Ok((count, last))
+    }
+
+    /// Ends, without a verdict, practice runs left open: this node's (`older_than` none: after a
+    /// restart) or any node's created before `older_than` (a lost node). Nothing about a
+    /// practice run is delivered, so no verdict is made for it.
+    pub async fn close_open_practice_runs(
+        &self,
+        now: i64,
+        reason: &str,
+        older_than: Option<i64>,
+    ) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2 \
+             WHERE practice = 1 AND ended_at IS NULL \
+             AND (($3 IS NULL AND (node = $4 OR node IS NULL)) OR created_at < $3)",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(older_than)
+        .bind(&*self.node)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Keeps (or replaces) a subject's enrolment: the face template of a passed session.
     pub async fn upsert_enrolment(&self, e: &EnrolmentRow) -> StoreResult<()> {
         sqlx::query(
@@ -729,7 +794,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT id, api_key_id, subject, state, created_at, ended_at, end_reason, verdict_status, verdict, reference FROM sessions \
-             WHERE ($1 IS NULL OR api_key_id = $1) AND ($2 IS NULL OR verdict_status = $2) \
+             WHERE practice = 0 AND ($1 IS NULL OR api_key_id = $1) AND ($2 IS NULL OR verdict_status = $2) \
              AND ($3 IS NULL OR subject = $3) AND ($4 IS NULL OR created_at < $4) \
              AND ($5 IS NULL OR created_at {beyond} $5 OR (created_at = $5 AND id {beyond} $6)) \
              ORDER BY created_at {order}, id {order} LIMIT $7"
@@ -787,7 +852,7 @@ impl Store {
     /// their node is gone (a pod replaced under another name never restarts to end them).
     pub async fn stale_sessions(&self, cutoff: i64) -> StoreResult<Vec<OpenSession>> {
         let rows = sqlx::query(
-            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND created_at < $1 ORDER BY created_at, id",
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND practice = 0 AND created_at < $1 ORDER BY created_at, id",
         )
         .bind(cutoff)
         .fetch_all(&self.pool)
@@ -798,7 +863,7 @@ impl Store {
     /// Ended sessions that have no verdict (ended by a version that could leave them so).
     pub async fn ended_without_verdict(&self) -> StoreResult<Vec<UndecidedSession>> {
         let rows = sqlx::query(
-            "SELECT id, api_key_id, subject, reference, end_reason, ended_at FROM sessions WHERE ended_at IS NOT NULL AND verdict IS NULL ORDER BY ended_at, id",
+            "SELECT id, api_key_id, subject, reference, end_reason, ended_at FROM sessions WHERE ended_at IS NOT NULL AND verdict IS NULL AND practice = 0 ORDER BY ended_at, id",
         )
         .fetch_all(&self.pool)
         .await?;

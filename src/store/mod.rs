@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0007_support_reference.sql"),
     ),
     (8, include_str!("../../migrations/0008_enrolments.sql")),
+    (9, include_str!("../../migrations/0009_practice.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -281,8 +282,19 @@ impl Store {
         s: &SessionRow,
         reference: Option<&str>,
     ) -> StoreResult<()> {
+        self.insert_session_as(s, reference, false).await
+    }
+
+    /// Inserts a session, a practice run when `practice` (migrations/0009_practice.sql says
+    /// what that leaves out).
+    pub async fn insert_session_as(
+        &self,
+        s: &SessionRow,
+        reference: Option<&str>,
+        practice: bool,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference, support_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference, support_ref, practice) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&s.id)
         .bind(&s.api_key_id)
@@ -293,6 +305,7 @@ impl Store {
         .bind(&*self.node)
         .bind(reference)
         .bind(crate::reasons::support_reference(&s.id))
+        .bind(i64::from(practice))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -423,7 +436,7 @@ impl Store {
         since: i64,
     ) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sessions WHERE api_key_id = $1 AND subject = $2 AND verdict_status = 'failed' AND ended_at >= $3 \
+            "SELECT COUNT(*) FROM sessions WHERE api_key_id = $1 AND subject = $2 AND verdict_status = 'failed' AND ended_at >= $3 AND practice = 0 \
              AND (end_reason IS NULL OR end_reason NOT IN ('server_restart', 'node_lost', 'server_shutdown'))",
         )
         .bind(api_key_id)
@@ -438,7 +451,7 @@ impl Store {
     /// Other nodes' sessions are theirs to end.
     pub async fn orphaned_sessions(&self) -> StoreResult<Vec<OpenSession>> {
         let rows = sqlx::query(
-            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY created_at, id",
+            "SELECT id, api_key_id, subject, reference FROM sessions WHERE ended_at IS NULL AND practice = 0 AND (node = $1 OR node IS NULL) ORDER BY created_at, id",
         )
         .bind(&*self.node)
         .fetch_all(&self.pool)

@@ -34,6 +34,7 @@ const vc = {
   light: null, // { id, sequence, painted: [[r, g, b], ...] } during the screen-light step
   skipLight: false, // the person chose to skip the flashing-colour step
   supportRef: null, // the reference shown on the result screen, e.g. 'K7Q2-M9XD'
+  practice: false, // a practice run (page_url has mode=practice): labelled, its own result screen
 };
 window.vericall = vc;
 
@@ -98,6 +99,11 @@ async function loadRequirements() {
 
 async function precheck() {
   show('precheck');
+  // The server decides what counts; the page only labels a practice run as one.
+  vc.practice = params.get('mode') === 'practice';
+  document.body.dataset.practice = String(vc.practice);
+  $('practice-badge').hidden = !vc.practice;
+  $('practice-note').hidden = !vc.practice;
   const session = params.get('session');
   const token = params.get('token');
   if (!session || !token) {
@@ -372,6 +378,7 @@ function finish(verdict) {
   $('result-icon').dataset.status = kind;
   $('result-title').textContent = t(`result.${kind}.title`);
   $('result-text').textContent = kind === 'failed' && !reasons.length ? t('error.generic') : t(`result.${kind}.text`);
+  if (vc.practice) practiceResult(kind);
   renderReasons(reasons.filter((r) => r.code !== 'SESSION_INCOMPLETE' || reasons.length === 1));
   const retryable = kind !== 'passed' && kind !== 'needs_review'
     && reasons.some((r) => r.retryable ?? catalog.get(r.code)?.retryable);
@@ -410,6 +417,18 @@ async function showReference(fromServer) {
   vc.supportRef = ref;
   $('result-ref').hidden = !ref;
   $('result-ref-code').textContent = ref ?? '';
+}
+
+/// A practice run's own result: what went well (the steps done) and what to fix (the reasons'
+/// hints, listed below as for a real verification); nothing of it counts.
+function practiceResult(kind) {
+  document.body.dataset.result = `practice-${kind}`;
+  $('result-title').textContent = t('result.practice.title');
+  const outcome = kind === 'passed' ? 'passed' : kind === 'needs_review' ? 'review' : 'failed';
+  const done = stepStates.filter((s) => s === 'done').length;
+  const total = vc.challenge?.steps ?? stepStates.length;
+  const steps = total ? ` ${t('result.practice.steps', { passed: done, total })}` : '';
+  $('result-text').textContent = `${t(`result.practice.${outcome}`)}${steps}`;
 }
 
 function renderReasons(reasons) {

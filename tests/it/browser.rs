@@ -716,3 +716,77 @@ async fn the_page_restarts_ice_after_a_network_drop_and_keeps_its_progress() {
     assert_eq!(v["verdict"]["status"], "passed", "{v:#}");
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A practice run (issue 20), in Chinese: the page labels it, ends on its own result screen with
+/// what to fix, and nothing of it counts: the relying party gets no verdict (only that a practice
+/// run happened and how it went), the subject's list and failed attempts are unchanged, and no
+/// evidence file exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_run_in_chinese_ends_on_its_own_screen_and_counts_for_nothing() {
+    let ts = face_server().await;
+    let subject = "practising-user";
+    let s = ts
+        .create_session_with(serde_json::json!({ "subject": subject, "mode": "practice" }))
+        .await;
+    assert!(s.page_url.contains("mode=practice"), "{}", s.page_url);
+    let c = clips();
+    let report = flow(
+        &s.page_url,
+        &[
+            "--video",
+            c.black.to_str().unwrap(),
+            "--audio",
+            c.tone.to_str().unwrap(),
+            "--viewport",
+            "360x640",
+            "--lang",
+            "zh-CN",
+            "--timeout",
+            "60",
+            "--screens",
+            &shots("practice-360x640-zh-CN"),
+        ],
+    )
+    .await;
+    assert_eq!(report["result"]["status"], "failed", "{report}");
+    assert_eq!(report["shown"]["title"], "练习结束", "{report}");
+    assert_eq!(
+        report["shown"]["reasons"][0]["code"], "CAMERA_BLACK",
+        "{report}"
+    );
+    assert_eq!(report["untranslated"], serde_json::json!([]), "{report}");
+    assert_eq!(report["missingKeys"], serde_json::json!([]), "{report}");
+
+    let v = ts
+        .wait_session(&s.id, Duration::from_secs(20), |v| v["state"] == "ended")
+        .await;
+    assert_eq!(v["mode"], "practice", "{v:#}");
+    assert!(
+        v["verdict"].is_null() && v["signed_verdict"].is_null(),
+        "{v:#}"
+    );
+    assert_eq!(v["practice_outcome"]["status"], "failed", "{v:#}");
+    assert_eq!(v["practice_outcome"]["reasons"][0], "CAMERA_BLACK", "{v:#}");
+    let listed = ts
+        .get_json(&format!("/v1/sessions?subject={subject}"))
+        .await;
+    assert_eq!(listed["sessions"], serde_json::json!([]), "{listed}");
+    let failed = ts
+        .server
+        .registry
+        .store()
+        .count_failed_attempts(v["api_key_id"].as_str().unwrap(), subject, 0)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    assert!(!ts.dir.path().join("evidence").join(&s.id).exists());
+    let practice = ts
+        .get_json(&format!("/v1/subjects/{subject}/practice"))
+        .await;
+    assert_eq!(practice["runs"], 1, "{practice}");
+    assert_eq!(
+        practice["last"]["outcome"]["status"], "failed",
+        "{practice}"
+    );
+    ts.server.shutdown(Duration::from_secs(1)).await;
+}
