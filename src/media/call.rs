@@ -87,8 +87,8 @@ pub struct CallConfig {
     pub keep_evidence: bool,
 }
 
-/// Counters for the call's summary and the quality events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters for the call's summary (`network.decode` in the session) and the quality events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounters {
     pub frames_decoded: u64,
     pub frames_analyzed: u64,

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::admission::NodeLoad;
-use super::call::{CallConfig, CallCore, CallEvent, CallOutput, EvidenceImage};
+use super::call::{CallConfig, CallCore, CallCounters, CallEvent, CallOutput, EvidenceImage};
 use super::decode::{level_dbfs, AudioDecoder, DecodedFrame, VideoCodec, VideoDecoder};
 use crate::analysis::face::embed::Embedding;
 use crate::analysis::face::FaceModels;
@@ -102,69 +102,32 @@ pub enum PipelineFeedback {
     VerdictReady,
 }
 
-/// Counters shared with the peer for the call summary.
+/// Counters shared with the peer for the call summary: the core's, copied after each input
+/// (an uncontended lock on the media thread; the peer reads them about once a second), and the
+/// queue drops that [`Pipeline::submit`] counts on the peer's side.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    pub frames_decoded: AtomicU64,
-    pub frames_analyzed: AtomicU64,
-    pub frames_skipped: AtomicU64,
-    pub decode_errors: AtomicU64,
-    pub queue_drops: AtomicU64,
-    pub audio_decoded: AtomicU64,
-    /// Analysed frames on which the face tracker produced an observation (with or without a face).
-    pub face_observations: AtomicU64,
-    pub faces_found: AtomicU64,
-    pub face_errors: AtomicU64,
-    pub width: AtomicU64,
-    pub height: AtomicU64,
+    counters: std::sync::Mutex<CallCounters>,
+    queue_drops: AtomicU64,
 }
 
 /// A snapshot of [`PipelineStats`] for the call summary.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct DecodeSummary {
-    pub frames_decoded: u64,
-    pub frames_analyzed: u64,
-    pub frames_skipped: u64,
-    pub decode_errors: u64,
+    #[serde(flatten)]
+    pub counters: CallCounters,
     pub queue_drops: u64,
-    pub audio_decoded: u64,
-    pub face_observations: u64,
-    pub faces_found: u64,
-    pub face_errors: u64,
-    pub width: u64,
-    pub height: u64,
 }
 
 impl PipelineStats {
-    /// Copies the core's counters (queue drops are counted by [`Pipeline::submit`]).
-    fn store(&self, c: &super::call::CallCounters) {
-        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&self.frames_decoded, c.frames_decoded);
-        set(&self.frames_analyzed, c.frames_analyzed);
-        set(&self.frames_skipped, c.frames_skipped);
-        set(&self.decode_errors, c.decode_errors);
-        set(&self.audio_decoded, c.audio_decoded);
-        set(&self.face_observations, c.face_observations);
-        set(&self.faces_found, c.faces_found);
-        set(&self.face_errors, c.face_errors);
-        set(&self.width, c.width);
-        set(&self.height, c.height);
+    fn store(&self, c: &CallCounters) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *c;
     }
 
     pub fn snapshot(&self) -> DecodeSummary {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         DecodeSummary {
-            frames_decoded: get(&self.frames_decoded),
-            frames_analyzed: get(&self.frames_analyzed),
-            frames_skipped: get(&self.frames_skipped),
-            decode_errors: get(&self.decode_errors),
-            queue_drops: get(&self.queue_drops),
-            audio_decoded: get(&self.audio_decoded),
-            face_observations: get(&self.face_observations),
-            faces_found: get(&self.faces_found),
-            face_errors: get(&self.face_errors),
-            width: get(&self.width),
-            height: get(&self.height),
+            counters: *self.counters.lock().unwrap_or_else(|e| e.into_inner()),
+            queue_drops: self.queue_drops.load(Ordering::Relaxed),
         }
     }
 }
