@@ -343,7 +343,7 @@ pub async fn subject_practice(
         .store()
         .practice_runs(&key.id, &subject)
         .await?;
-    let last = last.map(|(id, _, verdict, ended_at)| {
+    let last = last.map(|(id, verdict, ended_at)| {
         let outcome = verdict
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .map(|v| super::sessions::practice_outcome(&v));

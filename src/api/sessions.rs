@@ -277,7 +277,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = key.owned_session(&state, &id).await?;
-    if state.registry.store().is_practice(&id).await? {
+    if row.practice {
         return practice_view(&state, row).await;
     }
     let reference = state.registry.store().get_session_reference(&id).await?;

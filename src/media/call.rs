@@ -383,11 +383,6 @@ impl CallCore {
         &self.counters
     }
 
-    /// Whether the verdict has been decided.
-    pub fn has_verdict(&self) -> bool {
-        self.verdict_reached
-    }
-
     /// The media connected at `at`, with or without an audio track.
     pub fn on_connected(&mut self, at: Instant, has_audio: bool) {
         self.camera.on_connected(at);

@@ -246,7 +246,7 @@ impl Worker {
         verdict: Arc<std::sync::Mutex<Option<Verdict>>>,
     ) -> Self {
         let id = bus.session_id();
-        let core = CallCore::new(
+        let mut core = CallCore::new(
             CallConfig {
                 analysis_fps: cfg.analysis_fps,
                 wants_audio: cfg.wants_audio,
@@ -263,7 +263,6 @@ impl Worker {
             Instant::now(),
         );
         let mut reference = cfg.reference;
-        let mut core = core;
         if let Some((r, kind)) = reference.borrow_and_update().clone() {
             core.on_reference(r, kind);
         }

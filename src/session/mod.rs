@@ -434,7 +434,7 @@ impl SessionRegistry {
         let now = unix_ms_now();
         let expires = now + self.cfg.session_ttl().as_millis() as i64;
         self.store
-            .insert_session_as(
+            .insert_session_with_reference(
                 &SessionRow {
                     id: id.to_string(),
                     api_key_id: api_key_id.to_string(),
@@ -446,9 +446,9 @@ impl SessionRegistry {
                     ended_at: None,
                     end_reason: None,
                     network_summary: None,
+                    practice: policy.practice,
                 },
                 external_reference.as_deref(),
-                policy.practice,
             )
             .await?;
         let session = Arc::new(Session {

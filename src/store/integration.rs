@@ -224,26 +224,13 @@ pub struct EnrolmentRow {
 }
 
 impl Store {
-    /// Whether session `id` is a practice run.
-    pub async fn is_practice(&self, id: &str) -> StoreResult<bool> {
-        let practice: Option<i64> =
-            sqlx::query_scalar("SELECT practice FROM sessions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(practice.unwrap_or(0) != 0)
-    }
-
     /// A subject's practice runs under `api_key_id`: how many, and the last one's
-    /// `(session id, verdict status, verdict JSON, ended_at)` if it ended.
+    /// `(session id, outcome JSON, ended_at)` (the outcome once it ended).
     pub async fn practice_runs(
         &self,
         api_key_id: &str,
         subject: &str,
-    ) -> StoreResult<(
-        i64,
-        Option<(String, Option<String>, Option<String>, Option<i64>)>,
-    )> {
+    ) -> StoreResult<(i64, Option<(String, Option<String>, Option<i64>)>)> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sessions WHERE api_key_id = $1 AND subject = $2 AND practice = 1",
         )
@@ -252,7 +239,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let last = sqlx::query(
-            "SELECT id, verdict_status, verdict, ended_at FROM sessions \
+            "SELECT id, verdict, ended_at FROM sessions \
              WHERE api_key_id = $1 AND subject = $2 AND practice = 1 ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(api_key_id)
@@ -260,7 +247,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .map(|r| -> StoreResult<_> {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
         .transpose()?;
         Ok((count, last))

@@ -72,6 +72,8 @@ pub struct SessionRow {
     pub ended_at: Option<i64>,
     pub end_reason: Option<String>,
     pub network_summary: Option<String>,
+    /// A practice run (migrations/0009_practice.sql says what that leaves out).
+    pub practice: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -282,17 +284,6 @@ impl Store {
         s: &SessionRow,
         reference: Option<&str>,
     ) -> StoreResult<()> {
-        self.insert_session_as(s, reference, false).await
-    }
-
-    /// Inserts a session, a practice run when `practice` (migrations/0009_practice.sql says
-    /// what that leaves out).
-    pub async fn insert_session_as(
-        &self,
-        s: &SessionRow,
-        reference: Option<&str>,
-        practice: bool,
-    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sessions (id, api_key_id, subject, state, created_at, expires_at, node, reference, support_ref, practice) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
@@ -305,7 +296,7 @@ impl Store {
         .bind(&*self.node)
         .bind(reference)
         .bind(crate::reasons::support_reference(&s.id))
-        .bind(i64::from(practice))
+        .bind(i64::from(s.practice))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -461,7 +452,7 @@ impl Store {
 
     pub async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT id, api_key_id, subject, state, created_at, expires_at, connected_at, ended_at, end_reason, network_summary FROM sessions WHERE id = $1",
+            "SELECT id, api_key_id, subject, state, created_at, expires_at, connected_at, ended_at, end_reason, network_summary, practice FROM sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -478,6 +469,7 @@ impl Store {
             ended_at: r.try_get(7)?,
             end_reason: r.try_get(8)?,
             network_summary: r.try_get(9)?,
+            practice: r.try_get::<i64, _>(10)? != 0,
         }))
     }
 
@@ -640,6 +632,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             network_summary: None,
+            practice: false,
         };
         store.insert_session(&row).await.unwrap();
         store.set_session_connected("s1", 12).await.unwrap();
@@ -673,6 +666,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             network_summary: None,
+            practice: false,
         };
         store.insert_session(&row).await.unwrap();
         drop(store);

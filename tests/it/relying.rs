@@ -950,6 +950,7 @@ async fn a_node_lost_verdict_is_delivered_by_webhook() {
         ended_at: None,
         end_reason: None,
         network_summary: None,
+        practice: false,
     })
     .await
     .unwrap();
@@ -998,6 +999,7 @@ async fn paging_by_cursor_reaches_every_session_once() {
                 ended_at: None,
                 end_reason: None,
                 network_summary: None,
+                practice: false,
             })
             .await
             .unwrap();
@@ -1231,6 +1233,7 @@ async fn sessions_ended_without_a_verdict_get_one_at_start() {
                 ended_at: None,
                 end_reason: None,
                 network_summary: None,
+                practice: false,
             })
             .await
             .unwrap();

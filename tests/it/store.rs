@@ -21,6 +21,7 @@ fn session(id: &str, key: &str, subject: &str, created_at: i64) -> SessionRow {
         ended_at: None,
         end_reason: None,
         network_summary: None,
+        practice: false,
     }
 }
 
