@@ -60,7 +60,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `sqlite://...` (default, a file under ./data/) or `postgres://...`.
     pub database_url: String,
-    /// Folder of the default SQLite file and of evidence frames (`<data_dir>/evidence/`).
+    /// Folder of the default SQLite file and, without `evidence_url`, of evidence frames
+    /// (`<data_dir>/evidence/`).
     pub data_dir: String,
     /// Sessions with media at once; WHIP answers 503 + Retry-After beyond this.
     pub max_sessions: usize,
@@ -131,6 +132,22 @@ pub struct Config {
     /// This instance's name when several share one database (defaults to `$HOSTNAME`, i.e. the
     /// pod name). A restart ends only the sessions this node left open.
     pub node_id: Option<String>,
+    /// Where evidence frames are kept: unset, the folder `<data_dir>/evidence`; on a cluster,
+    /// S3-compatible storage every node reads (`s3://bucket/prefix`; credentials, region and
+    /// endpoint from the standard `AWS_*` environment: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT` for MinIO and the like).
+    pub evidence_url: Option<String>,
+    /// The secret the nodes sharing one database sign forwarded requests with (docs/SCALING.md).
+    /// When set, a node that receives a request only a session's owner can answer (WHIP, events,
+    /// reference, client report, cancel) forwards it to the owner, so that every node can sit
+    /// behind one hostname. Unset: no forwarding (one node, or one hostname per node).
+    pub node_secret: Option<String>,
+    /// The URL this node's peers reach its HTTP listener at (e.g. `http://$(POD_IP):8080`).
+    /// Defaults to `http://<http_addr>`, which suits only a specific listening address.
+    pub internal_url: Option<String>,
+    /// A node whose heartbeat (every 2 s, in the database) is this old is lost: another node
+    /// ends its open sessions `node_lost`, each with a verdict and its webhook.
+    pub node_lost_secs: u64,
     /// On shutdown, running calls get this long to finish before they are ended.
     pub drain_secs: u64,
     /// Allow webhook URLs on loopback/private addresses and plain http (tests, lab setups).
@@ -192,6 +209,10 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             operator_login_hours: 12,
             node_id: None,
+            evidence_url: None,
+            node_secret: None,
+            internal_url: None,
+            node_lost_secs: 20,
             drain_secs: 90,
             webhook_allow_internal: false,
             webhook_resolve: Default::default(),
@@ -286,6 +307,26 @@ impl Config {
                 "analysis_fps must be in (0, 60]".into(),
             ));
         }
+        // Three missed heartbeats at least, so that one slow database write loses no node.
+        if self.node_lost_secs < 6 {
+            return Err(ConfigError::Invalid(
+                "node_lost_secs must be at least 6".into(),
+            ));
+        }
+        if let Some(secret) = &self.node_secret {
+            if secret.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "node_secret must be at least 16 characters".into(),
+                ));
+            }
+            if self.internal_url.is_none() && self.http_addr.ip().is_unspecified() {
+                return Err(ConfigError::Invalid(format!(
+                    "node_secret needs internal_url: peers cannot reach {} (set e.g. http://$(POD_IP):{})",
+                    self.http_addr,
+                    self.http_addr.port()
+                )));
+            }
+        }
         if self.metrics_token.as_deref() == Some("") {
             return Err(ConfigError::Invalid(
                 "metrics_token must not be empty (leave it unset for open metrics)".into(),
@@ -333,6 +374,14 @@ impl Config {
                 ip
             }
         })
+    }
+
+    /// Where peers reach this node (`internal_url`, else the listening address).
+    pub fn internal_url(&self, http_local: SocketAddr) -> String {
+        match &self.internal_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{http_local}"),
+        }
     }
 
     pub fn base_url(&self, http_local: SocketAddr) -> String {

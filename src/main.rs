@@ -204,8 +204,8 @@ async fn serve(db: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "vericall listening on {} (media UDP {})",
-        server.base_url, server.media_addr
+        "vericall listening on {} (HTTP {}, media UDP {})",
+        server.base_url, server.http_addr, server.media_addr
     );
     shutdown_signal().await;
     tracing::info!(

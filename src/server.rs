@@ -30,6 +30,8 @@ pub enum ServerError {
     #[error("database: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Evidence(#[from] crate::store::evidence::EvidenceError),
+    #[error(transparent)]
     Models(#[from] crate::analysis::face::ModelError),
     #[error("verdict signing key: {0}")]
     Signing(#[from] crate::notify::signing::SigningError),
@@ -100,6 +102,10 @@ impl RunningServer {
             tracing::warn!("webhook worker did not stop in time; undelivered rows stay queued");
         }
         self.webhooks.flush(Duration::from_secs(5)).await;
+        // Gone cleanly: peers stop forwarding here and have nothing to end.
+        if let Err(e) = self.registry.store().leave().await {
+            tracing::warn!(error = %e, "cannot remove this node from the cluster's list");
+        }
     }
 }
 
@@ -184,9 +190,15 @@ async fn serve_http(
 pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
+    let evidence = crate::store::evidence::EvidenceStore::open(
+        cfg.evidence_url.as_deref(),
+        std::path::Path::new(&cfg.data_dir),
+    )?;
+    tracing::info!(location = %evidence.location(), "evidence frames");
     let store = Store::connect(&cfg.database_url)
         .await?
-        .for_node(&cfg.node());
+        .for_node(&cfg.node())
+        .with_evidence(evidence);
     let (created_api_key_id, created_api_key) = ensure_api_key(&store).await?.unzip();
     let face_models = if cfg.face_analysis {
         let dir = std::path::PathBuf::from(&cfg.models_dir);
@@ -274,26 +286,9 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     // Sessions an earlier version ended without a verdict get one (once, by whichever instance).
     registry.backfill_verdicts().await?;
 
-    let sweeper = {
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(2));
-            let mut ticks = 0u64;
-            loop {
-                every.tick().await;
-                registry.sweep().await;
-                if ticks % 30 == 0 {
-                    registry.end_stale_sessions().await;
-                }
-                ticks += 1;
-            }
-        })
-    };
-
     // Retention, hourly: evidence frames and document text older than `retention_days`, and
     // whole sessions that ended more than `session_retention_days` ago, are deleted.
     let purger = {
-        let data_dir = std::path::PathBuf::from(&cfg.data_dir);
         let retention = Duration::from_secs(cfg.retention_days * 86_400);
         let session_retention =
             Duration::from_secs(cfg.session_retention_days.unwrap_or(cfg.retention_days) * 86_400);
@@ -323,14 +318,17 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
                     Err(e) => tracing::warn!(error = %e, "document text purge failed"),
                     _ => {}
                 }
-                let dir = data_dir.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    crate::store::evidence::purge(&dir, retention, std::time::SystemTime::now())
-                })
-                .await;
-                match result {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(sessions = n, "purged expired evidence"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "evidence purge failed"),
+                let purged = match store.evidence() {
+                    Some(evidence) => {
+                        evidence
+                            .purge(retention, std::time::SystemTime::now())
+                            .await
+                    }
+                    None => Ok(0),
+                };
+                match purged {
+                    Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired evidence"),
+                    Err(e) => tracing::warn!(error = %e, "evidence purge failed"),
                     _ => {}
                 }
             }
@@ -350,15 +348,62 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         source,
     })?;
     let base_url = cfg.base_url(http_addr);
+    let internal_url = cfg.internal_url(http_addr);
+    // This node is in the cluster's list before it serves: peers can forward to it at once.
+    registry
+        .store()
+        .heartbeat(&internal_url, crate::events::unix_ms_now())
+        .await?;
+    let sweeper = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            let mut ticks = 0u64;
+            loop {
+                every.tick().await;
+                registry.sweep().await;
+                // The heartbeat, and other nodes' sessions if they stopped beating.
+                let now = crate::events::unix_ms_now();
+                if let Err(e) = registry.store().heartbeat(&internal_url, now).await {
+                    tracing::warn!(error = %e, "cannot write this node's heartbeat");
+                }
+                registry.end_lost_nodes().await;
+                if ticks % 30 == 0 {
+                    registry.end_stale_sessions().await;
+                    if let Err(e) = registry.store().purge_rate_limits(now).await {
+                        tracing::warn!(error = %e, "cannot purge rate-limit cells");
+                    }
+                }
+                ticks += 1;
+            }
+        })
+    };
+    let store = registry.store();
     let state = AppState {
         cfg: cfg.clone(),
         registry: registry.clone(),
         metrics: Arc::new(Metrics::default()),
         base_url: base_url.clone().into(),
-        session_limit: Arc::new(api::limits::RateLimiter::new(cfg.sessions_per_minute)),
-        whip_limit: Arc::new(api::limits::RateLimiter::new(cfg.whip_offers_per_minute)),
-        login_limit: Arc::new(api::limits::RateLimiter::new(LOGINS_PER_MINUTE)),
+        session_limit: Arc::new(api::limits::RateLimiter::for_cluster(
+            cfg.sessions_per_minute,
+            "sessions",
+            store,
+        )),
+        whip_limit: Arc::new(api::limits::RateLimiter::for_cluster(
+            cfg.whip_offers_per_minute,
+            "whip",
+            store,
+        )),
+        login_limit: Arc::new(api::limits::RateLimiter::for_cluster(
+            LOGINS_PER_MINUTE,
+            "logins",
+            store,
+        )),
         idempotency: Arc::default(),
+        cluster: cfg
+            .node_secret
+            .as_deref()
+            .map(|secret| Arc::new(api::forward::Cluster::new(cfg.node(), secret))),
     };
     let read_timeout = Duration::from_secs(cfg.http_read_timeout_secs);
     let app = api::router(state, static_dir).layer(axum::middleware::from_fn_with_state(

@@ -1,9 +1,14 @@
 //! Request rate limits: a token bucket per key (an API key for session creation, a client IP for
 //! WHIP offers). Over the limit, the API answers 429 with `Retry-After`.
 //!
+//! On a shared database (PostgreSQL, several nodes) the bucket lives in the database
+//! (`Store::take_rate_token`), so a limit of N per minute is N for the whole cluster, whichever
+//! node each request reaches; should the database fail, the node falls back to its own bucket.
+//! On SQLite (one node) the bucket is in memory.
+//!
 //! Memory is bounded whatever callers send: keys are kept as a 128-bit digest (a username of any
 //! length costs 16 bytes), and at `MAX_BUCKETS` idle buckets go first, then the least recently
-//! used one.
+//! used one. The database holds the same digests, never an address or a name.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,12 +16,16 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use crate::store::Store;
+
 /// Buckets kept at most; idle (full) ones are dropped first when this is reached.
 const MAX_BUCKETS: usize = 10_000;
 
 pub struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<[u8; 16], (f64, Instant)>>,
+    /// The cluster's buckets, under keys prefixed with the limit's name.
+    shared: Option<(&'static str, Store)>,
 }
 
 impl RateLimiter {
@@ -25,6 +34,38 @@ impl RateLimiter {
         RateLimiter {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// The same limit kept in `store` when it is shared by several nodes (PostgreSQL), under
+    /// `name` (one name per limit); in memory otherwise.
+    pub fn for_cluster(per_minute: u32, name: &'static str, store: &Store) -> RateLimiter {
+        RateLimiter {
+            shared: store.is_shared().then(|| (name, store.clone())),
+            ..RateLimiter::new(per_minute)
+        }
+    }
+
+    /// Takes a token for `key` now, from the cluster's bucket when there is one, or says how many
+    /// seconds until one is available.
+    pub async fn take(&self, key: &str) -> Result<(), u32> {
+        let Some((name, store)) = self.shared.as_ref().filter(|_| self.per_minute > 0) else {
+            return self.check(key, Instant::now());
+        };
+        let cell = format!("{name}:{}", hex::encode(digest(key)));
+        let interval_ms = 60_000 / i64::from(self.per_minute);
+        let now = crate::events::unix_ms_now();
+        match store
+            .take_rate_token(&cell, now, interval_ms, i64::from(self.per_minute))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wait_ms)) => Err(((wait_ms + 999) / 1000).max(1) as u32),
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared rate limit is unavailable; using this node's");
+                self.check(key, Instant::now())
+            }
         }
     }
 
@@ -45,9 +86,7 @@ impl RateLimiter {
         }
         let capacity = f64::from(self.per_minute);
         let per_sec = capacity / 60.0;
-        let digest = Sha256::digest(key.as_bytes());
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
+        let id = digest(key);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&id) {
             buckets.retain(|_, (tokens, at)| {
@@ -74,6 +113,14 @@ impl RateLimiter {
             Err(((1.0 - *tokens) / per_sec).ceil().max(1.0) as u32)
         }
     }
+}
+
+/// A key's first 128 bits of SHA-256: fixed size, and no address or name kept in clear.
+fn digest(key: &str) -> [u8; 16] {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
 }
 
 /// The request body did not arrive within the read timeout.

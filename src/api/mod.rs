@@ -6,6 +6,7 @@ mod body;
 mod client;
 mod error;
 mod events;
+pub mod forward;
 pub mod idempotency;
 pub mod limits;
 mod openapi;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub login_limit: Arc<limits::RateLimiter>,
     /// Answers to `POST /v1/sessions` with an `Idempotency-Key`.
     pub idempotency: Arc<idempotency::IdempotencyCache>,
+    /// Set with `node_secret`: requests for sessions other nodes run are forwarded to them.
+    pub cluster: Option<Arc<forward::Cluster>>,
 }
 
 pub fn router(state: AppState, static_dir: &str) -> Router {
@@ -119,6 +122,10 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback_service(ServeDir::new(static_dir))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .layer(middleware::from_fn(body::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state.clone());

@@ -383,28 +383,15 @@ pub async fn delete_subject(
             state.registry.forget(id);
         }
     }
-    let data_dir = std::path::PathBuf::from(&state.cfg.data_dir);
-    let dirs: Vec<_> = ids
-        .iter()
-        .map(|id| crate::store::evidence::session_dir(&data_dir, id))
-        .collect();
-    let files = tokio::task::spawn_blocking(move || {
-        let mut files = 0usize;
-        for d in dirs {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                files += entries.count();
-            }
-            match std::fs::remove_dir_all(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+    let mut files = 0usize;
+    if let Some(evidence) = store.evidence() {
+        for id in &ids {
+            files += evidence
+                .delete_session(id)
+                .await
+                .map_err(|e| ApiError::Internal(format!("cannot delete evidence: {e}")))?;
         }
-        Ok(files)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("cannot delete evidence: {e}")))?;
+    }
     let deleted = store.delete_sessions(&ids).await?;
     let enrolments = store.delete_enrolment(&key.id, &subject).await?;
     // The subject id itself is personal data: log only counts.

@@ -174,16 +174,16 @@ pub async fn login(
             "username and password are limited to {MAX_CREDENTIAL_BYTES} bytes"
         )));
     }
-    let now = std::time::Instant::now();
     let ip = super::client_ip(&state, peer, &headers);
-    let limited = state
-        .login_limit
-        .check(&format!("ip:{ip}"), now)
-        .and_then(|_| {
+    let limited = match state.login_limit.take(&format!("ip:{ip}")).await {
+        Ok(()) => {
             state
                 .login_limit
-                .check(&format!("user:{}", req.username), now)
-        });
+                .take(&format!("user:{}", req.username))
+                .await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(retry_after_secs) = limited {
         return Err(ApiError::TooManyRequests {
             code: "rate_limited",
@@ -397,11 +397,16 @@ pub async fn frame(
     if !listed {
         return Err(ApiError::NotFound);
     }
-    let path = crate::store::evidence::session_dir(std::path::Path::new(&state.cfg.data_dir), &id)
-        .join(&name);
-    let bytes = tokio::fs::read(&path)
+    let evidence = state
+        .registry
+        .store()
+        .evidence()
+        .ok_or(ApiError::NotFound)?;
+    let bytes = evidence
+        .get(&id, &name)
         .await
-        .map_err(|_| ApiError::NotFound)?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::NotFound)?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),

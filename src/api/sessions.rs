@@ -98,7 +98,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     state
         .session_limit
-        .check(&key.id, std::time::Instant::now())
+        .take(&key.id)
+        .await
         .map_err(|retry_after_secs| ApiError::TooManyRequests {
             code: "rate_limited",
             message: "too many sessions created with this key; retry later".into(),

@@ -88,20 +88,22 @@ pub async fn offer(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
+    forwarded: Option<axum::Extension<super::forward::Forwarded>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    state
-        .whip_limit
-        .check(
-            &super::client_ip(&state, peer, &headers),
-            std::time::Instant::now(),
-        )
-        .map_err(|retry_after_secs| ApiError::TooManyRequests {
-            code: "rate_limited",
-            message: "too many offers from this address; retry later".into(),
-            retry_after_secs,
-        })?;
+    // A forwarded offer was counted by the node that received it.
+    if forwarded.is_none() {
+        state
+            .whip_limit
+            .take(&super::client_ip(&state, peer, &headers))
+            .await
+            .map_err(|retry_after_secs| ApiError::TooManyRequests {
+                code: "rate_limited",
+                message: "too many offers from this address; retry later".into(),
+                retry_after_secs,
+            })?;
+    }
     let session = client_session(&state, &id, &headers)?;
     require_content_type(&headers, "application/sdp")?;
     let offer = utf8(&body)?;

@@ -179,13 +179,26 @@ impl SessionEvent for LifecycleEvent<'_> {
     }
 }
 
-/// A session's evidence folder, where its call's media thread writes JPEGs (`store::evidence`).
+/// A session's evidence frames (`store::evidence`): the call's media thread encodes each JPEG,
+/// and the upload (a local file or an S3 request) runs on the runtime, off the media thread.
 #[derive(Debug)]
-pub struct EvidenceFolder(pub std::path::PathBuf);
+pub struct EvidenceFolder {
+    store: crate::store::evidence::EvidenceStore,
+    session: Arc<str>,
+    runtime: tokio::runtime::Handle,
+}
 
 impl crate::media::pipeline::EvidenceSink for EvidenceFolder {
     fn write(&self, name: &str, frame: &crate::frame::I420) -> std::io::Result<String> {
-        crate::store::evidence::write_jpeg(&self.0, name, frame)
+        let jpeg = crate::store::evidence::encode_jpeg(frame)?;
+        let file = format!("{name}.jpg");
+        let (store, session, key) = (self.store.clone(), self.session.clone(), file.clone());
+        self.runtime.spawn(async move {
+            if let Err(e) = store.put(&session, &key, jpeg).await {
+                tracing::warn!(session = %session, error = %e, "cannot keep an evidence frame");
+            }
+        });
+        Ok(file)
     }
 }
 
@@ -570,12 +583,17 @@ impl SessionRegistry {
             reference: session.reference.subscribe(),
             load: self.load.clone(),
             // A practice run keeps no evidence.
-            evidence: (!session.policy.practice).then(|| {
-                Arc::new(EvidenceFolder(crate::store::evidence::session_dir(
-                    std::path::Path::new(&self.cfg.data_dir),
-                    &session.id,
-                ))) as crate::media::pipeline::EvidenceWriter
-            }),
+            evidence: self
+                .store
+                .evidence()
+                .filter(|_| !session.policy.practice)
+                .map(|store| {
+                    Arc::new(EvidenceFolder {
+                        store: store.clone(),
+                        session: session.id.clone(),
+                        runtime: tokio::runtime::Handle::current(),
+                    }) as crate::media::pipeline::EvidenceWriter
+                }),
             document: self
                 .document_reader
                 .clone()
@@ -977,6 +995,27 @@ impl SessionRegistry {
             Ok(0) => {}
             Ok(n) => tracing::warn!(count = n, "ended sessions whose server instance is gone"),
             Err(e) => tracing::warn!(error = %e, "cannot end stale sessions"),
+        }
+    }
+
+    /// Ends the open sessions of nodes whose heartbeat stopped `node_lost_secs` ago (killed,
+    /// partitioned from the database): each gets `SESSION_INCOMPLETE` with `node_lost`, a signed
+    /// verdict and its webhook, from whichever node gets there first (each is decided once).
+    pub async fn end_lost_nodes(&self) {
+        let now = unix_ms_now();
+        let cutoff = now - self.cfg.node_lost_secs as i64 * 1000;
+        let result = match self.store.lost_nodes_sessions(cutoff).await {
+            Ok(open) if open.is_empty() => Ok(0),
+            Ok(open) => self.end_abandoned(open, "node_lost").await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "ended the sessions of a node that stopped"),
+            Err(e) => tracing::warn!(error = %e, "cannot end a lost node's sessions"),
+        }
+        if let Err(e) = self.store.forget_lost_nodes(cutoff, now).await {
+            tracing::warn!(error = %e, "cannot forget lost nodes");
         }
     }
 

@@ -1,19 +1,171 @@
-//! Evidence frames on disk: `<data_dir>/evidence/<session id>/<name>.jpg`, written by the call's
-//! media thread (`session::EvidenceFolder`) (best frontal frame, one key frame per challenge) and deleted
-//! by the retention policy.
+//! Evidence frames (the best frontal frame, one key frame per challenge, the ID card) as JPEGs
+//! in an object store, keyed `<session id>/<name>.jpg`: by default the local folder
+//! `<data_dir>/evidence`; on a cluster, S3-compatible storage every node reads
+//! (`evidence_url = "s3://bucket/prefix"`, credentials, region and endpoint from the standard
+//! `AWS_*` environment). Written by the call's media thread (`session::EvidenceFolder`), shown by
+//! the review console from any node, and deleted with the subject and by the retention policy.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
 
 use crate::frame::{sample_rgb, I420};
 
-pub fn session_dir(data_dir: &Path, session: &str) -> PathBuf {
-    data_dir.join("evidence").join(session)
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("evidence storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("evidence_url must be s3://<bucket>[/<prefix>], not {0}")]
+    Url(String),
+    #[error("cannot create the evidence folder {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// Writes `frame` as `<dir>/<name>.jpg` (quality 85); returns the file name.
-pub fn write_jpeg(dir: &Path, name: &str, frame: &I420) -> std::io::Result<String> {
-    std::fs::create_dir_all(dir)?;
+/// Where evidence frames are kept (cheap to clone: one shared client).
+#[derive(Debug, Clone)]
+pub struct EvidenceStore {
+    objects: Arc<dyn ObjectStore>,
+    /// Keys live under this prefix (S3: the path of `evidence_url`; local: none).
+    prefix: String,
+    /// `s3://bucket/prefix` or the local folder, for logs.
+    location: String,
+}
+
+impl EvidenceStore {
+    /// S3-compatible storage at `url`, else the folder `<data_dir>/evidence`.
+    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<EvidenceStore, EvidenceError> {
+        match url {
+            Some(url) => {
+                let rest = url
+                    .strip_prefix("s3://")
+                    .ok_or_else(|| EvidenceError::Url(url.to_string()))?;
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(EvidenceError::Url(url.to_string()));
+                }
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                Ok(EvidenceStore {
+                    objects: Arc::new(s3),
+                    prefix: prefix.trim_matches('/').to_string(),
+                    location: url.to_string(),
+                })
+            }
+            None => {
+                let root = data_dir.join("evidence");
+                std::fs::create_dir_all(&root).map_err(|source| EvidenceError::Folder {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                // Empty session folders go with their last file.
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&root)?
+                    .with_automatic_cleanup(true);
+                Ok(EvidenceStore {
+                    objects: Arc::new(local),
+                    prefix: String::new(),
+                    location: root.display().to_string(),
+                })
+            }
+        }
+    }
+
+    /// Where the frames go, for logs.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn session_prefix(&self, session: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(session)
+        } else {
+            ObjectPath::from(format!("{}/{session}", self.prefix))
+        }
+    }
+
+    fn key(&self, session: &str, file: &str) -> ObjectPath {
+        self.session_prefix(session).child(file)
+    }
+
+    /// Keeps `jpeg` as `file` of `session`.
+    pub async fn put(&self, session: &str, file: &str, jpeg: Vec<u8>) -> Result<(), EvidenceError> {
+        self.objects
+            .put(&self.key(session, file), jpeg.into())
+            .await?;
+        Ok(())
+    }
+
+    /// `file` of `session`, if it is kept.
+    pub async fn get(&self, session: &str, file: &str) -> Result<Option<Vec<u8>>, EvidenceError> {
+        match self.objects.get(&self.key(session, file)).await {
+            Ok(found) => Ok(Some(found.bytes().await?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every frame of `session`; returns how many there were.
+    pub async fn delete_session(&self, session: &str) -> Result<usize, EvidenceError> {
+        let keys: Vec<ObjectPath> = self
+            .objects
+            .list(Some(&self.session_prefix(session)))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        for key in &keys {
+            match self.objects.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(keys.len())
+    }
+
+    /// Deletes the frames of every session whose newest frame is older than `now - retention`;
+    /// returns how many sessions were removed.
+    pub async fn purge(
+        &self,
+        retention: Duration,
+        now: SystemTime,
+    ) -> Result<usize, EvidenceError> {
+        let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let root = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let depth = root.as_ref().map_or(0, |r| r.parts().count());
+        let objects: Vec<object_store::ObjectMeta> =
+            self.objects.list(root.as_ref()).try_collect().await?;
+        // The session of each key is the part right under the prefix.
+        let mut newest: HashMap<String, SystemTime> = HashMap::new();
+        for meta in &objects {
+            let Some(session) = meta.location.parts().nth(depth) else {
+                continue;
+            };
+            let modified = SystemTime::from(meta.last_modified);
+            let entry = newest
+                .entry(session.as_ref().to_string())
+                .or_insert(modified);
+            *entry = (*entry).max(modified);
+        }
+        let mut removed = 0;
+        for (session, at) in newest {
+            if at < cutoff {
+                self.delete_session(&session).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `frame` as a JPEG (quality 85).
+pub fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
     let mut rgb = Vec::with_capacity(frame.width * frame.height * 3);
     for y in 0..frame.height {
         for x in 0..frame.width {
@@ -21,11 +173,8 @@ pub fn write_jpeg(dir: &Path, name: &str, frame: &I420) -> std::io::Result<Strin
             rgb.extend(p.iter().map(|v| *v as u8));
         }
     }
-    let file = format!("{name}.jpg");
-    let out = std::fs::File::create(dir.join(&file))?;
-    let mut encoder =
-        image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(out), 85);
-    encoder
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
         .encode(
             &rgb,
             frame.width as u32,
@@ -33,37 +182,7 @@ pub fn write_jpeg(dir: &Path, name: &str, frame: &I420) -> std::io::Result<Strin
             image::ExtendedColorType::Rgb8,
         )
         .map_err(std::io::Error::other)?;
-    Ok(file)
-}
-
-/// Deletes every session's evidence folder last modified before `now - retention`; returns how
-/// many folders were removed. Nothing else under `data_dir` is touched.
-pub fn purge(data_dir: &Path, retention: Duration, now: SystemTime) -> std::io::Result<usize> {
-    let root = data_dir.join("evidence");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return Ok(0);
-    };
-    let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let newest = newest_mtime(&path).unwrap_or(SystemTime::UNIX_EPOCH);
-        if path.is_dir() && newest < cutoff {
-            std::fs::remove_dir_all(&path)?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = std::fs::metadata(dir).ok()?.modified().ok()?;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    Some(newest)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -80,11 +199,10 @@ mod tests {
                 .set_modified(t)
                 .unwrap();
         }
-        std::fs::File::open(path).unwrap().set_modified(t).unwrap();
     }
 
-    #[test]
-    fn writes_a_jpeg_and_purges_only_expired_sessions() {
+    #[tokio::test]
+    async fn keeps_reads_and_purges_only_expired_sessions() {
         let data = tempfile::tempdir().unwrap();
         let (w, h) = (64, 48);
         let (y, u, v) = (
@@ -102,28 +220,57 @@ mod tests {
             uv_stride: w / 2,
             full_range: false,
         };
-        let old = session_dir(data.path(), "ses_old");
-        let new = session_dir(data.path(), "ses_new");
-        assert_eq!(write_jpeg(&old, "frontal", &frame).unwrap(), "frontal.jpg");
-        write_jpeg(&new, "frontal", &frame).unwrap();
-        let bytes = std::fs::read(new.join("frontal.jpg")).unwrap();
-        assert_eq!(&bytes[..2], &[0xff, 0xd8], "a JPEG");
-        std::fs::write(data.path().join("vericall.db"), b"db").unwrap();
-        age(&old, 31);
+        let jpeg = encode_jpeg(&frame).unwrap();
+        assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG");
+        let store = EvidenceStore::open(None, data.path()).unwrap();
+        store
+            .put("ses_old", "frontal.jpg", jpeg.clone())
+            .await
+            .unwrap();
+        store
+            .put("ses_new", "frontal.jpg", jpeg.clone())
+            .await
+            .unwrap();
+        store
+            .put("ses_new", "challenge-1.jpg", jpeg.clone())
+            .await
+            .unwrap();
         assert_eq!(
-            purge(
-                data.path(),
-                Duration::from_secs(30 * 86_400),
-                SystemTime::now()
-            )
-            .unwrap(),
-            1
+            store.get("ses_new", "frontal.jpg").await.unwrap(),
+            Some(jpeg.clone())
         );
-        assert!(!old.exists());
-        assert!(new.join("frontal.jpg").exists());
+        assert_eq!(store.get("ses_new", "nope.jpg").await.unwrap(), None);
+        std::fs::write(data.path().join("vericall.db"), b"db").unwrap();
+        let old = data.path().join("evidence/ses_old");
+        assert!(old.join("frontal.jpg").exists(), "a plain file per frame");
+        age(&old, 31);
+        let removed = store
+            .purge(Duration::from_secs(30 * 86_400), SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!old.exists(), "the session's folder goes with its frames");
+        assert!(data.path().join("evidence/ses_new/frontal.jpg").exists());
         assert!(
             data.path().join("vericall.db").exists(),
             "nothing else is touched"
         );
+        assert_eq!(store.delete_session("ses_new").await.unwrap(), 2);
+        assert_eq!(store.get("ses_new", "frontal.jpg").await.unwrap(), None);
+        assert_eq!(store.delete_session("ses_new").await.unwrap(), 0);
+    }
+
+    #[test]
+    fn only_s3_urls_name_shared_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["http://bucket", "s3://", "gs://bucket/x"] {
+            assert!(
+                matches!(
+                    EvidenceStore::open(Some(bad), dir.path()),
+                    Err(EvidenceError::Url(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

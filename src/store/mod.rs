@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::events::Event;
 
+mod cluster;
 pub mod evidence;
 mod integration;
 
+pub use cluster::SessionOwner;
 pub use integration::{
     AuditRow, EnrolmentRow, ListCursor, OpenSession, OutboxRow, SessionFilter, SessionListing,
     SigningKeyRow, UndecidedSession, VerdictRecord, VerdictWrite, WebhookAttempt, WebhookTarget,
@@ -35,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../../migrations/0008_enrolments.sql")),
     (9, include_str!("../../migrations/0009_practice.sql")),
+    (10, include_str!("../../migrations/0010_cluster.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,8 @@ pub struct Store {
     /// This server instance (`Config::node_id`), stamped on the sessions it creates.
     node: Arc<str>,
     is_sqlite: bool,
+    /// Where evidence frames are kept, when this store keeps them (the server's does).
+    evidence: Option<evidence::EvidenceStore>,
 }
 
 impl Store {
@@ -126,6 +131,7 @@ impl Store {
             pool,
             node: "local".into(),
             is_sqlite,
+            evidence: None,
         };
         store.migrate(!is_sqlite).await?;
         Ok(store)
@@ -135,6 +141,17 @@ impl Store {
     pub fn for_node(mut self, node: &str) -> Store {
         self.node = node.into();
         self
+    }
+
+    /// The same store, keeping evidence frames in `evidence`.
+    pub fn with_evidence(mut self, evidence: evidence::EvidenceStore) -> Store {
+        self.evidence = Some(evidence);
+        self
+    }
+
+    /// Where evidence frames are kept; `None` for a store that keeps none (tools, tests).
+    pub fn evidence(&self) -> Option<&evidence::EvidenceStore> {
+        self.evidence.as_ref()
     }
 
     async fn migrate(&self, postgres: bool) -> StoreResult<()> {

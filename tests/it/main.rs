@@ -5,6 +5,7 @@ mod architecture;
 mod browser;
 mod call;
 mod call_core;
+mod cluster;
 mod common;
 mod deploy;
 mod document;

@@ -424,17 +424,99 @@ async fn suite(store: Store, label: &str) {
     println!("store suite passed on {label}");
 }
 
+/// Two nodes on one database: who owns a session and where it is reached, a node that stops
+/// beating and its open sessions, and a rate limit both nodes draw from.
+async fn cluster_suite(url: &str, label: &str) {
+    let a = Store::connect(url).await.unwrap().for_node("node-a");
+    let b = Store::connect(url).await.unwrap().for_node("node-b");
+    a.insert_api_key("ck", "wallet", "hc", 1).await.unwrap();
+    let t0 = 1_800_000_000_000i64;
+    a.heartbeat("http://10.0.0.1:8080", t0).await.unwrap();
+    b.heartbeat("http://10.0.0.2:8080", t0).await.unwrap();
+    a.insert_session(&session("c1", "ck", "carol", t0))
+        .await
+        .unwrap();
+    a.insert_session(&session("c2", "ck", "carol", t0))
+        .await
+        .unwrap();
+    b.insert_session(&session("c3", "ck", "carol", t0))
+        .await
+        .unwrap();
+    let owner = b.session_owner("c1").await.unwrap().unwrap();
+    assert_eq!(owner.node, "node-a", "{label}");
+    assert_eq!(owner.internal_url.as_deref(), Some("http://10.0.0.1:8080"));
+    assert_eq!(owner.heartbeat_at, Some(t0));
+    assert!(!owner.ended);
+    assert!(b.session_owner("nope").await.unwrap().is_none());
+    assert!(a.end_session("c2", t0 + 1, "completed").await.unwrap());
+    assert!(b.session_owner("c2").await.unwrap().unwrap().ended);
+
+    // A beats on, B stops: after the cutoff A sees B's open session, B never sees its own.
+    a.heartbeat("http://10.0.0.1:8080", t0 + 30_000)
+        .await
+        .unwrap();
+    let cutoff = t0 + 10_000;
+    let lost: Vec<String> = a
+        .lost_nodes_sessions(cutoff)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(lost, ["c3"], "{label}");
+    assert!(b.lost_nodes_sessions(cutoff).await.unwrap().is_empty());
+    // Not forgotten while a session is open; forgotten once it ended.
+    assert_eq!(a.forget_lost_nodes(cutoff, t0 + 30_000).await.unwrap(), 0);
+    assert!(a.end_session("c3", t0 + 30_000, "node_lost").await.unwrap());
+    assert_eq!(a.forget_lost_nodes(cutoff, t0 + 30_000).await.unwrap(), 1);
+    assert_eq!(
+        b.session_owner("c3").await.unwrap().unwrap().internal_url,
+        None
+    );
+    b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    assert_eq!(
+        b.session_owner("c1").await.unwrap().unwrap().internal_url,
+        None
+    );
+
+    // 3 per minute (20 s apart, bursts of 3), taken alternately through both nodes.
+    let take = |s: &Store, at: i64| {
+        let s = s.clone();
+        async move { s.take_rate_token("t:key", at, 20_000, 3).await.unwrap() }
+    };
+    assert_eq!(take(&a, t0).await, Ok(()));
+    assert_eq!(take(&b, t0).await, Ok(()));
+    assert_eq!(take(&a, t0 + 1).await, Ok(()));
+    assert_eq!(
+        take(&b, t0 + 2).await,
+        Err(19_998),
+        "{label}: the 4th waits for a refill"
+    );
+    assert_eq!(take(&a, t0 + 20_000).await, Ok(()), "one refilled");
+    assert!(take(&b, t0 + 20_000).await.is_err());
+    assert_eq!(
+        a.take_rate_token("t:other", t0, 20_000, 3).await.unwrap(),
+        Ok(()),
+        "keys are independent"
+    );
+    assert_eq!(a.purge_rate_limits(t0 + 60_000).await.unwrap(), 1);
+    assert_eq!(a.purge_rate_limits(t0 + 120_000).await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn store_suite_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/v.db?mode=rwc", dir.path().display());
     suite(Store::connect(&url).await.unwrap(), "sqlite").await;
+    let cluster_url = format!("sqlite://{}/c.db?mode=rwc", dir.path().display());
+    cluster_suite(&cluster_url, "sqlite").await;
     // Migrations are idempotent on reopen.
     Store::connect(&url).await.unwrap();
 }
 
 /// A fresh schema per run on the PostgreSQL server, so runs never see each other's rows.
-async fn postgres_schema() -> Option<String> {
+pub(crate) async fn postgres_schema() -> Option<String> {
     let Ok(base) = std::env::var("VERICALL_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -493,6 +575,10 @@ async fn store_suite_on_postgres() {
     };
     suite(Store::connect(&url).await.unwrap(), "postgres").await;
     Store::connect(&url).await.unwrap();
+    let Some(cluster_url) = postgres_schema().await else {
+        return;
+    };
+    cluster_suite(&cluster_url, "postgres").await;
 }
 
 /// Several instances starting at once on an empty database migrate one at a time.

@@ -1,0 +1,317 @@
+//! One hostname for many nodes (docs/SCALING.md): a session's call lives on the node that created
+//! it (its media state is in that node's memory), but any node may receive the requests that need
+//! the call. A node that does not hold the session forwards them to the owner, whose internal URL
+//! it finds in the database (`Store::session_owner`), streaming the answer back (the events
+//! stream too).
+//!
+//! Forwarded requests are signed with the cluster's shared secret (`node_secret`): HMAC-SHA256
+//! over the time, method, path and the client's address. The owner checks the signature before it
+//! believes the client address it is told, and does not count a forwarded WHIP offer against the
+//! address's limit a second time (the receiving node did). A request that claims to be forwarded
+//! and is not signed correctly is refused; a forwarded request is never forwarded again.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ring::hmac;
+
+use super::{ApiError, AppState};
+
+/// `<unix seconds>.<hex HMAC>` on a forwarded request.
+const NODE_HEADER: &str = "x-vericall-node";
+/// The client address the receiving node saw (signed with the rest).
+const CLIENT_HEADER: &str = "x-vericall-client";
+/// How far a forwarded request's time may be from the owner's clock.
+const MAX_SKEW_SECS: u64 = 30;
+/// Largest body forwarded: the largest any owner-only route accepts (the reference photo).
+const MAX_FORWARDED_BODY: usize = super::reference::MAX_REFERENCE_BYTES + 64 * 1024;
+/// A forwarded request other than the events stream must be answered within this.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The owner must accept the connection within this, or the client is told to retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// This node's part in a cluster: its name, the shared secret, and a client for its peers.
+pub struct Cluster {
+    node: String,
+    key: hmac::Key,
+    http: reqwest::Client,
+}
+
+/// Marks a request a peer node forwarded, its signature checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
+
+impl Cluster {
+    pub fn new(node: String, secret: &str) -> Cluster {
+        Cluster {
+            node,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+            // No redirects (the owner answers itself) and no proxy from the environment: the
+            // request goes to the peer's internal address as it is.
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .expect("a default HTTP client builds"),
+        }
+    }
+
+    fn message(unix: u64, method: &Method, path: &str, client: &str) -> String {
+        format!("{unix}\n{method}\n{path}\n{client}")
+    }
+
+    fn sign(&self, unix: u64, method: &Method, path: &str, client: &str) -> String {
+        let tag = hmac::sign(
+            &self.key,
+            Self::message(unix, method, path, client).as_bytes(),
+        );
+        format!("{unix}.{}", hex::encode(tag.as_ref()))
+    }
+
+    /// The client address of a correctly signed, fresh forwarded request.
+    fn verify(&self, headers: &HeaderMap, method: &Method, path: &str, now: u64) -> Option<IpAddr> {
+        let signed = headers.get(NODE_HEADER)?.to_str().ok()?;
+        let client = headers.get(CLIENT_HEADER)?.to_str().ok()?;
+        let (unix, tag) = signed.split_once('.')?;
+        let unix: u64 = unix.parse().ok()?;
+        if unix.abs_diff(now) > MAX_SKEW_SECS {
+            return None;
+        }
+        let tag = hex::decode(tag).ok()?;
+        hmac::verify(
+            &self.key,
+            Self::message(unix, method, path, client).as_bytes(),
+            &tag,
+        )
+        .ok()?;
+        client.parse().ok()
+    }
+}
+
+/// The session id of a request only the session's owner can answer, if this is one.
+fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    if let Some(id) = path.strip_prefix("/whip/") {
+        return (!id.contains('/') && *method != Method::OPTIONS).then_some(id);
+    }
+    let rest = path.strip_prefix("/v1/sessions/")?;
+    match rest.split_once('/') {
+        None => (*method == Method::DELETE).then_some(rest),
+        Some((id, "events")) if *method == Method::GET => Some(id),
+        Some((id, "reference" | "client-report" | "sandbox-verdict"))
+            if *method == Method::POST =>
+        {
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Headers that belong to one connection, not to the request, and are not passed on.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | NODE_HEADER
+            | CLIENT_HEADER
+    )
+}
+
+/// Middleware: verifies requests forwarded by a peer, and forwards owner-only requests for
+/// sessions this node does not hold to the node that does. Everything else passes through.
+pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_string();
+    if req.headers().contains_key(NODE_HEADER) {
+        let method = req.method().clone();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or(path.clone(), |p| p.to_string());
+        let Some(client) = cluster.verify(req.headers(), &method, &path_and_query, unix_now())
+        else {
+            tracing::warn!(path = %path, "a forwarded request with a bad signature was refused");
+            return ApiError::Forbidden.into_response();
+        };
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(client, 0)));
+        req.extensions_mut().insert(Forwarded);
+        return next.run(req).await;
+    }
+    let Some(id) = owner_only(req.method(), &path) else {
+        return next.run(req).await;
+    };
+    if state.registry.get(id).is_some() {
+        return next.run(req).await;
+    }
+    let owner = match state.registry.store().session_owner(id).await {
+        Ok(Some(owner)) => owner,
+        // Unknown here and in the database: the handler answers 404 as usual.
+        Ok(None) => return next.run(req).await,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(base) = owner
+        .internal_url
+        .filter(|_| !owner.ended && owner.node != cluster.node)
+    else {
+        return next.run(req).await;
+    };
+    let client = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => super::client_ip(&state, *peer, req.headers()),
+        None => return next.run(req).await,
+    };
+    match forward(&cluster, &base, req, &client).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(
+    cluster: &Cluster,
+    base: &str,
+    req: Request,
+    client: &str,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.to_string());
+    let is_events = path_and_query.contains("/events");
+    let mut out = cluster
+        .http
+        .request(
+            parts.method.clone(),
+            format!("{}{path_and_query}", base.trim_end_matches('/')),
+        )
+        .header(
+            NODE_HEADER,
+            cluster.sign(unix_now(), &parts.method, &path_and_query, client),
+        )
+        .header(CLIENT_HEADER, client)
+        .body(body);
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) {
+            out = out.header(name, value);
+        }
+    }
+    // The events stream runs as long as the call; everything else is answered promptly.
+    if !is_events {
+        out = out.timeout(FORWARD_TIMEOUT);
+    }
+    let answer = out.send().await.map_err(|e| {
+        tracing::warn!(error = %e, "the node running this session does not answer");
+        ApiError::Unavailable {
+            retry_after_secs: 5,
+        }
+    })?;
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !hop_by_hop(name) {
+            response = response.header(name, value);
+        }
+    }
+    response
+        .header(header::VIA, "1.1 vericall")
+        .body(Body::from_stream(answer.bytes_stream()))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_routes_that_need_the_call_are_forwarded() {
+        let cases = [
+            (Method::POST, "/whip/ses_a", Some("ses_a")),
+            (Method::PATCH, "/whip/ses_a", Some("ses_a")),
+            (Method::DELETE, "/whip/ses_a", Some("ses_a")),
+            (Method::OPTIONS, "/whip/ses_a", None),
+            (Method::GET, "/v1/sessions/ses_a/events", Some("ses_a")),
+            (Method::POST, "/v1/sessions/ses_a/reference", Some("ses_a")),
+            (
+                Method::POST,
+                "/v1/sessions/ses_a/client-report",
+                Some("ses_a"),
+            ),
+            (Method::DELETE, "/v1/sessions/ses_a", Some("ses_a")),
+            (Method::GET, "/v1/sessions/ses_a", None),
+            (Method::GET, "/v1/sessions/ses_a/timeline", None),
+            (Method::POST, "/v1/sessions", None),
+            (Method::GET, "/v1/review/sessions/ses_a", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(owner_only(&method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_signature_holds_for_its_request_only_and_for_a_short_time() {
+        let cluster = Cluster::new("a".into(), "s3cret");
+        let now = 1_800_000_000;
+        let signed = cluster.sign(now, &Method::POST, "/whip/ses_a?x=1", "203.0.113.9");
+        let headers = |signed: &str, client: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(NODE_HEADER, signed.parse().unwrap());
+            h.insert(CLIENT_HEADER, client.parse().unwrap());
+            h
+        };
+        let ok = headers(&signed, "203.0.113.9");
+        assert_eq!(
+            cluster.verify(&ok, &Method::POST, "/whip/ses_a?x=1", now + 5),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            cluster.verify(&ok, &Method::POST, "/whip/ses_a?x=1", now + 31),
+            None,
+            "stale"
+        );
+        assert_eq!(
+            cluster.verify(&ok, &Method::DELETE, "/whip/ses_a?x=1", now),
+            None,
+            "another method"
+        );
+        assert_eq!(
+            cluster.verify(&ok, &Method::POST, "/whip/ses_b?x=1", now),
+            None,
+            "another path"
+        );
+        let other_client = headers(&signed, "198.51.100.1");
+        assert_eq!(
+            cluster.verify(&other_client, &Method::POST, "/whip/ses_a?x=1", now),
+            None,
+            "another client address"
+        );
+        let other_secret = Cluster::new("b".into(), "other");
+        assert_eq!(
+            other_secret.verify(&ok, &Method::POST, "/whip/ses_a?x=1", now),
+            None,
+            "another cluster's secret"
+        );
+    }
+}
