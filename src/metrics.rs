@@ -9,12 +9,15 @@ use crate::session::SessionRegistry;
 #[derive(Debug)]
 pub struct Metrics {
     http_status: Vec<AtomicU64>,
+    /// Requests forwarded to a session's owner node (`api::forward`): answered, owner unreachable.
+    forwarded: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             http_status: (0..500).map(|_| AtomicU64::new(0)).collect(),
+            forwarded: Default::default(),
         }
     }
 }
@@ -29,8 +32,27 @@ impl Metrics {
         }
     }
 
+    /// A request forwarded to the session's owner node; `answered` unless it did not answer.
+    pub fn count_forwarded(&self, answered: bool) {
+        self.forwarded[usize::from(!answered)].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self, registry: &SessionRegistry) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP vericall_forwarded_requests_total Requests forwarded to the node running their session, by outcome.\n# TYPE vericall_forwarded_requests_total counter"
+        );
+        for (outcome, v) in ["answered", "owner_unreachable"]
+            .iter()
+            .zip(&self.forwarded)
+        {
+            let _ = writeln!(
+                out,
+                "vericall_forwarded_requests_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         let mux = &registry.mux().stats;
         gauge(
             &mut out,

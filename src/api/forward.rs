@@ -181,7 +181,11 @@ pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Nex
         Some(ConnectInfo(peer)) => super::client_ip(&state, *peer, req.headers()),
         None => return next.run(req).await,
     };
-    match forward(&cluster, &base, req, &client).await {
+    let result = forward(&cluster, &base, req, &client).await;
+    state
+        .metrics
+        .count_forwarded(!matches!(result, Err(ApiError::Unavailable { .. })));
+    match result {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }

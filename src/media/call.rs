@@ -55,6 +55,13 @@ pub const MEDIA_GAP_PAUSE: Duration = Duration::from_millis(1000);
 pub const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the capture-quality summary is reported.
 pub const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
+/// Capture checks (quality over the frame and the face box, the camera's health, capture hints)
+/// run on an analysed frame at most this often: 5 a second, which the guidance rate (4 fps) never
+/// exceeds, so only frames analysed at the full rate of a judged step skip them. Hints hold for a
+/// second before they are raised (`quality::Thresholds::hold_on`), the camera's checks for longer
+/// (`analysis::device`): 5 measurements a second decide them as well as 15 (issue 16: the two
+/// quality passes were 12 % of a dense call's CPU).
+pub const CAPTURE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
 /// ends with a verdict that names the blocking cause, rather than waiting for the call to time out.
 pub const MAX_BLOCKED: Duration = Duration::from_secs(12);
@@ -298,6 +305,8 @@ pub struct CallCore {
     /// Which frames are analysed, at the rate the call's phase needs (`analysis::effort`).
     schedule: AnalysisSchedule,
     last_metrics: Option<QualityMetrics>,
+    /// When the next analysed frame gets the capture checks ([`CAPTURE_CHECK_INTERVAL`]).
+    next_capture_check: Option<Instant>,
     level_sum: f64,
     level_samples: usize,
     next_tick: Instant,
@@ -354,6 +363,7 @@ impl CallCore {
             verdict_reached: false,
             schedule: AnalysisSchedule::new(cfg.analysis_fps),
             last_metrics: None,
+            next_capture_check: None,
             level_sum: 0.0,
             level_samples: 0,
             next_tick: now + TICK,
@@ -472,27 +482,19 @@ impl CallCore {
         self.counters.frames_analyzed += 1;
         self.analyzed_in_window += 1;
         let image = frame.view();
-        let metrics = self.quality.analyze(&image, None);
-        let signature = luma_signature(&image);
-        let changes = self.camera.on_frame(
-            captured,
-            FrameFacts {
-                width: frame.width,
-                height: frame.height,
-                black: metrics.black,
-                dark: metrics.mean_luma < 50.0,
-                signature: &signature,
-            },
-        );
-        self.last_metrics = Some(metrics);
-        self.health(captured, changes, "camera");
+        let check_capture = self.next_capture_check.is_none_or(|t| captured >= t);
+        if check_capture {
+            self.next_capture_check = Some(captured + CAPTURE_CHECK_INTERVAL);
+            self.check_capture(frame, &image, captured);
+        }
+        let black = self.last_metrics.is_some_and(|m| m.black);
         let face_quality = if needs.mesh {
-            self.observe_face(&image, captured, needs.eyes, metrics.black)
+            self.observe_face(&image, captured, needs.eyes, check_capture, black)
         } else {
             None
         };
         // A black camera is a device fault; lighting hints would only confuse.
-        if !metrics.black {
+        if let Some(metrics) = self.last_metrics.filter(|m| check_capture && !m.black) {
             let judged = match (&self.face, face_quality) {
                 (Some(_), face) => judged_metrics(&metrics, face.as_ref()),
                 // No face tracking (models not installed): judge blur on a face-sized patch where
@@ -522,6 +524,24 @@ impl CallCore {
             }
         }
         true
+    }
+
+    /// The frame's capture quality and the camera's health (black, dark, frozen, resolution).
+    fn check_capture(&mut self, frame: &Frame, image: &I420, captured: Instant) {
+        let metrics = self.quality.analyze(image, None);
+        let signature = luma_signature(image);
+        let changes = self.camera.on_frame(
+            captured,
+            FrameFacts {
+                width: frame.width,
+                height: frame.height,
+                black: metrics.black,
+                dark: metrics.mean_luma < 50.0,
+                signature: &signature,
+            },
+        );
+        self.last_metrics = Some(metrics);
+        self.health(captured, changes, "camera");
     }
 
     /// The document step's work on a frame [`CallCore::on_frame`] analysed: before the step,
@@ -583,10 +603,11 @@ impl CallCore {
         image: &I420,
         captured: Instant,
         eyes: bool,
+        measure_quality: bool,
         black: bool,
     ) -> Option<QualityMetrics> {
         let tracker = self.face.as_mut()?;
-        let observation = match tracker.observe_with(image, captured, eyes) {
+        let observation = match tracker.observe_frame(image, captured, eyes, measure_quality) {
             Ok(o) => o,
             Err(e) => {
                 self.counters.face_errors += 1;

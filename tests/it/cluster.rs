@@ -501,6 +501,22 @@ async fn two_nodes_behind_one_url() {
     assert_eq!(ended["verdict"]["status"], "cancelled");
     println!("session 2: device failure reported and cancelled through B");
 
+    // B counts what it forwarded.
+    let metrics = http
+        .get(format!("{b_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vericall_forwarded_requests_total{outcome=\"answered\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(answered >= 5, "forwarded and answered: {answered}");
+
     // A request that claims to come from a node but is not signed with the secret is refused.
     let r = http
         .post(format!("{}/whip/{id2}", a.base))

@@ -81,6 +81,9 @@ pub struct FaceTracker {
     hint: usize,
     /// The session's frontal mesh, taken from the first near-frontal face, and its absolute pose.
     baseline: Option<PoseBaseline>,
+    /// The face box's capture quality and backlight as last measured, for frames on which
+    /// the caller skips that measurement.
+    last_quality: Option<(QualityMetrics, f64)>,
 }
 
 /// The frontal reference for relative pose: its mesh and its absolute (axis) pose.
@@ -100,6 +103,7 @@ impl FaceTracker {
             quality: QualityAnalyzer::default(),
             hint,
             baseline: None,
+            last_quality: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl FaceTracker {
     /// Forget the tracked face (e.g. after a resolution change).
     pub fn reset(&mut self) {
         self.previous = None;
+        self.last_quality = None;
     }
 
     /// Observes the frame with every model installed (the eye-contour model included).
@@ -131,6 +136,21 @@ impl FaceTracker {
         frame: &I420,
         captured: Instant,
         eyes: bool,
+    ) -> Result<FaceObservation, ModelError> {
+        self.observe_frame(frame, captured, eyes, true)
+    }
+
+    /// [`FaceTracker::observe_with`], measuring the face box's capture quality and backlight only
+    /// when `quality`; otherwise the last measured values are reported again (a face seen for the
+    /// first time is always measured). The call core measures them at the guidance rate while a
+    /// step is judged at the full rate: hints hold for a second, so 5 measurements a second are
+    /// enough, and the mesh runs on every frame regardless.
+    pub fn observe_frame(
+        &mut self,
+        frame: &I420,
+        captured: Instant,
+        eyes: bool,
+        quality: bool,
     ) -> Result<FaceObservation, ModelError> {
         let mut observation = FaceObservation {
             captured,
@@ -158,6 +178,7 @@ impl FaceTracker {
                 (_, Some(d)) => Roi::from_detection(d),
                 (_, None) => {
                     self.previous = None;
+                    self.last_quality = None;
                     return Ok(observation);
                 }
             }
@@ -175,6 +196,7 @@ impl FaceTracker {
         };
         if mesh.presence < MIN_PRESENCE {
             self.previous = None;
+            self.last_quality = None;
             if !observation.detected {
                 // Lost while tracking: look again on the next frame.
                 self.face_count = 0;
@@ -234,8 +256,20 @@ impl FaceTracker {
             bbox[3].max(1.0) as usize,
         )
         .clip(frame.width, frame.height);
-        let mut quality = self.quality.analyze(frame, Some(region));
-        quality.blur = self.quality.blur_index(frame, region);
+        let (quality, backlight) = match self.last_quality.filter(|_| !quality) {
+            Some(last) => last,
+            None => {
+                let mut measured = self.quality.analyze(frame, Some(region));
+                measured.blur = self.quality.blur_index(frame, region);
+                let backlight = if region.is_empty() {
+                    1.0
+                } else {
+                    backlight_ratio(frame, region)
+                };
+                self.last_quality = Some((measured, backlight));
+                (measured, backlight)
+            }
+        };
         let eye_centre = |a: usize, b: usize| {
             (
                 (points[a][0] + points[b][0]) / 2.0,
@@ -259,11 +293,7 @@ impl FaceTracker {
             irises,
             inter_eye_px: ((l.0 - r.0).powi(2) + (l.1 - r.1).powi(2)).sqrt(),
             quality,
-            backlight: if region.is_empty() {
-                1.0
-            } else {
-                backlight_ratio(frame, region)
-            },
+            backlight,
             landmarks: points.clone(),
         });
         if observation.face_count == 0 {
