@@ -373,6 +373,9 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
                     if let Err(e) = registry.store().purge_rate_limits(now).await {
                         tracing::warn!(error = %e, "cannot purge rate-limit cells");
                     }
+                    if let Err(e) = registry.store().purge_idempotency_keys(now).await {
+                        tracing::warn!(error = %e, "cannot purge idempotency claims");
+                    }
                 }
                 ticks += 1;
             }

@@ -159,6 +159,13 @@ pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Nex
         req.extensions_mut().insert(Forwarded);
         return next.run(req).await;
     }
+    if *req.method() == Method::POST && path == "/v1/sessions" {
+        return match idempotency_owner(&state, &cluster, req.headers()).await {
+            Ok(Some(base)) => forward_counted(&state, &cluster, &base, req).await,
+            Ok(None) => next.run(req).await,
+            Err(e) => e.into_response(),
+        };
+    }
     let Some(id) = owner_only(req.method(), &path) else {
         return next.run(req).await;
     };
@@ -177,11 +184,67 @@ pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Nex
     else {
         return next.run(req).await;
     };
-    let client = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => super::client_ip(&state, *peer, req.headers()),
-        None => return next.run(req).await,
+    forward_counted(&state, &cluster, &base, req).await
+}
+
+/// For a session creation with an `Idempotency-Key`: claims the key for this node, or, when
+/// another node holds it (a retry of a creation that node answered or is answering), that node's
+/// internal URL. Requests this cannot judge (no or unknown API key, an invalid key) go to the
+/// handler, which answers them.
+async fn idempotency_owner(
+    state: &AppState,
+    cluster: &Cluster,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| super::idempotency::valid_key(k))
+    else {
+        return Ok(None);
     };
-    let result = forward(&cluster, &base, req, &client).await;
+    let Some(secret) = crate::session::tokens::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    ) else {
+        return Ok(None);
+    };
+    let store = state.registry.store();
+    let hash = crate::session::tokens::SecretHash::of(secret).to_hex();
+    let Some(api_key) = store.find_api_key(&hash).await? else {
+        return Ok(None);
+    };
+    let now = crate::events::unix_ms_now();
+    let until = now + state.cfg.session_ttl_secs as i64 * 1000;
+    let digest = super::idempotency::key_digest(key);
+    let owner = store
+        .claim_idempotency_key(&api_key.id, &digest, now, until)
+        .await?;
+    if owner == cluster.node {
+        return Ok(None);
+    }
+    match store.node_url(&owner).await? {
+        Some(url) => Ok(Some(url)),
+        // The node that holds the key left the cluster: its answer is gone with it.
+        None => Err(ApiError::Unavailable {
+            retry_after_secs: 5,
+        }),
+    }
+}
+
+/// Forwards `req` to the node at `base`, counting the outcome.
+async fn forward_counted(
+    state: &AppState,
+    cluster: &Cluster,
+    base: &str,
+    req: Request,
+) -> Response {
+    let client = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => super::client_ip(state, *peer, req.headers()),
+        None => return ApiError::Internal("no peer address".into()).into_response(),
+    };
+    let result = forward(cluster, base, req, &client).await;
     state
         .metrics
         .count_forwarded(!matches!(result, Err(ApiError::Unavailable { .. })));

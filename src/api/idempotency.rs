@@ -3,7 +3,9 @@
 //!
 //! Keys are scoped to the API key. The answer is kept in memory, on the instance that created the
 //! session, until the session's `expires_at` (after which its client token is useless anyway);
-//! the client token in it is never written to the store. A key reused with a different request is
+//! the client token in it is never written to the store. On a cluster (`node_secret`) the database
+//! records which node holds a key (`Store::claim_idempotency_key`, by digest), and a retry that
+//! reaches another node is forwarded there (`api::forward`). A key reused with a different request is
 //! refused (422), and a retry while the first request is still running gets 409.
 
 use std::collections::HashMap;
@@ -43,6 +45,12 @@ pub enum Begin {
 #[derive(Default)]
 pub struct IdempotencyCache {
     entries: Mutex<HashMap<(String, String), Slot>>,
+}
+
+/// The digest under which the cluster's database knows a key (never the key itself).
+pub fn key_digest(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 /// A valid key: 1 to 255 visible ASCII characters.

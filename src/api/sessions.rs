@@ -158,6 +158,17 @@ pub async fn create(
         }
         Err(e) => {
             cache.abandon(&key.id, &idempotency_key);
+            if state.cluster.is_some() {
+                let digest = idempotency::key_digest(&idempotency_key);
+                if let Err(e) = state
+                    .registry
+                    .store()
+                    .release_idempotency_key(&key.id, &digest)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot release an idempotency key");
+                }
+            }
             Err(e)
         }
     }

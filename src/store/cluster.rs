@@ -151,6 +151,82 @@ impl Store {
             .rows_affected())
     }
 
+    /// The internal URL of `node`, if it is in the cluster's list.
+    pub async fn node_url(&self, node: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT internal_url FROM nodes WHERE node = $1")
+                .bind(node)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Claims an idempotency key (its digest) for this node until `expires_at`, unless another
+    /// node holds it unexpired; returns the node that holds it now.
+    pub async fn claim_idempotency_key(
+        &self,
+        api_key_id: &str,
+        key_digest: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<String> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key_digest = $2 AND expires_at <= $3",
+        )
+        .bind(api_key_id)
+        .bind(key_digest)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO idempotency_keys (api_key_id, key_digest, node, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_key_id, key_digest) DO NOTHING",
+        )
+        .bind(api_key_id)
+        .bind(key_digest)
+        .bind(&*self.node)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "SELECT node FROM idempotency_keys WHERE api_key_id = $1 AND key_digest = $2",
+        )
+        .bind(api_key_id)
+        .bind(key_digest)
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or_else(|| self.node.to_string()))
+    }
+
+    /// Gives up this node's claim on an idempotency key (its creation failed: a retry may start
+    /// over anywhere).
+    pub async fn release_idempotency_key(
+        &self,
+        api_key_id: &str,
+        key_digest: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key_digest = $2 AND node = $3",
+        )
+        .bind(api_key_id)
+        .bind(key_digest)
+        .bind(&*self.node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes idempotency claims that expired before `now`.
+    pub async fn purge_idempotency_keys(&self, now: i64) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Whether this store is shared by several nodes (PostgreSQL) rather than a local file.
     pub fn is_shared(&self) -> bool {
         !self.is_sqlite

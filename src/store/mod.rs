@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_enrolments.sql")),
     (9, include_str!("../../migrations/0009_practice.sql")),
     (10, include_str!("../../migrations/0010_cluster.sql")),
+    (
+        11,
+        include_str!("../../migrations/0011_idempotency_owner.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -480,6 +480,35 @@ async fn cluster_suite(url: &str, label: &str) {
         None
     );
 
+    // An idempotency key is held by the node that claimed it first, until it expires or is
+    // released by that node.
+    let claim = |s: &Store, at: i64| {
+        let s = s.clone();
+        async move {
+            s.claim_idempotency_key("ck", "d1", at, at + 600_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim(&a, t0).await, "node-a", "{label}");
+    assert_eq!(claim(&b, t0 + 1).await, "node-a");
+    b.release_idempotency_key("ck", "d1").await.unwrap();
+    assert_eq!(
+        claim(&b, t0 + 2).await,
+        "node-a",
+        "only the holder releases"
+    );
+    a.release_idempotency_key("ck", "d1").await.unwrap();
+    assert_eq!(claim(&b, t0 + 3).await, "node-b");
+    assert_eq!(claim(&a, t0 + 600_003).await, "node-a", "after expiry");
+    assert_eq!(a.purge_idempotency_keys(t0 + 1_200_003).await.unwrap(), 1);
+    a.heartbeat("http://10.0.0.1:8080", t0).await.unwrap();
+    assert_eq!(
+        b.node_url("node-a").await.unwrap().as_deref(),
+        Some("http://10.0.0.1:8080")
+    );
+    a.leave().await.unwrap();
+
     // 3 per minute (20 s apart, bursts of 3), taken alternately through both nodes.
     let take = |s: &Store, at: i64| {
         let s = s.clone();
