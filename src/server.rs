@@ -43,6 +43,9 @@ pub enum ServerError {
     },
 }
 
+/// How often this node writes its heartbeat (`nodes.heartbeat_at`).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Timeline events waiting to be written; beyond this, events are dropped (and logged) rather
 /// than stalling calls.
 const PERSIST_QUEUE: usize = 16 * 1024;
@@ -349,11 +352,36 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
     })?;
     let base_url = cfg.base_url(http_addr);
     let internal_url = cfg.internal_url(http_addr);
+    // Two live nodes under one name would take each other's sessions for their own.
+    let node = cfg.node();
+    if let Ok(Some(url)) = registry.store().node_url(&node).await {
+        if url != internal_url {
+            tracing::warn!(node = %node, registered = %url, this = %internal_url,
+                "another node may be running under this node_id (or this one restarted at a new address); give each node its own node_id");
+        }
+    }
     // This node is in the cluster's list before it serves: peers can forward to it at once.
     registry
         .store()
         .heartbeat(&internal_url, crate::events::unix_ms_now())
         .await?;
+    // The heartbeat has its own task: a slow sweep (ending many sessions) must not delay it.
+    let heartbeat = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let now = crate::events::unix_ms_now();
+                let written = registry.store().heartbeat(&internal_url, now).await;
+                if let Err(e) = &written {
+                    tracing::warn!(error = %e, "cannot write this node's heartbeat");
+                }
+                registry.record_heartbeat(written.is_ok(), std::time::Instant::now());
+            }
+        })
+    };
     let sweeper = {
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -362,12 +390,9 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
             loop {
                 every.tick().await;
                 registry.sweep().await;
-                // The heartbeat, and other nodes' sessions if they stopped beating.
-                let now = crate::events::unix_ms_now();
-                if let Err(e) = registry.store().heartbeat(&internal_url, now).await {
-                    tracing::warn!(error = %e, "cannot write this node's heartbeat");
-                }
+                // Other nodes' sessions, if they stopped beating.
                 registry.end_lost_nodes().await;
+                let now = crate::events::unix_ms_now();
                 if ticks % 30 == 0 {
                     registry.end_stale_sessions().await;
                     if let Err(e) = registry.store().purge_rate_limits(now).await {
@@ -391,16 +416,19 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
             cfg.sessions_per_minute,
             "sessions",
             store,
+            cfg.node_secret.as_deref(),
         )),
         whip_limit: Arc::new(api::limits::RateLimiter::for_cluster(
             cfg.whip_offers_per_minute,
             "whip",
             store,
+            cfg.node_secret.as_deref(),
         )),
         login_limit: Arc::new(api::limits::RateLimiter::for_cluster(
             LOGINS_PER_MINUTE,
             "logins",
             store,
+            cfg.node_secret.as_deref(),
         )),
         idempotency: Arc::default(),
         cluster: cfg
@@ -425,7 +453,7 @@ pub async fn start(cfg: Config, static_dir: &str) -> Result<RunningServer, Serve
         created_api_key_id,
         shutdown,
         http_task,
-        background: vec![mux_task, sweeper, purger],
+        background: vec![mux_task, heartbeat, sweeper, purger],
         event_writer,
         webhooks,
         webhook_stop,

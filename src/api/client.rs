@@ -14,6 +14,9 @@ use crate::reasons::ReasonCode;
 use crate::session::tokens::bearer;
 use crate::session::CLIENT_REPORTABLE;
 
+/// Largest client-report body.
+pub const MAX_REPORT_BYTES: usize = 4096;
+
 /// `GET /v1/reasons`: every reason code with its retry flag and hints (public: no secrets, and
 /// the page needs it before anything else).
 pub async fn reasons() -> ([(header::HeaderName, &'static str); 1], Json<Value>) {

@@ -6,9 +6,10 @@
 //!
 //! Forwarded requests are signed with the cluster's shared secret (`node_secret`): HMAC-SHA256
 //! over the time, method, path and the client's address. The owner checks the signature before it
-//! believes the client address it is told, and does not count a forwarded WHIP offer against the
-//! address's limit a second time (the receiving node did). A request that claims to be forwarded
-//! and is not signed correctly is refused; a forwarded request is never forwarded again.
+//! believes the client address it is told, and counts the request against that address's limits
+//! (the receiving node does not, so each request is counted once). A request that claims to be
+//! forwarded and is not signed correctly, or names a route that is never forwarded, is refused; a
+//! forwarded request is never forwarded again.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -28,8 +29,8 @@ const NODE_HEADER: &str = "x-vericall-node";
 const CLIENT_HEADER: &str = "x-vericall-client";
 /// How far a forwarded request's time may be from the owner's clock.
 const MAX_SKEW_SECS: u64 = 30;
-/// Largest body forwarded: the largest any owner-only route accepts (the reference photo).
-const MAX_FORWARDED_BODY: usize = super::reference::MAX_REFERENCE_BYTES + 64 * 1024;
+/// Largest body forwarded for routes without a larger limit of their own (JSON requests).
+const MAX_FORWARDED_JSON: usize = 64 * 1024;
 /// A forwarded request other than the events stream must be answered within this.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The owner must accept the connection within this, or the client is told to retry.
@@ -42,7 +43,7 @@ pub struct Cluster {
     http: reqwest::Client,
 }
 
-/// Marks a request a peer node forwarded, its signature checked.
+/// Marks a request a peer node forwarded, its signature checked (its WHIP offer was counted there).
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded;
 
@@ -112,28 +113,58 @@ fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     }
 }
 
+/// Whether a peer may forward this request at all: an owner-only route or a session creation.
+fn forwardable(method: &Method, path: &str) -> bool {
+    owner_only(method, path).is_some() || (*method == Method::POST && path == "/v1/sessions")
+}
+
+/// The largest body the route accepts, read before forwarding (the owner checks it again).
+fn body_limit(state: &AppState, path: &str) -> usize {
+    if path.starts_with("/whip/") {
+        state.cfg.max_sdp_bytes
+    } else if path.ends_with("/reference") {
+        super::reference::MAX_REFERENCE_BYTES
+    } else if path.ends_with("/client-report") {
+        super::client::MAX_REPORT_BYTES
+    } else {
+        MAX_FORWARDED_JSON
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// Headers that belong to one connection, not to the request, and are not passed on.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
+/// Headers that belong to one connection, not to the request, and are not passed on: the fixed
+/// hop-by-hop set (RFC 9110 section 7.6.1), those the `Connection` header names, and this
+/// module's own (set afresh on every forwarded request).
+fn hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+    let fixed = matches!(
         name.as_str(),
         "connection"
             | "keep-alive"
             | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
             | "transfer-encoding"
             | "te"
             | "trailer"
             | "upgrade"
+            | "expect"
             | "host"
             | "content-length"
             | NODE_HEADER
             | CLIENT_HEADER
-    )
+    );
+    fixed
+        || headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Middleware: verifies requests forwarded by a peer, and forwards owner-only requests for
@@ -149,8 +180,10 @@ pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Nex
             .uri()
             .path_and_query()
             .map_or(path.clone(), |p| p.to_string());
-        let Some(client) = cluster.verify(req.headers(), &method, &path_and_query, unix_now())
-        else {
+        let verified = forwardable(&method, &path)
+            .then(|| cluster.verify(req.headers(), &method, &path_and_query, unix_now()))
+            .flatten();
+        let Some(client) = verified else {
             tracing::warn!(path = %path, "a forwarded request with a bad signature was refused");
             return ApiError::Forbidden.into_response();
         };
@@ -171,6 +204,16 @@ pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Nex
     };
     if state.registry.get(id).is_some() {
         return next.run(req).await;
+    }
+    // A WHIP offer counts against its address here, before the database is asked who owns the
+    // session; the owner does not count a forwarded one again.
+    if *req.method() == Method::POST && path.starts_with("/whip/") {
+        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+        {
+            if let Err(e) = super::whip::take_offer(&state, peer, req.headers()).await {
+                return e.into_response();
+            }
+        }
     }
     let owner = match state.registry.store().session_owner(id).await {
         Ok(Some(owner)) => owner,
@@ -233,6 +276,39 @@ async fn idempotency_owner(
     }
 }
 
+/// Asks the node running session `id`, when another node runs it, to cancel it with the caller's
+/// own credentials (`DELETE /v1/sessions/{id}`), e.g. because its subject is being deleted here.
+/// Returns whether a cancel was sent and answered with success.
+pub async fn cancel_on_owner(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    client: &str,
+) -> bool {
+    let Some(cluster) = state.cluster.as_ref() else {
+        return false;
+    };
+    let owner = match state.registry.store().session_owner(id).await {
+        Ok(Some(owner)) if !owner.ended && owner.node != cluster.node => owner,
+        _ => return false,
+    };
+    let Some(base) = owner.internal_url else {
+        return false;
+    };
+    let mut req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("/v1/sessions/{id}"));
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    let Ok(req) = req.body(Body::empty()) else {
+        return false;
+    };
+    let answered = forward(cluster, &base, req, client, MAX_FORWARDED_JSON).await;
+    state.metrics.count_forwarded(answered.is_ok());
+    answered.is_ok_and(|r| r.status().is_success())
+}
+
 /// Forwards `req` to the node at `base`, counting the outcome.
 async fn forward_counted(
     state: &AppState,
@@ -244,7 +320,8 @@ async fn forward_counted(
         Some(ConnectInfo(peer)) => super::client_ip(state, *peer, req.headers()),
         None => return ApiError::Internal("no peer address".into()).into_response(),
     };
-    let result = forward(cluster, base, req, &client).await;
+    let limit = body_limit(state, req.uri().path());
+    let result = forward(cluster, base, req, &client, limit).await;
     state
         .metrics
         .count_forwarded(!matches!(result, Err(ApiError::Unavailable { .. })));
@@ -254,35 +331,56 @@ async fn forward_counted(
     }
 }
 
+/// The status for a request body that could not be read: too large, too slow, or broken off.
+fn body_error(e: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = source {
+        if cause.is::<super::limits::BodyDeadlineExceeded>() {
+            return ApiError::Http {
+                status: axum::http::StatusCode::REQUEST_TIMEOUT,
+                message: super::limits::BodyDeadlineExceeded.to_string(),
+            };
+        }
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return ApiError::PayloadTooLarge;
+        }
+        source = cause.source();
+    }
+    ApiError::BadRequest("the request body could not be read".into())
+}
+
 async fn forward(
     cluster: &Cluster,
     base: &str,
     req: Request,
     client: &str,
+    limit: usize,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+    let body = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge)?;
+        .map_err(body_error)?;
     let path_and_query = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_string(), |p| p.to_string());
-    let is_events = path_and_query.contains("/events");
+    let is_events = owner_only(&parts.method, parts.uri.path()).is_some()
+        && parts.uri.path().ends_with("/events");
+    // Signed as it will be sent: URL parsing may percent-encode what the client sent raw.
+    let url = reqwest::Url::parse(&format!("{}{path_and_query}", base.trim_end_matches('/')))
+        .map_err(|_| ApiError::Internal("a peer's internal URL does not parse".into()))?;
+    let signed_path = url[url::Position::BeforePath..].to_string();
     let mut out = cluster
         .http
-        .request(
-            parts.method.clone(),
-            format!("{}{path_and_query}", base.trim_end_matches('/')),
-        )
+        .request(parts.method.clone(), url)
         .header(
             NODE_HEADER,
-            cluster.sign(unix_now(), &parts.method, &path_and_query, client),
+            cluster.sign(unix_now(), &parts.method, &signed_path, client),
         )
         .header(CLIENT_HEADER, client)
         .body(body);
     for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name, &parts.headers) {
             out = out.header(name, value);
         }
     }
@@ -291,14 +389,15 @@ async fn forward(
         out = out.timeout(FORWARD_TIMEOUT);
     }
     let answer = out.send().await.map_err(|e| {
-        tracing::warn!(error = %e, "the node running this session does not answer");
+        // Without the URL: an events URL carries its token.
+        tracing::warn!(error = %e.without_url(), "the node running this session does not answer");
         ApiError::Unavailable {
             retry_after_secs: 5,
         }
     })?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name, answer.headers()) {
             response = response.header(name, value);
         }
     }

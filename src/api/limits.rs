@@ -26,6 +26,9 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<[u8; 16], (f64, Instant)>>,
     /// The cluster's buckets, under keys prefixed with the limit's name.
     shared: Option<(&'static str, Store)>,
+    /// Keys the cluster's cells with HMAC-SHA256 under `node_secret` when there is one, so that
+    /// a cell's key does not give away the address it counts (IPv4 digests are easy to reverse).
+    cell_key: Option<ring::hmac::Key>,
 }
 
 impl RateLimiter {
@@ -35,14 +38,22 @@ impl RateLimiter {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
             shared: None,
+            cell_key: None,
         }
     }
 
     /// The same limit kept in `store` when it is shared by several nodes (PostgreSQL), under
     /// `name` (one name per limit); in memory otherwise.
-    pub fn for_cluster(per_minute: u32, name: &'static str, store: &Store) -> RateLimiter {
+    /// Cells are keyed with `secret` (the cluster's `node_secret`) when given.
+    pub fn for_cluster(
+        per_minute: u32,
+        name: &'static str,
+        store: &Store,
+        secret: Option<&str>,
+    ) -> RateLimiter {
         RateLimiter {
             shared: store.is_shared().then(|| (name, store.clone())),
+            cell_key: secret.map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
             ..RateLimiter::new(per_minute)
         }
     }
@@ -53,8 +64,15 @@ impl RateLimiter {
         let Some((name, store)) = self.shared.as_ref().filter(|_| self.per_minute > 0) else {
             return self.check(key, Instant::now());
         };
-        let cell = format!("{name}:{}", hex::encode(digest(key)));
-        let interval_ms = 60_000 / i64::from(self.per_minute);
+        let cell = match &self.cell_key {
+            Some(k) => format!(
+                "{name}:{}",
+                hex::encode(&ring::hmac::sign(k, key.as_bytes()).as_ref()[..16])
+            ),
+            None => format!("{name}:{}", hex::encode(digest(key))),
+        };
+        // At least 1 ms apart: a limit above 60,000 a minute is as good as none anyway.
+        let interval_ms = (60_000 / i64::from(self.per_minute)).max(1);
         let now = crate::events::unix_ms_now();
         match store
             .take_rate_token(&cell, now, interval_ms, i64::from(self.per_minute))

@@ -105,7 +105,7 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
         .route("/v1/sessions/{id}/events", get(events::stream))
         .route(
             "/v1/sessions/{id}/client-report",
-            post(client::report).layer(DefaultBodyLimit::max(4096)),
+            post(client::report).layer(DefaultBodyLimit::max(client::MAX_REPORT_BYTES)),
         )
         .route("/v1/reasons", get(client::reasons))
         .route("/v1/requirements", get(requirements::get))

@@ -1,7 +1,7 @@
 //! The relying party's integration surface beyond one session: the session list, the signing
 //! keys (JWKS), its webhook and delivery log, and deletion of everything about a subject.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header;
 use axum::Json;
 use serde::Deserialize;
@@ -358,28 +358,36 @@ pub async fn subject_practice(
 /// timeline, deliveries, audit entries and evidence files. Running calls are ended first.
 pub async fn delete_subject(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiKey(key): ApiKey,
+    headers: axum::http::HeaderMap,
     Path(subject): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.registry.store();
     let ids = store.subject_sessions(&key.id, &subject).await?;
+    let client = super::client_ip(&state, peer, &headers);
     for id in &ids {
-        if let Some(s) = state.registry.get(id) {
+        let running_here = state.registry.get(id);
+        if let Some(s) = &running_here {
             let _ = state
                 .registry
-                .end(&s, crate::media::peer::EndReason::Deleted)
+                .end(s, crate::media::peer::EndReason::Deleted)
                 .await;
-            // Wait until the end is recorded (verdict, webhook, evidence all written), so nothing
-            // is written back after the deletion below.
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            while store
-                .get_session(id)
-                .await?
-                .is_some_and(|r| r.ended_at.is_none())
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+        } else if !super::forward::cancel_on_owner(&state, id, &headers, &client).await {
+            continue;
+        }
+        // Wait until the end is recorded (verdict, webhook, evidence all written), so nothing
+        // is written back after the deletion below.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store
+            .get_session(id)
+            .await?
+            .is_some_and(|r| r.ended_at.is_none())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if running_here.is_some() {
             state.registry.forget(id);
         }
     }

@@ -487,6 +487,11 @@ pub async fn cancel(
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // Its evidence is all stored when the answer says it ended (a subject deletion on
+        // another node deletes it next).
+        if let Some(evidence) = state.registry.store().evidence() {
+            evidence.settle(&id).await;
+        }
     }
     get_one(State(state), key, Path(id)).await
 }

@@ -83,6 +83,23 @@ fn link_headers(state: &AppState, session_id: &str, events_url: Option<&str>) ->
     links
 }
 
+/// Counts a WHIP offer against its client address's limit (`whip_offers_per_minute`).
+pub async fn take_offer(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    state
+        .whip_limit
+        .take(&super::client_ip(state, peer, headers))
+        .await
+        .map_err(|retry_after_secs| ApiError::TooManyRequests {
+            code: "rate_limited",
+            message: "too many offers from this address; retry later".into(),
+            retry_after_secs,
+        })
+}
+
 pub async fn offer(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -92,17 +109,10 @@ pub async fn offer(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    // A forwarded offer was counted by the node that received it.
+    // An offer a peer forwarded was counted there, before the owner was looked up
+    // (`api::forward`).
     if forwarded.is_none() {
-        state
-            .whip_limit
-            .take(&super::client_ip(&state, peer, &headers))
-            .await
-            .map_err(|retry_after_secs| ApiError::TooManyRequests {
-                code: "rate_limited",
-                message: "too many offers from this address; retry later".into(),
-                retry_after_secs,
-            })?;
+        take_offer(&state, peer, &headers).await?;
     }
     let session = client_session(&state, &id, &headers)?;
     require_content_type(&headers, "application/sdp")?;

@@ -192,12 +192,8 @@ impl crate::media::pipeline::EvidenceSink for EvidenceFolder {
     fn write(&self, name: &str, frame: &crate::frame::I420) -> std::io::Result<String> {
         let jpeg = crate::store::evidence::encode_jpeg(frame)?;
         let file = format!("{name}.jpg");
-        let (store, session, key) = (self.store.clone(), self.session.clone(), file.clone());
-        self.runtime.spawn(async move {
-            if let Err(e) = store.put(&session, &key, jpeg).await {
-                tracing::warn!(session = %session, error = %e, "cannot keep an evidence frame");
-            }
-        });
+        self.store
+            .put_in_background(&self.runtime, &self.session, file.clone(), jpeg);
         Ok(file)
     }
 }
@@ -334,6 +330,8 @@ pub struct SessionRegistry {
     accepting: std::sync::atomic::AtomicBool,
     face_models: Option<Arc<crate::analysis::face::FaceModels>>,
     document_reader: Option<Arc<crate::document::DocumentReader>>,
+    /// Since when every heartbeat of this node reached the database (`None` after a failure).
+    heartbeats_ok_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl SessionRegistry {
@@ -359,7 +357,18 @@ impl SessionRegistry {
             accepting: std::sync::atomic::AtomicBool::new(true),
             face_models,
             document_reader,
+            heartbeats_ok_since: Mutex::new(None),
         })
+    }
+
+    /// Whether this node's heartbeat just reached the database.
+    pub fn record_heartbeat(&self, written: bool, now: std::time::Instant) {
+        let mut since = lock(&self.heartbeats_ok_since);
+        *since = match (written, *since) {
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(now),
+            (false, _) => None,
+        };
     }
 
     /// Whether sessions may ask for the ID-document step: face and OCR models loaded, and
@@ -1002,6 +1011,15 @@ impl SessionRegistry {
     /// partitioned from the database): each gets `SESSION_INCOMPLETE` with `node_lost`, a signed
     /// verdict and its webhook, from whichever node gets there first (each is decided once).
     pub async fn end_lost_nodes(&self) {
+        // Only a node whose own heartbeats have reached the database for a whole
+        // `node_lost_secs` judges others: after the database stalled, every node's heartbeat looks
+        // old until each has written again.
+        let judge_for = Duration::from_secs(self.cfg.node_lost_secs);
+        let healthy =
+            lock(&self.heartbeats_ok_since).is_some_and(|since| since.elapsed() >= judge_for);
+        if !healthy {
+            return;
+        }
         let now = unix_ms_now();
         let cutoff = now - self.cfg.node_lost_secs as i64 * 1000;
         let result = match self.store.lost_nodes_sessions(cutoff).await {

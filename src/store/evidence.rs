@@ -29,10 +29,15 @@ pub enum EvidenceError {
     },
 }
 
+/// How long a deletion waits for a session's uploads still in flight.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where evidence frames are kept (cheap to clone: one shared client).
 #[derive(Debug, Clone)]
 pub struct EvidenceStore {
     objects: Arc<dyn ObjectStore>,
+    /// Uploads in flight per session, so that a deletion never races a late upload.
+    pending: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// Keys live under this prefix (S3: the path of `evidence_url`; local: none).
     prefix: String,
     /// `s3://bucket/prefix` or the local folder, for logs.
@@ -56,6 +61,7 @@ impl EvidenceStore {
                     .build()?;
                 Ok(EvidenceStore {
                     objects: Arc::new(s3),
+                    pending: Arc::default(),
                     prefix: prefix.trim_matches('/').to_string(),
                     location: url.to_string(),
                 })
@@ -71,6 +77,7 @@ impl EvidenceStore {
                     .with_automatic_cleanup(true);
                 Ok(EvidenceStore {
                     objects: Arc::new(local),
+                    pending: Arc::default(),
                     prefix: String::new(),
                     location: root.display().to_string(),
                 })
@@ -95,12 +102,49 @@ impl EvidenceStore {
         self.session_prefix(session).child(file)
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `jpeg` as `file` of `session` in the background (the media thread calls this): the
+    /// upload is counted as in flight from now until it is done, which deletions wait for.
+    pub fn put_in_background(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        session: &str,
+        file: String,
+        jpeg: Vec<u8>,
+    ) {
+        *self.pending().entry(session.to_string()).or_default() += 1;
+        let (store, session) = (self.clone(), session.to_string());
+        runtime.spawn(async move {
+            if let Err(e) = store.put(&session, &file, jpeg).await {
+                tracing::warn!(session = %session, error = %e, "cannot keep an evidence frame");
+            }
+            let mut pending = store.pending();
+            if let Some(n) = pending.get_mut(&session) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&session);
+                }
+            }
+        });
+    }
+
     /// Keeps `jpeg` as `file` of `session`.
     pub async fn put(&self, session: &str, file: &str, jpeg: Vec<u8>) -> Result<(), EvidenceError> {
         self.objects
             .put(&self.key(session, file), jpeg.into())
             .await?;
         Ok(())
+    }
+
+    /// Waits (up to [`SETTLE_TIMEOUT`]) until no upload of `session` is in flight on this node.
+    pub async fn settle(&self, session: &str) {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while self.pending().contains_key(session) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `file` of `session`, if it is kept.
@@ -112,8 +156,10 @@ impl EvidenceStore {
         }
     }
 
-    /// Deletes every frame of `session`; returns how many there were.
+    /// Deletes every frame of `session` (after its uploads in flight on this node); returns how
+    /// many there were.
     pub async fn delete_session(&self, session: &str) -> Result<usize, EvidenceError> {
+        self.settle(session).await;
         let keys: Vec<ObjectPath> = self
             .objects
             .list(Some(&self.session_prefix(session)))
@@ -144,9 +190,15 @@ impl EvidenceStore {
         // The session of each key is the part right under the prefix.
         let mut newest: HashMap<String, SystemTime> = HashMap::new();
         for meta in &objects {
-            let Some(session) = meta.location.parts().nth(depth) else {
+            // Only what this module writes, `<session id>/<name>.jpg`: a bucket shared with
+            // anything else keeps the rest.
+            let parts: Vec<_> = meta.location.parts().skip(depth).collect();
+            let [session, file] = parts.as_slice() else {
                 continue;
             };
+            if !session.as_ref().starts_with("ses_") || !file.as_ref().ends_with(".jpg") {
+                continue;
+            }
             let modified = SystemTime::from(meta.last_modified);
             let entry = newest
                 .entry(session.as_ref().to_string())
@@ -241,6 +293,9 @@ mod tests {
         );
         assert_eq!(store.get("ses_new", "nope.jpg").await.unwrap(), None);
         std::fs::write(data.path().join("vericall.db"), b"db").unwrap();
+        std::fs::create_dir_all(data.path().join("evidence/other")).unwrap();
+        std::fs::write(data.path().join("evidence/other/notes.txt"), b"x").unwrap();
+        age(&data.path().join("evidence/other"), 31);
         let old = data.path().join("evidence/ses_old");
         assert!(old.join("frontal.jpg").exists(), "a plain file per frame");
         age(&old, 31);
@@ -254,6 +309,10 @@ mod tests {
         assert!(
             data.path().join("vericall.db").exists(),
             "nothing else is touched"
+        );
+        assert!(
+            data.path().join("evidence/other/notes.txt").exists(),
+            "nor what another program keeps next to the frames"
         );
         assert_eq!(store.delete_session("ses_new").await.unwrap(), 2);
         assert_eq!(store.get("ses_new", "frontal.jpg").await.unwrap(), None);

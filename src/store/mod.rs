@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/0011_idempotency_owner.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/0012_open_sessions_by_node.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

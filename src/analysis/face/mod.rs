@@ -175,7 +175,11 @@ impl FaceTracker {
                 (Some(prev), Some(_)) if detections.iter().any(|d| contains(d, centroid(prev))) => {
                     Roi::from_landmarks(prev)
                 }
-                (_, Some(d)) => Roi::from_detection(d),
+                // Another face (or the first): measured afresh.
+                (_, Some(d)) => {
+                    self.last_quality = None;
+                    Roi::from_detection(d)
+                }
                 (_, None) => {
                     self.previous = None;
                     self.last_quality = None;
