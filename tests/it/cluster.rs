@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::common::{test_config, TestServer};
 
 const NODE_SECRET: &str = "cluster-test-secret-0123456789";
-const SESSIONS_PER_MINUTE: u32 = 8;
+const SESSIONS_PER_MINUTE: u32 = 10;
 const NODE_LOST_SECS: u64 = 6;
 const BUCKET: &str = "vericall-evidence";
 
@@ -324,7 +324,18 @@ async fn two_nodes_behind_one_url() {
             }
         }
     }
-    const IDEMPOTENT_ANSWERS: u32 = 2;
+    // A session of another subject on A, deleted through B while its call runs (below).
+    let gone: Value = http
+        .post(format!("{}/v1/sessions", a.base))
+        .bearer_auth(&key)
+        .json(&json!({ "subject": "user-gone" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    const IDEMPOTENT_ANSWERS: u32 = 3;
 
     // Session creation alternates between A and B: the limit holds for both together.
     let mut created_on_a = Vec::new();
@@ -557,6 +568,60 @@ async fn two_nodes_behind_one_url() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // A subject deleted through B while its call runs on A: B has A end the call first, so
+    // nothing is written back after the deletion.
+    let gone_id = gone["id"].as_str().unwrap().to_string();
+    let call = {
+        let gone = gone.clone();
+        tokio::spawn(async move {
+            crate::webrtc_peer::run_webrtc_peer(
+                gone["whip_url"].as_str().unwrap(),
+                gone["client_token"].as_str().unwrap(),
+                Duration::from_secs(30),
+            )
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while session(&http, &b_url, &key, &gone_id).await["connected_at"].is_null() {
+        assert!(Instant::now() < deadline, "the call on A connects");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r: Value = http
+        .delete(format!("{b_url}/v1/subjects/user-gone"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["sessions_deleted"], 1, "{r}");
+    let a_metrics = http
+        .get(format!("{}/metrics", a.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        a_metrics.lines().any(|l| l == "vericall_active_calls 0"),
+        "A ended the call before B deleted the subject"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for base in [&a.base, &b_url] {
+        let r = http
+            .get(format!("{base}/v1/sessions/{gone_id}/timeline"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "nothing written back on {base}");
+    }
+    call.abort();
+    println!("subject deleted through B while its call ran on A: the call was ended first");
 
     // Session 3, created on A, its call through B; A dies mid-call.
     let third = created_on_a[2].clone();
