@@ -12,6 +12,7 @@ pub mod config;
 pub mod document;
 pub mod events;
 pub mod frame;
+pub mod latency;
 pub mod liveness;
 pub mod media;
 pub mod metrics;

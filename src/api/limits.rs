@@ -8,7 +8,12 @@
 //!
 //! Memory is bounded whatever callers send: keys are kept as a 128-bit digest (a username of any
 //! length costs 16 bytes), and at `MAX_BUCKETS` idle buckets go first, then the least recently
-//! used one. The database holds the same digests, never an address or a name.
+//! used one. The database holds keyed digests (HMAC under `node_secret`), never an address or a
+//! name.
+//!
+//! Hand-written rather than a kept crate (governor): the cluster's bucket must be one SQL
+//! statement on either database, which no rate-limiting crate offers, and the in-memory bucket
+//! beside it is its fallback with the same semantics (burst = the per-minute limit).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -385,6 +385,14 @@ impl CallCore {
     }
 
     /// The face observation of the last analysed frame (see [`CallOutput::FaceObserved`]).
+    /// Whether the ID-document step is running (its frames look for and read the card).
+    pub fn in_document_step(&self) -> bool {
+        self.document
+            .as_ref()
+            .and_then(|d| d.step.as_ref())
+            .is_some_and(|s| !s.is_done())
+    }
+
     pub fn last_observation(&self) -> Option<&FaceObservation> {
         self.last_observation.as_ref()
     }

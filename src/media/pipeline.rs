@@ -340,8 +340,9 @@ impl Worker {
             match output {
                 CallOutput::Event(mut event) => {
                     if let CallEvent::Guidance(g) = &mut event {
-                        let latency_ms = g.captured.elapsed().as_secs_f64() * 1000.0;
-                        g.latency_ms = (latency_ms * 10.0).round() / 10.0;
+                        let latency = g.captured.elapsed().as_secs_f64();
+                        ::metrics::histogram!(crate::latency::GUIDANCE_SECONDS).record(latency);
+                        g.latency_ms = (latency * 10_000.0).round() / 10.0;
                     }
                     self.bus.emit(&event);
                 }
@@ -408,15 +409,27 @@ impl Worker {
         let Some(decoder) = self.decoder.as_mut() else {
             return;
         };
-        match decoder.decode(data, keyframe, &mut self.frame) {
+        let decode_started = Instant::now();
+        let decoded = decoder.decode(data, keyframe, &mut self.frame);
+        ::metrics::histogram!(crate::latency::DECODE_SECONDS)
+            .record(decode_started.elapsed().as_secs_f64());
+        match decoded {
             Ok(Some(())) => {
                 self.wait_keyframe = false;
                 let newer_waiting = self.pending_video.load(Ordering::Acquire) > 0;
+                let analysis_started = Instant::now();
                 if self.core.on_frame(&self.frame, arrival, newer_waiting) {
                     // The lag that admission control watches: arrival to the end of the frame's
                     // analysis (the document step's occasional read is not per-frame work).
-                    self.load.on_analysed(Instant::now(), arrival);
+                    let analysed = Instant::now();
+                    ::metrics::histogram!(crate::latency::ANALYSIS_SECONDS)
+                        .record((analysed - analysis_started).as_secs_f64());
+                    self.load.on_analysed(analysed, arrival);
                     self.core.on_frame_document(&self.frame, arrival);
+                    if self.core.in_document_step() {
+                        ::metrics::histogram!(crate::latency::DOCUMENT_FRAME_SECONDS)
+                            .record(analysed.elapsed().as_secs_f64());
+                    }
                 }
             }
             Ok(None) => {}

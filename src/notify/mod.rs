@@ -125,6 +125,18 @@ impl Notifier {
         n: &VerdictNotice<'_>,
         write: &VerdictWrite<'_>,
     ) -> Result<bool, NotifyError> {
+        let started = std::time::Instant::now();
+        let result = self.record_timed(n, write).await;
+        ::metrics::histogram!(crate::latency::VERDICT_RECORD_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn record_timed(
+        &self,
+        n: &VerdictNotice<'_>,
+        write: &VerdictWrite<'_>,
+    ) -> Result<bool, NotifyError> {
         let decided_at = unix_ms_now();
         let mut verdict = n.verdict.clone();
         if let Some(obj) = verdict.as_object_mut() {

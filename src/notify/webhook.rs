@@ -304,6 +304,8 @@ impl WebhookWorker {
             Err(e) if e.is_connect() => ("connect_error".to_string(), false),
             Err(_) => ("error".to_string(), false),
         };
+        ::metrics::histogram!(crate::latency::WEBHOOK_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok(SendOutcome {
             status,
             delivered,

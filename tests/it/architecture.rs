@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("frame", &[]),
     ("reasons", &[]),
     ("events", &[]),
+    ("latency", &[]),
     // The sans-IO core: policy on frames and samples, fed `Instant`s by its caller.
     ("analysis", &["frame", "reasons"]),
     ("liveness", &["analysis", "frame", "reasons"]),
@@ -29,12 +30,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Plumbing.
     ("config", &["liveness"]),
     ("store", &["events", "frame", "reasons"]),
-    ("notify", &["store", "events", "reasons"]),
+    ("notify", &["store", "events", "reasons", "latency"]),
     // Shells: the media path, the call lifecycle, the HTTP surface, start-up.
     (
         "media",
         &[
-            "analysis", "liveness", "document", "verdict", "frame", "reasons", "events",
+            "analysis", "liveness", "document", "verdict", "frame", "reasons", "events", "latency",
         ],
     ),
     (
@@ -44,7 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "document", "verdict", "frame",
         ],
     ),
-    ("metrics", &["session", "media"]),
+    ("metrics", &["session", "media", "latency"]),
     (
         "api",
         &[

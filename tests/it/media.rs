@@ -228,6 +228,45 @@ async fn expect_codes(
         );
         assert_eq!(e["hint_key"], format!("hint.{code}"));
     }
+    // The call's latencies are in /metrics as Prometheus histograms.
+    let metrics = ts
+        .http
+        .get(ts.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let timed: &[&str] = if max_frames == Some(0) {
+        &[vericall::latency::VERDICT_RECORD_SECONDS]
+    } else {
+        &[
+            vericall::latency::DECODE_SECONDS,
+            vericall::latency::ANALYSIS_SECONDS,
+            vericall::latency::VERDICT_RECORD_SECONDS,
+        ]
+    };
+    for &name in timed {
+        assert!(count(name) > 0.0, "{name} recorded: {metrics}");
+        assert!(
+            metrics.contains(&format!("{name}_bucket{{le=\"0.1\"}}")),
+            "{name} has buckets"
+        );
+    }
+    if !expected.is_empty() && max_frames != Some(0) {
+        assert!(
+            count(vericall::latency::GUIDANCE_SECONDS) > 0.0,
+            "guidance latency recorded"
+        );
+    }
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
