@@ -24,6 +24,11 @@ pub use integration::{
 };
 
 /// Embedded migrations, applied in order and recorded in `schema_migrations`.
+///
+/// Hand-written rather than `sqlx::migrate!`: every existing database records its migrations in
+/// `schema_migrations`, which sqlx's migrator does not read (it keeps `_sqlx_migrations`, with
+/// checksums), so switching needs a one-time import of that table first. The `Any` driver's
+/// statements are run as they are, on SQLite and PostgreSQL alike.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_foundation.sql")),
     (2, include_str!("../../migrations/0002_verdicts.sql")),
