@@ -256,6 +256,32 @@ async fn wait_ended(
     }
 }
 
+/// Starts a call of `created` (a session as created) through its `whip_url` and returns once the
+/// session reads as connected through `base`; the call streams for a minute unless aborted.
+async fn connected_call(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    created: &Value,
+) -> tokio::task::JoinHandle<anyhow::Result<crate::webrtc_peer::WebrtcPeerReport>> {
+    let created = created.clone();
+    let id = created["id"].as_str().unwrap().to_string();
+    let call = tokio::spawn(async move {
+        crate::webrtc_peer::run_webrtc_peer(
+            created["whip_url"].as_str().unwrap(),
+            created["client_token"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while session(http, base, key, &id).await["connected_at"].is_null() {
+        assert!(Instant::now() < deadline, "the call on A connects");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    call
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_behind_one_url() {
     let Some(url) = crate::store::postgres_schema().await else {
@@ -572,22 +598,7 @@ async fn two_nodes_behind_one_url() {
     // A subject deleted through B while its call runs on A: B has A end the call first, so
     // nothing is written back after the deletion.
     let gone_id = gone["id"].as_str().unwrap().to_string();
-    let call = {
-        let gone = gone.clone();
-        tokio::spawn(async move {
-            crate::webrtc_peer::run_webrtc_peer(
-                gone["whip_url"].as_str().unwrap(),
-                gone["client_token"].as_str().unwrap(),
-                Duration::from_secs(30),
-            )
-            .await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while session(&http, &b_url, &key, &gone_id).await["connected_at"].is_null() {
-        assert!(Instant::now() < deadline, "the call on A connects");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let call = connected_call(&http, &b_url, &key, &gone).await;
     let r: Value = http
         .delete(format!("{b_url}/v1/subjects/user-gone"))
         .bearer_auth(&key)
@@ -626,19 +637,7 @@ async fn two_nodes_behind_one_url() {
     // Session 3, created on A, its call through B; A dies mid-call.
     let third = created_on_a[2].clone();
     let id3 = third["id"].as_str().unwrap().to_string();
-    let call = tokio::spawn(async move {
-        crate::webrtc_peer::run_webrtc_peer(
-            third["whip_url"].as_str().unwrap(),
-            third["client_token"].as_str().unwrap(),
-            Duration::from_secs(60),
-        )
-        .await
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while session(&http, &b_url, &key, &id3).await["connected_at"].is_null() {
-        assert!(Instant::now() < deadline, "the call on A connects");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let call = connected_call(&http, &b_url, &key, &third).await;
     let mut a = a;
     a.child.kill().expect("SIGKILL node A");
     let _ = a.child.wait();
