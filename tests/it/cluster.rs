@@ -3,7 +3,6 @@
 //! process, so that it can be killed with SIGKILL; node B runs in this test. Needs
 //! `VERICALL_TEST_POSTGRES_URL` (make test starts the server) and `.deps/moto` (scripts/setup).
 
-use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,39 +169,15 @@ impl ChildNode {
             ),
         )
         .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vericall"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("DATABASE_URL")
-            .env_remove("VERICALL_CONFIG")
-            .envs(s3.env())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the server binary starts");
-        let (found, found_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        // Keeps draining stdout, so the server never writes to a closed pipe.
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                // "vericall listening on <public URL> (HTTP <address>, media UDP <address>)"
-                if let Some((_, rest)) = line.split_once("(HTTP ") {
-                    let addr = rest.split(',').next().unwrap_or("");
-                    let _ = found.send(format!("http://{addr}"));
-                }
-            }
-        });
-        // Its own address, not the public URL (node B's) its links carry.
-        let printed = tokio::task::spawn_blocking(move || {
-            found_rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("node A starts and prints its URL")
-        })
-        .await
-        .unwrap();
+        let (child, head) = crate::common::start_server_binary(&config, &s3.env()).await;
+        // "vericall listening on <public URL> (HTTP <address>, media UDP <address>)": its own
+        // address, not the public URL (node B's) its links carry.
+        let printed = head
+            .last()
+            .and_then(|l| l.split_once("(HTTP "))
+            .and_then(|(_, rest)| rest.split(',').next())
+            .map(|addr| format!("http://{addr}"))
+            .expect("node A prints its HTTP address");
         ChildNode {
             child,
             base: printed,
@@ -254,6 +229,29 @@ async fn wait_ended(
         assert!(Instant::now() < deadline, "session {id} did not end: {s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `DELETE /v1/subjects/{subject}` through `base`: the answer's counts.
+async fn delete_subject(http: &reqwest::Client, base: &str, key: &str, subject: &str) -> Value {
+    http.delete(format!("{base}/v1/subjects/{subject}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The Prometheus text of the node at `base`.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Starts a call of `created` (a session as created) through its `whip_url` and returns once the
@@ -570,14 +568,7 @@ async fn two_nodes_behind_one_url() {
     println!("session 2: device failure reported and cancelled through B");
 
     // B counts what it forwarded.
-    let metrics = http
-        .get(format!("{b_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &b_url).await;
     let answered = metrics
         .lines()
         .find_map(|l| l.strip_prefix("vericall_forwarded_requests_total{outcome=\"answered\"} "))
@@ -599,24 +590,9 @@ async fn two_nodes_behind_one_url() {
     // nothing is written back after the deletion.
     let gone_id = gone["id"].as_str().unwrap().to_string();
     let call = connected_call(&http, &b_url, &key, &gone).await;
-    let r: Value = http
-        .delete(format!("{b_url}/v1/subjects/user-gone"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = delete_subject(&http, &b_url, &key, "user-gone").await;
     assert_eq!(r["sessions_deleted"], 1, "{r}");
-    let a_metrics = http
-        .get(format!("{}/metrics", a.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let a_metrics = metrics_text(&http, &a.base).await;
     assert!(
         a_metrics.lines().any(|l| l == "vericall_active_calls 0"),
         "A ended the call before B deleted the subject"
@@ -670,15 +646,7 @@ async fn two_nodes_behind_one_url() {
     call.abort();
 
     // The subject is deleted through B: A's frames go from the shared storage too.
-    let r: Value = http
-        .delete(format!("{b_url}/v1/subjects/user-cluster"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = delete_subject(&http, &b_url, &key, "user-cluster").await;
     println!("subject deleted through B: {r}");
     assert!(r["files_deleted"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(

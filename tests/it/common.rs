@@ -276,3 +276,49 @@ pub fn sendonly_offer() -> String {
     api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     api.apply().unwrap().0.to_sdp_string()
 }
+
+/// The server binary started with `config` (plus `envs`), from the repository root, without the
+/// caller's `DATABASE_URL` or `VERICALL_CONFIG`. Returns the process and its stdout up to and
+/// including the "vericall listening on" line; a thread keeps draining stdout afterwards, so the
+/// server never writes to a closed pipe.
+pub async fn start_server_binary(
+    config: &std::path::Path,
+    envs: &[(&'static str, String)],
+) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vericall"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env_remove("VERICALL_CONFIG")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let (found, found_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut head = Vec::new();
+        let mut lines = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok);
+        for line in lines.by_ref() {
+            let listening = line.starts_with("vericall listening on ");
+            head.push(line);
+            if listening {
+                let _ = found.send(std::mem::take(&mut head));
+                break;
+            }
+        }
+        lines.for_each(drop);
+    });
+    let head = tokio::task::spawn_blocking(move || {
+        found_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server binary starts and prints its URL")
+    })
+    .await
+    .unwrap();
+    (child, head)
+}

@@ -767,7 +767,6 @@ async fn the_signed_verdict_is_made_once_with_documented_claims() {
 /// webhook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_interrupted_by_kill_9_gets_a_verdict_and_a_webhook_after_restart() {
-    use std::io::BufRead;
     let (receiver, hook) = Receiver::start(0).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vericall.toml");
@@ -781,42 +780,20 @@ async fn a_session_interrupted_by_kill_9_gets_a_verdict_and_a_webhook_after_rest
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vericall"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("DATABASE_URL")
-        .env_remove("VERICALL_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the server binary starts");
-    // stdout: the API key (on the line after "Created an API key"), then the listening URL. The
-    // reader keeps draining afterwards, so the server never writes to a closed pipe.
-    let (found, found_rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut key = None;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if line.starts_with("Created an API key") {
-                key = lines
-                    .next()
-                    .and_then(|l| l.ok())
-                    .map(|l| l.trim().to_string());
-            }
-            if let Some(rest) = line.strip_prefix("vericall listening on ") {
-                let base = rest.split_whitespace().next().unwrap_or("").to_string();
-                let _ = found.send((key.clone().unwrap_or_default(), base));
-            }
-        }
-    });
-    let (api_key, base) = tokio::task::spawn_blocking(move || {
-        found_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server binary starts and prints its URL")
-    })
-    .await
-    .unwrap();
+    // stdout: the API key (on the line after "Created an API key"), then the listening URL.
+    let (mut child, head) = crate::common::start_server_binary(&config, &[]).await;
+    let api_key = head
+        .iter()
+        .position(|l| l.starts_with("Created an API key"))
+        .and_then(|i| head.get(i + 1))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default();
+    let base = head
+        .last()
+        .and_then(|l| l.strip_prefix("vericall listening on "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("")
+        .to_string();
     assert!(api_key.starts_with("vck_"), "a new API key: {api_key:?}");
     let http = reqwest::Client::new();
     let r = http
