@@ -247,18 +247,12 @@ async fn idempotency_owner(
     else {
         return Ok(None);
     };
-    let Some(secret) = crate::session::tokens::bearer(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    ) else {
+    let Some(super::sessions::ApiKey(api_key)) =
+        super::sessions::ApiKey::of(state, headers).await?
+    else {
         return Ok(None);
     };
     let store = state.registry.store();
-    let hash = crate::session::tokens::SecretHash::of(secret).to_hex();
-    let Some(api_key) = store.find_api_key(&hash).await? else {
-        return Ok(None);
-    };
     let now = crate::events::unix_ms_now();
     let until = now + state.cfg.session_ttl_secs as i64 * 1000;
     let digest = super::idempotency::key_digest(key);

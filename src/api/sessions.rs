@@ -22,14 +22,28 @@ impl FromRequestParts<AppState> for ApiKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
+        ApiKey::of(state, &parts.headers)
+            .await?
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl ApiKey {
+    /// The active API key the request's `Authorization: Bearer` names, if any.
+    pub async fn of(state: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey>, ApiError> {
+        let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let key = bearer(value).ok_or(ApiError::Unauthorized)?;
+        let Some(key) = bearer(value) else {
+            return Ok(None);
+        };
         let hash = SecretHash::of(key).to_hex();
-        let row = state.registry.store().find_api_key(&hash).await?;
-        row.map(ApiKey).ok_or(ApiError::Unauthorized)
+        Ok(state
+            .registry
+            .store()
+            .find_api_key(&hash)
+            .await?
+            .map(ApiKey))
     }
 }
 
