@@ -549,7 +549,15 @@ async fn two_nodes_behind_one_url() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "client report through B");
-    let seen = session(&http, &b_url, &key, &id2).await;
+    // B reads it from the timeline A's event writer stores in batches: wait for the batch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen = session(&http, &b_url, &key, &id2).await;
+        if seen["device_failures"] != json!([]) || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         seen["device_failures"],
         json!(["PERMISSION_DENIED"]),
