@@ -9,12 +9,13 @@
 //! `LightStep` (the sans-IO state machine the pipeline runs: lead-in, random sequence, two
 //! attempts) with exact times: the `challenge` event reaches the simulated page after a random
 //! downlink delay (60-250 ms), the actor (`testkit::actor`) renders its frame at 15 fps lit by
-//! what the page shows at that moment, each frame goes through VP8 at 900 kbit/s, the decoder
+//! what the page shows at that moment, each frame goes through VP8 at 900 kbit/s (`LIGHT_KBPS`), the decoder
 //! and the `FaceTracker`, and reaches the server after a random uplink delay (40-200 ms), where
 //! `liveness::light::measure` reads it. Live people vary skin albedo (1.0 to 0.45), room light
 //! (dim 0.35x to bright 1.4x), screen brightness (0.07 to 0.14 of an office room's light) and
 //! distance (face 0.75x to 1.25x of the stage's framing); attacks are `AttackSpecies::ALL`.
-//! Prints a markdown table.
+//! Prints a markdown table, then the provenance cues (`analysis::provenance`: moire, face detail,
+//! sensor noise, repeated frames) per presentation, which the verdict reports but does not judge.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use vericall::analysis::face::{FaceModels, FaceTracker};
+use vericall::analysis::provenance::{ProvenanceMonitor, ProvenanceScores};
+use vericall::frame::Region;
 use vericall::liveness::light::{LightEvent, LightResult, LightStep};
 use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
 use vericall::testkit::actor::{attack, lit_person, AttackSpecies, Lighting, Stage, FPS};
@@ -57,6 +60,7 @@ struct CallResult {
     correlation: f64,
     gain: f64,
     took: Duration,
+    provenance: ProvenanceScores,
 }
 
 fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> CallResult {
@@ -66,10 +70,12 @@ fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> Call
     let down = Duration::from_millis(rng.gen_range(60..250));
     let up = Duration::from_millis(rng.gen_range(40..200));
     let mut step = LightStep::new(rng.gen());
-    let mut enc = VpxEncoder::new(VideoCodec::Vp8, 640, 480, FPS, 900).unwrap();
+    let kbps = count("LIGHT_KBPS", 900) as u32;
+    let mut enc = VpxEncoder::new(VideoCodec::Vp8, 640, 480, FPS, kbps).unwrap();
     let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
     let mut decoded = DecodedFrame::default();
     let mut tracker = FaceTracker::new(models.clone(), 0);
+    let mut provenance = ProvenanceMonitor::default();
     let start = Instant::now();
     // Events as the server sent them (time sent) and frames in flight (arrival, observation).
     let mut sent: Vec<(Duration, Value)> = Vec::new();
@@ -111,6 +117,12 @@ fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> Call
         }
         let arrival = start + t + up;
         let observation = tracker.observe(&decoded.view(), arrival).unwrap();
+        provenance.on_decoded(&decoded.view());
+        let face_box = observation.face.as_ref().map(|f| {
+            let [x, y, w, h] = f.bbox.map(|v| v.max(0.0) as usize);
+            Region::new(x, y, w, h)
+        });
+        provenance.on_analysed(&decoded.view(), face_box, arrival);
         if let Some(face) = &observation.face {
             if let Some(r) =
                 vericall::liveness::light::measure(&decoded.view(), face.bbox, face.inter_eye_px)
@@ -130,7 +142,28 @@ fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> Call
         correlation: best.map_or(0.0, |s| s.correlation),
         gain: best.map_or(0.0, |s| s.gain),
         took,
+        provenance: provenance.scores(),
     }
+}
+
+/// One row of the provenance table: min / median / max of each image cue over the calls.
+fn provenance_row(name: &str, calls: &[ProvenanceScores]) {
+    let spread = |f: &dyn Fn(&ProvenanceScores) -> Option<f64>| {
+        let mut v: Vec<f64> = calls.iter().filter_map(f).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => "-".to_string(),
+            n => format!("{:.2} / {:.2} / {:.2}", v[0], v[n / 2], v[n - 1]),
+        }
+    };
+    println!(
+        "| {name} | {} | {} | {} | {} | {} |",
+        calls.len(),
+        spread(&|p| p.moire_peak_db),
+        spread(&|p| p.face_detail_ratio),
+        spread(&|p| p.sensor_noise),
+        spread(&|p| p.repeated_frame_share),
+    );
 }
 
 fn main() {
@@ -148,6 +181,7 @@ fn main() {
     // Live people: BPCER is the share not matched.
     let (mut rejected, mut corr, mut gains, mut worst) = (0, Vec::new(), Vec::new(), Vec::new());
     let mut took = Vec::new();
+    let mut provenance: Vec<(String, Vec<ProvenanceScores>)> = vec![("live".into(), Vec::new())];
     for i in 0..live_n {
         let lighting = Lighting {
             room: [0.35, 0.6, 1.0, 1.4][i % 4],
@@ -169,6 +203,7 @@ fn main() {
         }
         corr.push(c.correlation);
         gains.push(c.gain);
+        provenance[0].1.push(c.provenance);
     }
     let step_p50 = median(took.clone());
     took.sort_by(f64::total_cmp);
@@ -185,6 +220,7 @@ fn main() {
     );
     for species in AttackSpecies::ALL {
         let (mut accepted, mut corr, mut gains) = (0, Vec::new(), Vec::new());
+        provenance.push((species.name().into(), Vec::new()));
         for _ in 0..attack_n {
             let lighting = Lighting {
                 room: rng.gen_range(0.5..1.3),
@@ -199,6 +235,9 @@ fn main() {
             }
             corr.push(c.correlation);
             gains.push(c.gain);
+            if let Some((_, calls)) = provenance.last_mut() {
+                calls.push(c.provenance);
+            }
         }
         println!(
             "| {} (APCER) | {attack_n} | {accepted} | {:.1} % | {:.3} | {:.4} |",
@@ -213,5 +252,13 @@ fn main() {
     );
     for w in worst {
         println!("live not matched: {w}");
+    }
+    println!(
+        "\nProvenance cues per call (min / median / max over the calls; reported, not judged):\n"
+    );
+    println!("| presentation | calls | moire peak dB | face detail ratio | sensor noise (levels) | repeated frames |");
+    println!("|---|---|---|---|---|---|");
+    for (name, calls) in &provenance {
+        provenance_row(name, calls);
     }
 }

@@ -1,6 +1,6 @@
 //! Per-frame media cost: video decode (VP8, VP9, H.264), capture-quality metrics, the whole
 //! per-analysed-frame path the server runs (`media::pipeline`: decode + quality + signature +
-//! camera health) and Opus decode.
+//! camera health), the provenance cues (`analysis::provenance`) and Opus decode.
 //!
 //!     cargo bench --bench media
 //!
@@ -12,7 +12,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vericall::analysis::device::{CameraHealth, FrameFacts};
+use vericall::analysis::provenance::{ProvenanceMonitor, IMAGE_CUE_INTERVAL};
 use vericall::analysis::quality::{luma_signature, QualityAnalyzer};
+use vericall::frame::Region;
 use vericall::media::decode::{
     AudioDecoder, DecodedFrame, H264Encoder, VideoCodec, VideoDecoder, VpxEncoder,
 };
@@ -224,6 +226,37 @@ fn main() {
             String::new(),
         ));
         quality_rows.push(row(format!("luma_signature {w}x{h}"), &s, String::new()));
+        // The provenance cues: the repeat check on every decoded frame, and the image cues (noise,
+        // moire, face detail) that run once a second, here on every frame with a centred box of a
+        // face's size (a third of the width) so that each call measures all three.
+        let (mut repeat, mut image) = (Vec::new(), Vec::new());
+        let face = Region::new(w / 3, h / 4, w / 3, w / 3);
+        let start = Instant::now();
+        for pass in 0..PASSES {
+            let mut monitor = ProvenanceMonitor::default();
+            for (i, f) in decoded.iter().enumerate() {
+                let v = f.view();
+                let at = start + IMAGE_CUE_INTERVAL * (pass * decoded.len() + i) as u32;
+                let t0 = Instant::now();
+                monitor.on_decoded(black_box(&v));
+                let t1 = Instant::now();
+                monitor.on_analysed(black_box(&v), Some(face), at);
+                let t2 = Instant::now();
+                repeat.push(ms(t1 - t0));
+                image.push(ms(t2 - t1));
+            }
+            black_box(monitor.scores());
+        }
+        quality_rows.push(row(
+            format!("provenance repeat check (every frame) {w}x{h}"),
+            &repeat,
+            String::new(),
+        ));
+        quality_rows.push(row(
+            format!("provenance image cues (once a second) {w}x{h}"),
+            &image,
+            String::new(),
+        ));
         quality_rows.push(row(
             format!("analyze + luma_signature {w}x{h}"),
             &both,

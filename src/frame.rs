@@ -105,6 +105,11 @@ impl Region {
         self.w * self.h
     }
 
+    /// Whether the pixel at (`x`, `y`) lies inside.
+    pub fn contains(&self, x: usize, y: usize) -> bool {
+        (self.x..self.x + self.w).contains(&x) && (self.y..self.y + self.h).contains(&y)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.w == 0 || self.h == 0
     }

@@ -6,5 +6,6 @@ pub mod effort;
 pub mod face;
 pub mod hold;
 pub mod image;
+pub mod provenance;
 pub mod quality;
 pub mod voice;

@@ -25,6 +25,7 @@ use crate::analysis::effort::{AnalysisNeeds, AnalysisSchedule};
 use crate::analysis::face::embed::{embed_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::guidance::FaceGuidance;
 use crate::analysis::face::{FaceModels, FaceObservation, FaceTracker};
+use crate::analysis::provenance::ProvenanceMonitor;
 use crate::analysis::quality::{
     judged_metrics, luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer,
     QualityMetrics, Region, Thresholds, I420,
@@ -280,6 +281,8 @@ pub struct CallCore {
     face: Option<FaceTracker>,
     face_guidance: FaceGuidance,
     last_observation: Option<FaceObservation>,
+    /// Screen and injection cues, reported in the verdict's scores (never decisive).
+    provenance: ProvenanceMonitor,
     liveness: Option<LivenessSession>,
     document: Option<DocumentPhase>,
     network_poor: bool,
@@ -325,6 +328,7 @@ impl CallCore {
                 .map(|m| FaceTracker::new(m, cfg.pool_hint)),
             face_guidance: FaceGuidance::default(),
             last_observation: None,
+            provenance: ProvenanceMonitor::default(),
             liveness: cfg
                 .liveness
                 .clone()
@@ -421,9 +425,11 @@ impl CallCore {
         self.last_network_at = Some(now);
     }
 
-    /// A video packet that arrived at `arrival` reached the decoder at `now`.
-    pub fn on_video_packet(&mut self, arrival: Instant, now: Instant) {
+    /// A video frame's packets, which the sender stamped with capture time `capture_seconds` (its
+    /// RTP clock), arrived at `arrival` and reached the decoder at `now`.
+    pub fn on_video_packet(&mut self, arrival: Instant, capture_seconds: f64, now: Instant) {
         self.camera.on_packet(arrival);
+        self.provenance.on_capture_time(capture_seconds);
         self.last_video_at = Some(now);
     }
 
@@ -482,6 +488,8 @@ impl CallCore {
         self.counters.frames_decoded += 1;
         self.counters.width = frame.width as u64;
         self.counters.height = frame.height as u64;
+        let image = frame.view();
+        self.provenance.on_decoded(&image);
         let needs = self.analysis_needs();
         if !self.schedule.due(captured, &needs, newer_waiting) {
             self.counters.frames_skipped += 1;
@@ -489,7 +497,6 @@ impl CallCore {
         }
         self.counters.frames_analyzed += 1;
         self.analyzed_in_window += 1;
-        let image = frame.view();
         let check_capture = self.next_capture_check.is_none_or(|t| captured >= t);
         if check_capture {
             self.next_capture_check = Some(captured + CAPTURE_CHECK_INTERVAL);
@@ -624,6 +631,11 @@ impl CallCore {
             }
         };
         let face_quality = observation.face.as_ref().map(|f| f.quality);
+        let face_box = observation.face.as_ref().map(|f| {
+            let [x, y, w, h] = f.bbox.map(|v| v.max(0.0) as usize);
+            Region::new(x, y, w, h)
+        });
+        self.provenance.on_analysed(image, face_box, captured);
         self.counters.face_observations += 1;
         if observation.face.is_some() {
             self.counters.faces_found += 1;
@@ -1113,6 +1125,7 @@ impl CallCore {
             persistent_faults: faults,
             step_faults: self.failed_step_faults.clone(),
             ended_early: if done { None } else { ended_early },
+            provenance: Some(self.provenance.scores()),
         });
         if let Some((_, read, _)) = self
             .document
@@ -1290,6 +1303,11 @@ mod tests {
         }
     }
 
+    /// A frame's capture time on the sender's clock, which starts at `t0`.
+    fn capture_seconds(at: Instant, t0: Instant) -> f64 {
+        at.duration_since(t0).as_secs_f64()
+    }
+
     fn events(core: &mut CallCore) -> Vec<CallEvent> {
         std::iter::from_fn(|| core.poll_output())
             .filter_map(|o| match o {
@@ -1311,7 +1329,7 @@ mod tests {
         for n in 0..frames {
             let at = t0 + Duration::from_secs_f64(n as f64 / fps);
             run_timers(core, at);
-            core.on_video_packet(at, at);
+            core.on_video_packet(at, capture_seconds(at, t0), at);
             let frame = picture(n);
             if core.on_frame(&frame, at, false) {
                 core.on_frame_document(&frame, at);
@@ -1407,7 +1425,7 @@ mod tests {
             run_timers(&mut core, at);
             core.on_audio(&pcm, -20.0, at);
             if n % 2 == 0 {
-                core.on_video_packet(at, at);
+                core.on_video_packet(at, capture_seconds(at, t0), at);
                 core.on_frame(&scene(n as usize), at, false);
             }
             seen.extend(events(&mut core));
@@ -1481,7 +1499,7 @@ mod tests {
     fn video_that_stops_for_a_second_blocks_the_steps_as_a_network_freeze() {
         let t0 = Instant::now();
         let mut core = CallCore::new(config(), t0);
-        core.on_video_packet(t0, t0);
+        core.on_video_packet(t0, 0.0, t0);
         assert_eq!(core.blocking(t0 + Duration::from_millis(999)), None);
         assert_eq!(
             core.blocking(t0 + MEDIA_GAP_PAUSE),

@@ -680,6 +680,7 @@ impl PeerTask {
                 keyframe: is_keyframe,
                 discontinuity: !data.contiguous || self.video_gap,
                 arrival: data.network_time,
+                capture_seconds: data.time.as_seconds(),
             },
             _ => return,
         };

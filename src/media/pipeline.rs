@@ -73,6 +73,8 @@ pub enum PipelineInput {
         /// Something was lost before this frame: decode only from the next keyframe.
         discontinuity: bool,
         arrival: Instant,
+        /// The sender's capture time of the frame (its RTP clock, in seconds).
+        capture_seconds: f64,
     },
     Audio {
         data: Arc<[u8]>,
@@ -318,9 +320,11 @@ impl Worker {
                 keyframe,
                 discontinuity,
                 arrival,
+                capture_seconds,
             } => {
                 self.pending_video.fetch_sub(1, Ordering::AcqRel);
-                self.core.on_video_packet(arrival, Instant::now());
+                self.core
+                    .on_video_packet(arrival, capture_seconds, Instant::now());
                 self.on_video(&data, codec, keyframe, discontinuity, arrival);
             }
             PipelineInput::Audio { data, arrival } => self.on_audio(&data, arrival),

@@ -759,6 +759,7 @@ impl SessionRegistry {
                 persistent_faults: session.device_failures(),
                 step_faults: Vec::new(),
                 document: None,
+                provenance: None,
                 ended_early: Some(match reason {
                     "expired" => "expired",
                     "deleted" => "deleted",
@@ -921,6 +922,7 @@ impl SessionRegistry {
             persistent_faults: Vec::new(),
             step_faults: Vec::new(),
             document: None,
+            provenance: None,
             ended_early: Some(reason),
         });
         let Ok(value) = serde_json::to_value(&verdict) else {

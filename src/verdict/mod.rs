@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::analysis::provenance::ProvenanceScores;
 use crate::document::fields::{DocumentKind, FieldMatch, NumberCheck};
 use crate::document::{DocumentMode, DocumentOutcome};
 use crate::liveness::light::LightResult;
@@ -136,6 +137,9 @@ pub struct VerdictInputs {
     pub ended_early: Option<&'static str>,
     /// The ID-document step's result, when the session asked for one.
     pub document: Option<crate::document::DocumentOutcome>,
+    /// Screen and injection cues (`analysis::provenance`): reported in the scores, never a
+    /// reason on their own.
+    pub provenance: Option<ProvenanceScores>,
 }
 
 /// Capture and framing faults that can explain a failed step, in the order a person should fix
@@ -185,6 +189,9 @@ pub fn decide(v: &VerdictInputs) -> Verdict {
     let light_result = light.and_then(|l| l.result);
     if let Some(d) = &v.document {
         scores.insert("document".into(), d.checks_json());
+    }
+    if let Some(p) = &v.provenance {
+        scores.insert("provenance".into(), json!(p));
     }
     let scores = Value::Object(scores);
     let verdict = |status, reasons| Verdict {
@@ -573,6 +580,7 @@ mod tests {
             step_faults: Vec::new(),
             ended_early: None,
             document: None,
+            provenance: None,
         }
     }
 

@@ -59,7 +59,7 @@ fn call(video: VideoSource, seed: u64, limit: Duration) -> (Option<Verdict>, Vec
             break;
         }
         let frame = (video.frame)(index, &events);
-        core.on_video_packet(at, at);
+        core.on_video_packet(at, index as f64 / FPS as f64, at);
         if core.on_frame(&frame, at, false) {
             core.on_frame_document(&frame, at);
         }
@@ -121,6 +121,18 @@ fn a_live_person_passes_the_light_step_and_three_challenges() {
             .filter_map(|e| e["index"].as_u64())
             .collect();
         assert_eq!(indices, [0, 1, 2, 3]);
+        // The provenance cues are reported, not judged: these frames are stamped by the test's
+        // own clock (every interval 1/15 s to the tick, as a program playing a file stamps
+        // them), which the scores show, and the person still passes.
+        let provenance = &verdict.scores["provenance"];
+        assert_eq!(provenance["capture_interval_ms"], 66.67, "{provenance}");
+        assert_eq!(provenance["capture_jitter_ms"], 0.0, "{provenance}");
+        assert_eq!(provenance["capture_regular_share"], 1.0, "{provenance}");
+        assert!(
+            provenance["image_samples"].as_u64() >= Some(1),
+            "{provenance}"
+        );
+        assert!(provenance["moire_peak_db"].is_number(), "{provenance}");
     }
 }
 

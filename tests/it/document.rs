@@ -233,6 +233,7 @@ fn verdict_with(document: DocumentOutcome) -> vericall::verdict::Verdict {
         step_faults: Vec::new(),
         ended_early: None,
         document: Some(document),
+        provenance: None,
     })
 }
 
