@@ -25,8 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use vericall::analysis::face::{FaceModels, FaceTracker};
-use vericall::analysis::provenance::{ProvenanceMonitor, ProvenanceScores};
-use vericall::frame::Region;
+use vericall::analysis::provenance::{face_region, ProvenanceMonitor, ProvenanceScores};
 use vericall::liveness::light::{LightEvent, LightResult, LightStep};
 use vericall::media::decode::{DecodedFrame, VideoCodec, VideoDecoder, VpxEncoder};
 use vericall::testkit::actor::{attack, lit_person, AttackSpecies, Lighting, Stage, FPS};
@@ -118,10 +117,7 @@ fn call(video: &VideoSource, models: &Arc<FaceModels>, rng: &mut StdRng) -> Call
         let arrival = start + t + up;
         let observation = tracker.observe(&decoded.view(), arrival).unwrap();
         provenance.on_decoded(&decoded.view());
-        let face_box = observation.face.as_ref().map(|f| {
-            let [x, y, w, h] = f.bbox.map(|v| v.max(0.0) as usize);
-            Region::new(x, y, w, h)
-        });
+        let face_box = observation.face.as_ref().map(|f| face_region(f.bbox));
         provenance.on_analysed(&decoded.view(), face_box, arrival);
         if let Some(face) = &observation.face {
             if let Some(r) =

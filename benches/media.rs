@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vericall::analysis::device::{CameraHealth, FrameFacts};
+use vericall::analysis::image::{warp_to_tensor, Affine, Layout};
 use vericall::analysis::provenance::{ProvenanceMonitor, IMAGE_CUE_INTERVAL};
 use vericall::analysis::quality::{luma_signature, QualityAnalyzer};
 use vericall::frame::Region;
@@ -255,6 +256,33 @@ fn main() {
         quality_rows.push(row(
             format!("provenance image cues (once a second) {w}x{h}"),
             &image,
+            String::new(),
+        ));
+        // The face mesh's input crop (192x192, NCHW, rotated by a head roll of 0.2 rad), which
+        // the face tracker samples from every analysed frame.
+        let crop = Affine::crop(w as f32 / 2.0, h as f32 / 2.5, w as f32 / 3.0, 0.2, 192);
+        let mut tensor = Vec::new();
+        let mut warp = Vec::new();
+        for _ in 0..PASSES {
+            for f in &decoded {
+                let v = f.view();
+                let t0 = Instant::now();
+                warp_to_tensor(
+                    black_box(&v),
+                    &crop,
+                    192,
+                    Layout::Nchw,
+                    false,
+                    |x| x / 255.0,
+                    &mut tensor,
+                );
+                warp.push(ms(t0.elapsed()));
+                black_box(&tensor);
+            }
+        }
+        quality_rows.push(row(
+            format!("face mesh crop (warp_to_tensor 192x192) {w}x{h}"),
+            &warp,
             String::new(),
         ));
         quality_rows.push(row(

@@ -64,7 +64,9 @@ pub struct ProvenanceScores {
     pub frames: u64,
     /// Median interval between the sender's capture times.
     pub capture_interval_ms: Option<f64>,
-    /// Median absolute deviation of the capture intervals (0 for a program's own clock).
+    /// Mean absolute deviation of the capture intervals from their median (0 for a program that
+    /// stamps its frames from its own 90 kHz clock; browsers stamp whole milliseconds, so a
+    /// steady 30 fps source reads about 0.4 there).
     pub capture_jitter_ms: Option<f64>,
     /// Share of capture intervals within 0.1 ms of the median (1 for a program's own clock).
     pub capture_regular_share: Option<f64>,
@@ -90,6 +92,7 @@ pub struct ProvenanceMonitor {
     decoded: u64,
     repeated: u64,
     next_sample: Option<Instant>,
+    image_samples: usize,
     noise: Vec<f64>,
     moire_db: Vec<f64>,
     detail: Vec<f64>,
@@ -102,12 +105,14 @@ impl Default for ProvenanceMonitor {
     fn default() -> Self {
         ProvenanceMonitor {
             last_capture: None,
-            intervals_ms: Vec::new(),
+            // Sized once: the intervals are pushed on every frame.
+            intervals_ms: Vec::with_capacity(MAX_INTERVALS),
             capture_frames: 0,
             last_hash: None,
             decoded: 0,
             repeated: 0,
             next_sample: None,
+            image_samples: 0,
             noise: Vec::new(),
             moire_db: Vec::new(),
             detail: Vec::new(),
@@ -150,7 +155,7 @@ impl ProvenanceMonitor {
         let Some(face) = face else { return };
         if !image.is_valid()
             || self.next_sample.is_some_and(|t| at < t)
-            || self.noise.len() >= MAX_IMAGE_SAMPLES
+            || self.image_samples >= MAX_IMAGE_SAMPLES
         {
             return;
         }
@@ -158,6 +163,7 @@ impl ProvenanceMonitor {
             return;
         };
         self.next_sample = Some(at + IMAGE_CUE_INTERVAL);
+        self.image_samples += 1;
         if let Some(n) = noise_level(image, &mut self.blocks) {
             self.noise.push(n);
         }
@@ -178,7 +184,7 @@ impl ProvenanceMonitor {
             capture_regular_share: regular.map(round2),
             repeated_frame_share: (self.decoded >= 2)
                 .then(|| round2(self.repeated as f64 / (self.decoded - 1) as f64)),
-            image_samples: self.noise.len().max(self.moire_db.len()),
+            image_samples: self.image_samples,
             sensor_noise: median(&self.noise).map(round2),
             moire_peak_db: median(&self.moire_db).map(round2),
             face_detail_ratio: median(&self.detail).map(round2),
@@ -199,8 +205,10 @@ fn median(v: &[f64]) -> Option<f64> {
     Some(s[s.len() / 2])
 }
 
-/// Median interval, median absolute deviation and share of regular intervals, over the intervals
-/// within [`INTERVAL_OUTLIER`] of the median. Needs a second of frames.
+/// Median interval, mean absolute deviation from it and share of regular intervals, over the
+/// intervals within [`INTERVAL_OUTLIER`] of the median. Needs 10 intervals. The mean, not the
+/// median, of the deviations: browsers stamp whole milliseconds, and a median of deviations that
+/// are mostly 0 and 1 ms would read 0 for every camera.
 fn capture_timing(intervals: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     let Some(mid) = median(intervals).filter(|_| intervals.len() >= 10) else {
         return (None, None, None);
@@ -215,10 +223,11 @@ fn capture_timing(intervals: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) 
         .iter()
         .filter(|d| **d <= REGULAR_WITHIN_MS)
         .count();
+    let n = kept.len().max(1) as f64;
     (
         Some(mid),
-        median(&deviations),
-        Some(regular as f64 / kept.len().max(1) as f64),
+        Some(deviations.iter().sum::<f64>() / n),
+        Some(regular as f64 / n),
     )
 }
 
@@ -233,6 +242,21 @@ fn sparse_hash(image: &I420) -> u64 {
         }
     }
     hash
+}
+
+/// The face box (x, y, w, h in pixels, as the face tracker gives it) as a region: trimmed where it
+/// leaves the frame's top or left (the tracker's box may start at negative coordinates), and with
+/// NaN read as 0. The caller clips it to the frame.
+pub fn face_region(bbox: [f32; 4]) -> Region {
+    let [x, y, w, h] = bbox;
+    let (x0, y0) = (x.max(0.0), y.max(0.0));
+    let (x1, y1) = ((x + w).max(x0), (y + h).max(y0));
+    Region::new(
+        x0 as usize,
+        y0 as usize,
+        (x1 - x0) as usize,
+        (y1 - y0) as usize,
+    )
 }
 
 /// The face box clipped to the frame; `None` when too little of it is left.
@@ -255,6 +279,9 @@ fn laplacian_difference(image: &I420, x: usize, y: usize) -> i32 {
 /// row, and the [`NOISE_PERCENTILE`] of the blocks: the flattest, where only noise is left.
 fn noise_level(image: &I420, blocks: &mut Vec<f64>) -> Option<f64> {
     blocks.clear();
+    if image.width < 3 || image.height < 3 {
+        return None;
+    }
     let scale = (std::f64::consts::PI / 2.0).sqrt() / 6.0;
     let (cols, rows) = (
         (image.width - 2) / NOISE_BLOCK,
@@ -280,6 +307,9 @@ fn noise_level(image: &I420, blocks: &mut Vec<f64>) -> Option<f64> {
 
 /// Mean |second difference| of the luma over a region, on every other row and column.
 fn detail(image: &I420, r: Region, skip: Option<Region>) -> Option<f64> {
+    if image.width < 3 || image.height < 3 {
+        return None;
+    }
     let (mut sum, mut n) = (0u64, 0u64);
     for y in (r.y.max(1)..(r.y + r.h).min(image.height - 1)).step_by(2) {
         for x in (r.x.max(1)..(r.x + r.w).min(image.width - 1)).step_by(2) {
@@ -376,11 +406,12 @@ impl Spectrum {
         for ring in &mut self.rings {
             ring.clear();
         }
-        // The spectrum of a real patch is symmetric: half the plane (ky from 0 to Nyquist) holds
-        // every bin once.
+        // The spectrum of a real patch is symmetric (bin (kx, ky) is the conjugate of (-kx, -ky)):
+        // the rows ky = 1 to Nyquist and the right half of row 0 hold every bin once.
         let half = PATCH as isize / 2;
         for ky in 0..=half {
-            for kx in -half + 1..=half {
+            let first = if ky == 0 { 0 } else { -half + 1 };
+            for kx in first..=half {
                 let radius = ((kx * kx + ky * ky) as f32).sqrt().round() as usize;
                 if !(MOIRE_MIN_RADIUS..PATCH / 2).contains(&radius) {
                     continue;
@@ -467,6 +498,32 @@ mod tests {
         );
         assert!(c.capture_jitter_ms.unwrap() > 0.5, "{c:?}");
         assert!(c.capture_regular_share.unwrap() < 0.2, "{c:?}");
+    }
+
+    #[test]
+    fn a_browsers_whole_millisecond_stamps_of_a_steady_source_read_a_small_jitter() {
+        // 30 fps stamped in whole milliseconds: 33, 33, 34, 33, 33, 34, ...
+        let mut m = ProvenanceMonitor::default();
+        for i in 0..90 {
+            m.on_capture_time((f64::from(i) * 1000.0 / 30.0).floor() / 1000.0);
+        }
+        let s = m.scores();
+        assert_eq!(s.capture_interval_ms, Some(33.0));
+        assert!((0.3..0.6).contains(&s.capture_jitter_ms.unwrap()), "{s:?}");
+        assert!(
+            (0.6..0.7).contains(&s.capture_regular_share.unwrap()),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn a_face_box_leaving_the_frame_is_trimmed_not_moved() {
+        assert_eq!(
+            face_region([-20.0, 10.0, 100.0, 50.0]),
+            Region::new(0, 10, 80, 50)
+        );
+        assert_eq!(face_region([f32::NAN, 0.0, 10.0, 10.0]).x, 0);
+        assert_eq!(face_region([5.0, 5.0, -3.0, 10.0]).w, 0);
     }
 
     #[test]

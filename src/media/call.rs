@@ -25,7 +25,7 @@ use crate::analysis::effort::{AnalysisNeeds, AnalysisSchedule};
 use crate::analysis::face::embed::{embed_face, Embedding, MATCH_THRESHOLD};
 use crate::analysis::face::guidance::FaceGuidance;
 use crate::analysis::face::{FaceModels, FaceObservation, FaceTracker};
-use crate::analysis::provenance::ProvenanceMonitor;
+use crate::analysis::provenance::{face_region, ProvenanceMonitor};
 use crate::analysis::quality::{
     judged_metrics, luma_signature, GuidanceChange, GuidanceTracker, QualityAnalyzer,
     QualityMetrics, Region, Thresholds, I420,
@@ -631,10 +631,7 @@ impl CallCore {
             }
         };
         let face_quality = observation.face.as_ref().map(|f| f.quality);
-        let face_box = observation.face.as_ref().map(|f| {
-            let [x, y, w, h] = f.bbox.map(|v| v.max(0.0) as usize);
-            Region::new(x, y, w, h)
-        });
+        let face_box = observation.face.as_ref().map(|f| face_region(f.bbox));
         self.provenance.on_analysed(image, face_box, captured);
         self.counters.face_observations += 1;
         if observation.face.is_some() {
