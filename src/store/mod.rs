@@ -23,40 +23,27 @@ pub use integration::{
     SigningKeyRow, UndecidedSession, VerdictRecord, VerdictWrite, WebhookAttempt, WebhookTarget,
 };
 
-/// Embedded migrations, applied in order and recorded in `schema_migrations`.
+/// The schema's migrations (`migrations/`), embedded at build time and applied by sqlx's
+/// migrator: recorded with their checksums in `_sqlx_migrations` (an applied file that was edited
+/// afterwards stops the server instead of drifting), each in a transaction, and on PostgreSQL
+/// under sqlx's advisory lock, so instances starting at once migrate one at a time. The SQL is
+/// the same on both engines (see the module documentation).
 ///
-/// Hand-written rather than `sqlx::migrate!`: every existing database records its migrations in
-/// `schema_migrations`, which sqlx's migrator does not read (it keeps `_sqlx_migrations`, with
-/// checksums), so switching needs a one-time import of that table first. The `Any` driver's
-/// statements are run as they are, on SQLite and PostgreSQL alike.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/0001_foundation.sql")),
-    (2, include_str!("../../migrations/0002_verdicts.sql")),
-    (3, include_str!("../../migrations/0003_relying_party.sql")),
-    (4, include_str!("../../migrations/0004_documents.sql")),
-    (5, include_str!("../../migrations/0005_verdict_record.sql")),
-    (6, include_str!("../../migrations/0006_integrator_kit.sql")),
-    (
-        7,
-        include_str!("../../migrations/0007_support_reference.sql"),
-    ),
-    (8, include_str!("../../migrations/0008_enrolments.sql")),
-    (9, include_str!("../../migrations/0009_practice.sql")),
-    (10, include_str!("../../migrations/0010_cluster.sql")),
-    (
-        11,
-        include_str!("../../migrations/0011_idempotency_owner.sql"),
-    ),
-    (
-        12,
-        include_str!("../../migrations/0012_open_sessions_by_node.sql"),
-    ),
-];
+/// Versions the database has and this build does not know are ignored: during a rolling update
+/// the older release's pods keep (re)starting on the schema the newer one already migrated
+/// (migrations only add tables, columns and indexes).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!();
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database folder {path}: {source}")]
     Folder {
         path: String,
@@ -168,47 +155,21 @@ impl Store {
     }
 
     async fn migrate(&self, postgres: bool) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
         if postgres {
-            // Several instances may start at once on an empty database: one migrates at a time.
-            // (A session-level lock on one pooled connection, held for the whole migration.)
-            let mut conn = self.pool.acquire().await?;
+            // Instances starting at once must not both import (sqlx's own lock covers `run`).
             sqlx::query("SELECT pg_advisory_lock(7361726)")
                 .execute(&mut *conn)
                 .await?;
-            let result = self.apply_migrations().await;
+        }
+        let imported = import_legacy_record(&mut conn, postgres).await;
+        if postgres {
             sqlx::query("SELECT pg_advisory_unlock(7361726)")
                 .execute(&mut *conn)
                 .await?;
-            return result;
         }
-        self.apply_migrations().await
-    }
-
-    async fn apply_migrations(&self) -> StoreResult<()> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(crate::events::unix_ms_now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied migration");
-        }
+        imported?;
+        migrator().run(&mut *conn).await?;
         Ok(())
     }
 
@@ -555,6 +516,49 @@ fn api_key_from_row(r: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
         revoked_at: r.try_get(3)?,
         sandbox: r.try_get::<i64, _>(4)? != 0,
     })
+}
+
+/// Databases created before the server used sqlx's migrator recorded their migrations in a table
+/// of their own, `schema_migrations` (version, time applied). Copies that record once into
+/// `_sqlx_migrations`, with each migration's checksum as sqlx would have written it, so the
+/// migrator applies only what is new. `schema_migrations` itself is left as it was (an older
+/// server started on the database still finds its own record).
+async fn import_legacy_record(conn: &mut sqlx::AnyConnection, postgres: bool) -> StoreResult<()> {
+    use sqlx::migrate::Migrate;
+    let exists = if postgres {
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_name = 'schema_migrations' AND table_schema = current_schema()"
+    } else {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    };
+    let legacy: i64 = sqlx::query_scalar(exists).fetch_one(&mut *conn).await?;
+    if legacy == 0 {
+        return Ok(());
+    }
+    conn.ensure_migrations_table().await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut imported = 0;
+    for m in migrator().iter().filter(|m| applied.contains(&m.version)) {
+        imported += sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(m.description.to_string())
+        .bind(m.checksum.to_vec())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    if imported > 0 {
+        tracing::info!(
+            imported,
+            "imported the migration record into _sqlx_migrations"
+        );
+    }
+    Ok(())
 }
 
 fn create_sqlite_folder(url: &str) -> StoreResult<()> {

@@ -544,6 +544,90 @@ async fn store_suite_on_sqlite() {
     Store::connect(&url).await.unwrap();
 }
 
+/// Makes the database at `url` as the server did before it used sqlx's migrator: migrations 1 to
+/// `upto` applied and recorded in `schema_migrations` (version, time applied) only.
+async fn legacy_database(url: &str, upto: i64) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for (version, file) in (1..=upto).zip(files) {
+        sqlx::raw_sql(&std::fs::read_to_string(file).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)")
+            .bind(version)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The versions in sqlx's record, and whether every one succeeded.
+async fn sqlx_record(url: &str) -> (Vec<i64>, bool) {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    // The flag as a number: the `Any` driver reads no SQLite booleans.
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT version, CASE WHEN success THEN 1 ELSE 0 END FROM _sqlx_migrations ORDER BY version",
+    )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    (
+        rows.iter().map(|r| r.0).collect(),
+        rows.iter().all(|r| r.1 == 1),
+    )
+}
+
+/// A database the server migrated before it used sqlx's migrator (its record in
+/// `schema_migrations`) opens: the record is imported once, only the newer migrations run, and
+/// its rows are kept.
+async fn legacy_record_is_imported(url: &str, label: &str) {
+    legacy_database(url, 10).await;
+    {
+        let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ('k1', 'kept', 'h1', 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let store = Store::connect(url).await.expect(label);
+    assert_eq!(store.count_active_api_keys().await.unwrap(), 1, "{label}");
+    let all: Vec<i64> = (1..=12).collect();
+    assert_eq!(sqlx_record(url).await, (all.clone(), true), "{label}");
+    // Reopening changes nothing.
+    Store::connect(url).await.expect(label);
+    assert_eq!(sqlx_record(url).await, (all, true), "{label}");
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_the_old_runner_opens_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/legacy.db?mode=rwc", dir.path().display());
+    legacy_record_is_imported(&url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_the_old_runner_opens_on_postgres() {
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    legacy_record_is_imported(&url, "postgres").await;
+}
+
 /// A fresh schema per run on the PostgreSQL server, so runs never see each other's rows.
 pub(crate) async fn postgres_schema() -> Option<String> {
     let Ok(base) = std::env::var("VERICALL_TEST_POSTGRES_URL") else {
