@@ -157,20 +157,24 @@ impl Store {
     async fn migrate(&self, postgres: bool) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         if postgres {
-            // Instances starting at once must not both import (sqlx's own lock covers `run`).
+            // One instance at a time, for the whole of it: the releases before sqlx's migrator
+            // took this lock for their runs, and may still start during a rolling update.
             sqlx::query("SELECT pg_advisory_lock(7361726)")
                 .execute(&mut *conn)
                 .await?;
         }
-        let imported = import_legacy_record(&mut conn, postgres).await;
+        let result = async {
+            import_legacy_record(&mut conn, postgres).await?;
+            migrator().run(&mut *conn).await?;
+            keep_legacy_record(&mut conn).await
+        }
+        .await;
         if postgres {
             sqlx::query("SELECT pg_advisory_unlock(7361726)")
                 .execute(&mut *conn)
                 .await?;
         }
-        imported?;
-        migrator().run(&mut *conn).await?;
-        Ok(())
+        result
     }
 
     /// SQLite: copies the write-ahead log into the database file and empties it, so rows just
@@ -518,46 +522,69 @@ fn api_key_from_row(r: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
     })
 }
 
-/// Databases created before the server used sqlx's migrator recorded their migrations in a table
-/// of their own, `schema_migrations` (version, time applied). Copies that record once into
-/// `_sqlx_migrations`, with each migration's checksum as sqlx would have written it, so the
-/// migrator applies only what is new. `schema_migrations` itself is left as it was (an older
-/// server started on the database still finds its own record).
+/// Releases before sqlx's migrator recorded their migrations in a table of their own,
+/// `schema_migrations` (version, time applied), and read only that one: a rolling update runs
+/// both for a while, and a rollback goes back to one. So the two records are kept in step around
+/// the migrator's run. Before it: versions in `schema_migrations` and not in `_sqlx_migrations`
+/// are copied there, in one transaction, with each migration's checksum as sqlx would have
+/// written it, so the migrator applies only what is new (a database an older release migrated,
+/// or advanced after a rollback).
 async fn import_legacy_record(conn: &mut sqlx::AnyConnection, postgres: bool) -> StoreResult<()> {
     use sqlx::migrate::Migrate;
+    use sqlx::Connection;
+    // Resolved as the queries below resolve the name (the search path on PostgreSQL).
     let exists = if postgres {
-        "SELECT COUNT(*) FROM information_schema.tables \
-         WHERE table_name = 'schema_migrations' AND table_schema = current_schema()"
+        "SELECT CAST(CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END AS BIGINT)"
     } else {
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     };
     let legacy: i64 = sqlx::query_scalar(exists).fetch_one(&mut *conn).await?;
-    if legacy == 0 {
-        return Ok(());
+    if legacy > 0 {
+        conn.ensure_migrations_table().await?;
+        let recorded: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut tx = conn.begin().await?;
+        let mut imported = 0;
+        for m in migrator().iter().filter(|m| recorded.contains(&m.version)) {
+            imported += sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(m.description.to_string())
+            .bind(m.checksum.to_vec())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        if imported > 0 {
+            tracing::info!(imported, "copied schema_migrations into _sqlx_migrations");
+        }
     }
-    conn.ensure_migrations_table().await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut imported = 0;
-    for m in migrator().iter().filter(|m| applied.contains(&m.version)) {
-        imported += sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
-        )
-        .bind(m.version)
-        .bind(m.description.to_string())
-        .bind(m.checksum.to_vec())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    }
-    if imported > 0 {
-        tracing::info!(
-            imported,
-            "imported the migration record into _sqlx_migrations"
-        );
-    }
+    Ok(())
+}
+
+/// After the migrator's run: every version it applied is added to `schema_migrations` (see
+/// [`import_legacy_record`]), so an older release on this database applies nothing twice.
+async fn keep_legacy_record(conn: &mut sqlx::AnyConnection) -> StoreResult<()> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, applied_at) \
+         SELECT version, $1 FROM _sqlx_migrations WHERE success \
+         AND version NOT IN (SELECT version FROM schema_migrations)",
+    )
+    .bind(crate::events::unix_ms_now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

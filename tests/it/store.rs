@@ -590,10 +590,20 @@ async fn sqlx_record(url: &str) -> (Vec<i64>, bool) {
     )
 }
 
+/// The versions in the record the releases before sqlx's migrator read.
+async fn legacy_record(url: &str) -> Vec<i64> {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
 /// A database the server migrated before it used sqlx's migrator (its record in
 /// `schema_migrations`) opens: the record is imported once, only the newer migrations run, and
-/// its rows are kept.
-async fn legacy_record_is_imported(url: &str, label: &str) {
+/// its rows are kept; the old record is kept in step, so an older release (a rolling update, a
+/// rollback) applies nothing twice. A new database gets both records.
+async fn legacy_record_is_imported(url: &str, fresh_url: &str, label: &str) {
     legacy_database(url, 10).await;
     {
         let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
@@ -604,28 +614,39 @@ async fn legacy_record_is_imported(url: &str, label: &str) {
         .await
         .unwrap();
     }
-    let store = Store::connect(url).await.expect(label);
-    assert_eq!(store.count_active_api_keys().await.unwrap(), 1, "{label}");
+    // On PostgreSQL several instances may start at once (a rolling update); SQLite has one node.
+    let instances = if label == "postgres" { 3 } else { 1 };
+    let starts = (0..instances).map(|_| Store::connect(url));
+    for store in futures_util::future::join_all(starts).await {
+        let store = store.expect(label);
+        assert_eq!(store.count_active_api_keys().await.unwrap(), 1, "{label}");
+    }
     let all: Vec<i64> = (1..=12).collect();
     assert_eq!(sqlx_record(url).await, (all.clone(), true), "{label}");
+    assert_eq!(legacy_record(url).await, all, "{label}");
     // Reopening changes nothing.
     Store::connect(url).await.expect(label);
-    assert_eq!(sqlx_record(url).await, (all, true), "{label}");
+    assert_eq!(sqlx_record(url).await, (all.clone(), true), "{label}");
+    assert_eq!(legacy_record(url).await, all, "{label}");
+    Store::connect(fresh_url).await.expect(label);
+    assert_eq!(sqlx_record(fresh_url).await, (all.clone(), true), "{label}");
+    assert_eq!(legacy_record(fresh_url).await, all, "{label}");
 }
 
 #[tokio::test]
 async fn a_database_migrated_by_the_old_runner_opens_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/legacy.db?mode=rwc", dir.path().display());
-    legacy_record_is_imported(&url, "sqlite").await;
+    let fresh = format!("sqlite://{}/fresh.db?mode=rwc", dir.path().display());
+    legacy_record_is_imported(&url, &fresh, "sqlite").await;
 }
 
 #[tokio::test]
 async fn a_database_migrated_by_the_old_runner_opens_on_postgres() {
-    let Some(url) = postgres_schema().await else {
+    let (Some(url), Some(fresh)) = (postgres_schema().await, postgres_schema().await) else {
         return;
     };
-    legacy_record_is_imported(&url, "postgres").await;
+    legacy_record_is_imported(&url, &fresh, "postgres").await;
 }
 
 /// A fresh schema per run on the PostgreSQL server, so runs never see each other's rows.
