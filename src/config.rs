@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables that set configuration keys: `VERICALL_MAX_SESSIONS=100`
 /// sets `max_sessions`. Values are read as TOML-like literals (`true`, `3`, `["a", "b"]`,
 /// `{key = "v"}`); anything else is a string.
-pub const ENV_PREFIX: &str = "VERICALL_";
+pub(crate) const ENV_PREFIX: &str = "VERICALL_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -365,7 +365,7 @@ impl Config {
     }
 
     /// The IP address clients are told to send media to.
-    pub fn advertised_ip(&self) -> IpAddr {
+    pub(crate) fn advertised_ip(&self) -> IpAddr {
         self.public_ip.unwrap_or_else(|| {
             let ip = self.media_addr.ip();
             if ip.is_unspecified() {
@@ -399,14 +399,14 @@ impl Config {
     }
 
     /// `iss` of signed verdicts: the public URL, or `vericall` when none is configured.
-    pub fn issuer(&self) -> String {
+    pub(crate) fn issuer(&self) -> String {
         self.public_url
             .as_deref()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| "vericall".into())
     }
 
-    pub fn session_ttl(&self) -> Duration {
+    pub(crate) fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
     }
 }

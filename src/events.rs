@@ -35,7 +35,7 @@ pub struct Event {
 
 impl Event {
     /// The JSON object sent to clients: `{"type", "seq", "at_ms", ...data}`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut obj = match &self.data {
             Value::Object(m) => m.clone(),
             Value::Null => serde_json::Map::new(),
@@ -52,7 +52,7 @@ impl Event {
     }
 
     /// [`Event::to_json`] as JSON text, serialised on first use and shared afterwards.
-    pub fn json_text(&self) -> Arc<str> {
+    pub(crate) fn json_text(&self) -> Arc<str> {
         self.text
             .get_or_init(|| self.to_json().to_string().into())
             .clone()
@@ -114,14 +114,14 @@ impl EventBus {
 
     /// Publishes a typed event (serialised once: the text clients and the timeline get is made
     /// from this value once, [`Event::json_text`]).
-    pub fn emit<E: SessionEvent>(&self, event: &E) -> Arc<Event> {
+    pub(crate) fn emit<E: SessionEvent>(&self, event: &E) -> Arc<Event> {
         let data = serde_json::to_value(event).unwrap_or(Value::Null);
         self.publish_value(event.kind(), data)
     }
 
     /// Publishes to live subscribers only (high-rate events such as per-frame face observations,
     /// which the timeline summarises instead of storing one by one).
-    pub fn publish_live<T: Serialize>(&self, kind: &str, data: &T) {
+    pub(crate) fn publish_live<T: Serialize>(&self, kind: &str, data: &T) {
         if self.inner.live.receiver_count() == 0 {
             return;
         }
@@ -163,12 +163,12 @@ impl EventBus {
         event
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.live.subscribe()
     }
 
     /// Sequence number of the last published event (0 when none).
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.inner.next_seq.load(Ordering::Relaxed) - 1
     }
 }

@@ -33,17 +33,17 @@ impl I420<'_> {
     }
 
     /// Width of the U and V planes: `ceil(width / 2)`.
-    pub fn chroma_width(&self) -> usize {
+    pub(crate) fn chroma_width(&self) -> usize {
         self.width.div_ceil(2)
     }
 
     /// Height of the U and V planes: `ceil(height / 2)`.
-    pub fn chroma_height(&self) -> usize {
+    pub(crate) fn chroma_height(&self) -> usize {
         self.height.div_ceil(2)
     }
 
     /// True when the frame is non-empty and every plane is long enough for its size and stride.
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         if self.width == 0 || self.height == 0 {
             return false;
         }
@@ -164,14 +164,14 @@ impl Frame {
     }
 
     /// Chroma plane dimensions `(width, height)`, rounded up.
-    pub fn chroma_dims(&self) -> (usize, usize) {
+    pub(crate) fn chroma_dims(&self) -> (usize, usize) {
         (self.width.div_ceil(2), self.height.div_ceil(2))
     }
 
     /// Resizes the planes for a `width` x `height` picture. Capacity is never shrunk, so a
     /// frame reused across decodes stops allocating once it has seen the largest size. Plane
     /// contents are unspecified afterwards (the decoder overwrites all of them).
-    pub fn reuse(&mut self, width: usize, height: usize) {
+    pub(crate) fn reuse(&mut self, width: usize, height: usize) {
         self.width = width;
         self.height = height;
         let (cw, ch) = self.chroma_dims();

@@ -8,16 +8,16 @@ pub const DECODE_SECONDS: &str = "vericall_decode_seconds";
 pub const ANALYSIS_SECONDS: &str = "vericall_analysis_seconds";
 /// The ID-document step's work on one analysed frame: finding the card and, when it is ready,
 /// reading it (the OCR).
-pub const DOCUMENT_FRAME_SECONDS: &str = "vericall_document_frame_seconds";
+pub(crate) const DOCUMENT_FRAME_SECONDS: &str = "vericall_document_frame_seconds";
 /// A guidance hint from the capture of the frame that raised it to its publication.
 pub const GUIDANCE_SECONDS: &str = "vericall_guidance_latency_seconds";
 /// Recording a verdict: signing it and storing it with its webhook delivery.
 pub const VERDICT_RECORD_SECONDS: &str = "vericall_verdict_record_seconds";
 /// One webhook request, sent to answered (or failed).
-pub const WEBHOOK_SECONDS: &str = "vericall_webhook_request_seconds";
+pub(crate) const WEBHOOK_SECONDS: &str = "vericall_webhook_request_seconds";
 
 /// Bucket bounds (seconds) shared by every latency histogram: 1 ms to 10 s.
-pub const BUCKETS: &[f64] = &[
+pub(crate) const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 

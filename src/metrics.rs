@@ -94,12 +94,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn count_http(&self, status: u16) {
+    pub(crate) fn count_http(&self, status: u16) {
         counter!("vericall_http_responses_total", "status" => status.to_string()).increment(1);
     }
 
     /// A request forwarded to the session's owner node; `answered` unless it did not answer.
-    pub fn count_forwarded(&self, answered: bool) {
+    pub(crate) fn count_forwarded(&self, answered: bool) {
         let outcome = if answered {
             "answered"
         } else {

@@ -582,7 +582,7 @@ const SUPPORT_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Crockford base 32 (40 bits of SHA-256 of the session id), shown as `XXXX-XXXX` on every result
 /// screen and carried by the verdict, the signed verdict and the webhook. Derived from the id, so
 /// every part of the server names it alike; the review console finds the session by it.
-pub fn support_reference(session_id: &str) -> String {
+pub(crate) fn support_reference(session_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(session_id.as_bytes());
     let bits = digest[..5]
@@ -602,7 +602,7 @@ pub fn support_reference(session_id: &str) -> String {
 /// A support reference as a person or an agent typed it (any case, with or without the dash or
 /// spaces, `O` for zero and `I`/`L` for one, as Crockford decoding allows), in the canonical
 /// `XXXX-XXXX` form; `None` when it cannot be one.
-pub fn parse_support_reference(typed: &str) -> Option<String> {
+pub(crate) fn parse_support_reference(typed: &str) -> Option<String> {
     let mut symbols = String::with_capacity(8);
     for c in typed.chars() {
         let c = match c.to_ascii_uppercase() {

@@ -10,33 +10,33 @@ use super::hold::Held;
 use crate::reasons::ReasonCode;
 
 /// A decoded frame this long without a first frame after connecting means no usable camera.
-pub const NO_VIDEO_AFTER: Duration = Duration::from_secs(3);
+pub(crate) const NO_VIDEO_AFTER: Duration = Duration::from_secs(3);
 /// Near-black frames must persist this long.
-pub const BLACK_HOLD: Duration = Duration::from_secs(1);
+pub(crate) const BLACK_HOLD: Duration = Duration::from_secs(1);
 /// Unchanged frames (while packets arrive) must persist longer than this, so a stuck camera is
 /// named within 2 s of its last changed frame (at 15 analysed frames a second).
-pub const FROZEN_HOLD: Duration = Duration::from_millis(1500);
+pub(crate) const FROZEN_HOLD: Duration = Duration::from_millis(1500);
 /// Two frames whose 16x16 luma signatures differ by less than this in every block (max absolute
 /// difference of block means, 0..255) count as the same picture. Encoder noise on a repeated
 /// picture moves block means by well under one level; any real motion moves some block more.
-pub const FROZEN_BLOCK_DIFFERENCE: u8 = 2;
+pub(crate) const FROZEN_BLOCK_DIFFERENCE: u8 = 2;
 /// Below this size the face is too small to verify.
 pub const MIN_WIDTH: usize = 480;
 pub const MIN_HEIGHT: usize = 360;
-pub const LOW_RESOLUTION_HOLD: Duration = Duration::from_secs(2);
+pub(crate) const LOW_RESOLUTION_HOLD: Duration = Duration::from_secs(2);
 /// Sender stalls (see `media::netstats`) in consecutive one-second windows for this long name the
 /// device, not the network.
-pub const STALL_HOLD: Duration = Duration::from_secs(1);
+pub(crate) const STALL_HOLD: Duration = Duration::from_secs(1);
 /// Decoded frames per second below this, measured over `FRAMERATE_WINDOW`.
-pub const MIN_FPS: f64 = 8.0;
-pub const FRAMERATE_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const MIN_FPS: f64 = 8.0;
+pub(crate) const FRAMERATE_WINDOW: Duration = Duration::from_secs(2);
 /// Audio below this level (dBFS, RMS) is digital silence: a muted or dead microphone. A quiet
 /// room after the browser's noise suppression still reads about -75..-55 dBFS, and a person who
 /// says nothing is not a fault; only the spoken step asks for sound.
-pub const SILENCE_DBFS: f64 = -90.0;
-pub const SILENCE_HOLD: Duration = Duration::from_secs(3);
+pub(crate) const SILENCE_DBFS: f64 = -90.0;
+pub(crate) const SILENCE_HOLD: Duration = Duration::from_secs(3);
 /// A fault clears after the device has been fine for this long (no flicker).
-pub const CLEAR_HOLD: Duration = Duration::from_millis(1000);
+pub(crate) const CLEAR_HOLD: Duration = Duration::from_millis(1000);
 
 /// Facts about one decoded video frame.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +104,7 @@ impl CameraHealth {
 
     /// One network-monitor window (about a second): whether the sender stalled in it (gaps in
     /// its own capture clock with nothing lost and no network delay).
-    pub fn on_sender_window(&mut self, at: Instant, stalled: bool) -> Vec<HealthChange> {
+    pub(crate) fn on_sender_window(&mut self, at: Instant, stalled: bool) -> Vec<HealthChange> {
         let mut out = Vec::new();
         self.stalled.update(at, stalled, STALL_HOLD, &mut out);
         out
@@ -203,7 +203,7 @@ fn max_block_difference(a: &[u8; 256], b: &[u8; 256]) -> u8 {
 }
 
 #[derive(Debug)]
-pub struct MicHealth {
+pub(crate) struct MicHealth {
     wants_audio: bool,
     has_track: bool,
     connected_at: Option<Instant>,
@@ -239,7 +239,7 @@ impl MicHealth {
 
     /// One decoded audio packet and its level. A DTX packet is judged by its decoded level like
     /// any other: comfort noise reproduces the room, which is not a fault.
-    pub fn on_audio(&mut self, at: Instant, level_dbfs: f64) -> Vec<HealthChange> {
+    pub(crate) fn on_audio(&mut self, at: Instant, level_dbfs: f64) -> Vec<HealthChange> {
         let mut out = Vec::new();
         self.last_audio = Some(at);
         let silent = level_dbfs < SILENCE_DBFS;

@@ -23,11 +23,11 @@ pub const GUIDANCE_FPS: f64 = 4.0;
 /// Analysed frames per second during the document step: its best-of window
 /// (`document::step::BEST_OF_WINDOW`, 1.2 s) then holds about ten candidates, and its hints need
 /// two or three frames in a row.
-pub const DOCUMENT_FPS: f64 = 8.0;
+pub(crate) const DOCUMENT_FPS: f64 = 8.0;
 
 /// How often frames are analysed, from least to most demanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rate {
+pub(crate) enum Rate {
     /// [`GUIDANCE_FPS`]: hints only.
     Guidance,
     /// [`DOCUMENT_FPS`]: the ID-document step.
@@ -50,7 +50,7 @@ impl Rate {
 
 /// What one part of the call needs from the analysis while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AnalysisNeeds {
+pub(crate) struct AnalysisNeeds {
     pub rate: Rate,
     /// Face detector and 468-point mesh (pose, mouth, framing hints).
     pub mesh: bool,
@@ -60,14 +60,14 @@ pub struct AnalysisNeeds {
 
 impl AnalysisNeeds {
     /// Nothing is judged: guidance from the frame and the mesh, a few times a second.
-    pub const GUIDANCE: AnalysisNeeds = AnalysisNeeds {
+    pub(crate) const GUIDANCE: AnalysisNeeds = AnalysisNeeds {
         rate: Rate::Guidance,
         mesh: true,
         eyes: false,
     };
     /// The ID-document step: the card is looked for at [`DOCUMENT_FPS`]; the mesh keeps the face
     /// hints and keeps the card's portrait from being taken for a second face.
-    pub const DOCUMENT: AnalysisNeeds = AnalysisNeeds {
+    pub(crate) const DOCUMENT: AnalysisNeeds = AnalysisNeeds {
         rate: Rate::Document,
         mesh: true,
         eyes: false,
@@ -84,7 +84,7 @@ impl AnalysisNeeds {
 
     /// The most demanding rate and every model that any of `needs` asks for; guidance when none
     /// asks for anything (guidance always runs).
-    pub fn combine(needs: impl IntoIterator<Item = AnalysisNeeds>) -> AnalysisNeeds {
+    pub(crate) fn combine(needs: impl IntoIterator<Item = AnalysisNeeds>) -> AnalysisNeeds {
         needs
             .into_iter()
             .fold(AnalysisNeeds::GUIDANCE, |a, b| AnalysisNeeds {
@@ -100,7 +100,7 @@ impl AnalysisNeeds {
 /// rate and a faster one is sampled evenly. The interval is taken from the rate asked for on each
 /// frame, so a step that starts raises the rate from its next frame on.
 #[derive(Debug, Clone)]
-pub struct AnalysisSchedule {
+pub(crate) struct AnalysisSchedule {
     full_fps: f64,
     /// The last analysed frame: its grid point, its capture time and the interval it was due at.
     last: Option<(Instant, Instant, Duration)>,

@@ -12,7 +12,7 @@ pub enum HealthChange {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Held {
+pub(crate) struct Held {
     code: ReasonCode,
     clear_hold: Duration,
     active: bool,
@@ -45,7 +45,7 @@ impl Held {
     }
 
     /// Backdates the start of a bad spell (for conditions detected after the fact).
-    pub fn start_at(&mut self, at: Instant) {
+    pub(crate) fn start_at(&mut self, at: Instant) {
         self.since = Some(at);
     }
 

@@ -124,7 +124,7 @@ impl Default for ProvenanceMonitor {
 
 impl ProvenanceMonitor {
     /// A frame the sender stamped with capture time `seconds` (its RTP clock, in seconds).
-    pub fn on_capture_time(&mut self, seconds: f64) {
+    pub(crate) fn on_capture_time(&mut self, seconds: f64) {
         self.capture_frames += 1;
         if let Some(last) = self.last_capture {
             let ms = (seconds - last) * 1000.0;

@@ -23,37 +23,37 @@
 use std::time::{Duration, Instant};
 
 /// A pixel with `Y <= UNDEREXPOSED_MAX` counts towards [`QualityMetrics::underexposed`].
-pub const UNDEREXPOSED_MAX: u8 = 20;
+pub(crate) const UNDEREXPOSED_MAX: u8 = 20;
 /// A pixel within this many levels of the frame's white ([`I420::white`]: 235 in the studio range
 /// WebRTC video arrives in, 255 in full range) counts towards [`QualityMetrics::overexposed`]:
 /// `Y >= 230` in studio range. Cameras clip at white, so blown-out skin sits at 231-235.
-pub const OVEREXPOSED_MARGIN: u8 = 5;
+pub(crate) const OVEREXPOSED_MARGIN: u8 = 5;
 /// A pixel within this many levels of white is a clipped highlight and may belong to a glare
 /// blob: `Y >= 233` in studio range, `Y >= 253` in full range.
-pub const GLARE_MARGIN: u8 = 2;
+pub(crate) const GLARE_MARGIN: u8 = 2;
 /// A connected component of clipped highlights is a glare blob when its area is at least this
 /// fraction of the analysed region (0.2 %); smaller specks are ignored.
-pub const GLARE_MIN_BLOB_FRACTION: f64 = 0.002;
+pub(crate) const GLARE_MIN_BLOB_FRACTION: f64 = 0.002;
 /// Sharpness is computed on luma box-downscaled to this width (aspect kept), so that the same
 /// scene gives similar values at 640x480, 1280x720 or 1920x1080. Narrower regions are used at
 /// their native resolution (never upscaled).
-pub const SHARPNESS_WORKING_WIDTH: usize = 320;
+pub(crate) const SHARPNESS_WORKING_WIDTH: usize = 320;
 /// [`QualityAnalyzer::blur_index`] resamples a face to this width first, so the index measures
 /// blur relative to the face (what the face models see), not to the camera's resolution.
-pub const BLUR_FACE_WIDTH: usize = 96;
+pub(crate) const BLUR_FACE_WIDTH: usize = 96;
 /// Length of the box filter that re-blurs the face in [`QualityAnalyzer::blur_index`] (Crete-Roffet
 /// et al. 2007 use 9).
-pub const BLUR_REBLUR_TAPS: usize = 9;
+pub(crate) const BLUR_REBLUR_TAPS: usize = 9;
 /// `black` requires `mean_luma < BLACK_MAX_MEAN` ...
-pub const BLACK_MAX_MEAN: f64 = 24.0;
+pub(crate) const BLACK_MAX_MEAN: f64 = 24.0;
 /// ... and `dynamic_range < BLACK_MAX_RANGE`.
-pub const BLACK_MAX_RANGE: f64 = 12.0;
+pub(crate) const BLACK_MAX_RANGE: f64 = 12.0;
 /// [`backlight_ratio`] above this value means the subject is backlit.
 pub const BACKLIGHT_RATIO: f64 = 1.8;
 /// [`luma_difference`] samples every `DIFF_STEP`-th pixel in both directions.
 pub const DIFF_STEP: usize = 4;
 /// [`luma_signature`] is a `SIGNATURE_GRID` x `SIGNATURE_GRID` grid of block means.
-pub const SIGNATURE_GRID: usize = 16;
+pub(crate) const SIGNATURE_GRID: usize = 16;
 
 pub use crate::frame::{Region, I420};
 
@@ -248,7 +248,7 @@ impl QualityAnalyzer {
     /// face loses much of its detail to the re-blur (index near 0.2-0.4), a blurred one has none
     /// left to lose (index towards 1). Ratios of sums, so it does not depend on contrast or light.
     /// Returns 0.0 for an empty region or a malformed frame (no evidence of blur).
-    pub fn blur_index(&mut self, frame: &I420, region: Region) -> f64 {
+    pub(crate) fn blur_index(&mut self, frame: &I420, region: Region) -> f64 {
         if !frame.is_valid() {
             return 0.0;
         }
@@ -443,7 +443,7 @@ fn luma_sum(frame: &I420, r: Region) -> (u64, u64) {
 /// to the frame, minus the face box. A value above 1.8 ([`BACKLIGHT_RATIO`]) means backlit. The
 /// face mean is floored at 1 to avoid division by zero. Returns 1.0 (neutral) for a malformed
 /// frame, an empty (clipped) face box, or when the ring is empty (face fills the frame).
-pub fn backlight_ratio(frame: &I420, face: Region) -> f64 {
+pub(crate) fn backlight_ratio(frame: &I420, face: Region) -> f64 {
     if !frame.is_valid() {
         return 1.0;
     }
@@ -629,7 +629,7 @@ impl Default for Thresholds {
 
 impl Thresholds {
     /// Whether `issue`'s ON condition holds for `m` (ignoring hold times).
-    pub fn is_on(&self, issue: CaptureIssue, m: &QualityMetrics) -> bool {
+    pub(crate) fn is_on(&self, issue: CaptureIssue, m: &QualityMetrics) -> bool {
         if m.black {
             return false;
         }
@@ -645,7 +645,7 @@ impl Thresholds {
     }
 
     /// Whether `issue`'s OFF condition holds for `m` (ignoring hold times).
-    pub fn is_off(&self, issue: CaptureIssue, m: &QualityMetrics) -> bool {
+    pub(crate) fn is_off(&self, issue: CaptureIssue, m: &QualityMetrics) -> bool {
         match issue {
             CaptureIssue::TooDark => m.black || m.mean_luma > self.dark_off_mean,
             CaptureIssue::TooBright => {

@@ -23,7 +23,7 @@ pub struct VoiceFrame {
 /// estimate yet in a call's first seconds and calls even -70 dBFS room noise speech, while a
 /// voice aimed at a phone or laptop microphone reads about -40..-15 dBFS after the browser's gain
 /// control, and room noise after noise suppression -75..-55 dBFS.
-pub const VOICE_MIN_DBFS: f32 = -50.0;
+pub(crate) const VOICE_MIN_DBFS: f32 = -50.0;
 /// Samples per VAD frame: 20 ms at 48 kHz.
 const FRAME_SAMPLES: usize = 960;
 const FRAME: Duration = Duration::from_millis(20);
@@ -35,7 +35,7 @@ struct SendVad(Vad);
 // raw pointer, which is why it is not `Send`; it is used from one thread at a time.
 unsafe impl Send for SendVad {}
 
-pub struct VoiceDetector {
+pub(crate) struct VoiceDetector {
     vad: SendVad,
     pending: Vec<i16>,
     frame: Vec<i16>,

@@ -24,10 +24,10 @@ pub struct ApiJson<T>(pub T);
 
 /// A raw body (SDP, images) with the API's errors: `413` over the route's limit, `408` when it
 /// did not arrive within the read timeout.
-pub struct RawBody(pub Bytes);
+pub(crate) struct RawBody(pub Bytes);
 
 /// An optional JSON object body: an empty body with no `Content-Type` is `None`.
-pub struct OptionalApiJson<T>(pub Option<T>);
+pub(crate) struct OptionalApiJson<T>(pub Option<T>);
 
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
@@ -74,7 +74,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 /// Parses a JSON object body into `T`.
-pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not valid JSON (line {}, column {})",
@@ -124,7 +124,7 @@ const MAX_ERROR_BODY: usize = 4096;
 
 /// Middleware: any error response that is not already JSON gets the API's error shape; the
 /// original text is kept as the message for client errors when it is safe to show.
-pub async fn json_errors(req: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

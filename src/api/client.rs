@@ -15,7 +15,7 @@ use crate::session::tokens::bearer;
 use crate::session::CLIENT_REPORTABLE;
 
 /// Largest client-report body.
-pub const MAX_REPORT_BYTES: usize = 4096;
+pub(crate) const MAX_REPORT_BYTES: usize = 4096;
 
 /// `GET /v1/reasons`: every reason code with its retry flag and hints (public: no secrets, and
 /// the page needs it before anything else).
@@ -39,7 +39,7 @@ pub async fn reasons() -> ([(header::HeaderName, &'static str); 1], Json<Value>)
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeviceReport {
+pub(crate) struct DeviceReport {
     pub code: String,
     /// "camera", "microphone" or "browser".
     #[serde(default)]

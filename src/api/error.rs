@@ -94,7 +94,7 @@ impl ApiError {
 }
 
 /// The `error` code of a status with no more specific one.
-pub fn code_for_status(status: StatusCode) -> &'static str {
+pub(crate) fn code_for_status(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "bad_request",
         401 => "unauthorized",
@@ -115,7 +115,7 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 
 /// A message safe to show a client: printable, short, and without anything that looks like a
 /// memory address or other internal detail (parsers put those in their error text).
-pub fn public_message(text: &str) -> String {
+pub(crate) fn public_message(text: &str) -> String {
     // A hex literal starting a word (0x7f8d...), a Debug-printed parser position, a Rust path.
     let looks_internal = |w: &str| {
         let w = w.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());

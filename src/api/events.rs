@@ -16,7 +16,7 @@ use super::{ApiError, AppState};
 use crate::session::tokens::bearer;
 
 #[derive(Debug, Deserialize)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// The events token from the session's `events_url`.
     token: Option<String>,
 }

@@ -45,7 +45,7 @@ pub struct Cluster {
 
 /// Marks a request a peer node forwarded, its signature checked (its WHIP offer was counted there).
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarded;
+pub(crate) struct Forwarded;
 
 impl Cluster {
     pub fn new(node: String, secret: &str) -> Cluster {
@@ -169,7 +169,11 @@ fn hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
 
 /// Middleware: verifies requests forwarded by a peer, and forwards owner-only requests for
 /// sessions this node does not hold to the node that does. Everything else passes through.
-pub async fn to_owner(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn to_owner(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(cluster) = state.cluster.clone() else {
         return next.run(req).await;
     };
@@ -274,7 +278,7 @@ async fn idempotency_owner(
 /// Asks the node running session `id`, when another node runs it, to cancel it with the caller's
 /// own credentials (`DELETE /v1/sessions/{id}`), e.g. because its subject is being deleted here.
 /// Returns whether a cancel was sent and answered with success.
-pub async fn cancel_on_owner(
+pub(crate) async fn cancel_on_owner(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,

@@ -29,7 +29,7 @@ enum Slot {
 
 /// What to do with a request that carries an idempotency key.
 #[derive(Debug, PartialEq)]
-pub enum Begin {
+pub(crate) enum Begin {
     /// First use: create the session, then `finish` (or `abandon` on failure).
     Fresh,
     /// Answer again with the stored response.
@@ -48,13 +48,13 @@ pub struct IdempotencyCache {
 }
 
 /// The digest under which the cluster's database knows a key (never the key itself).
-pub fn key_digest(key: &str) -> String {
+pub(crate) fn key_digest(key: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 /// A valid key: 1 to 255 visible ASCII characters.
-pub fn valid_key(key: &str) -> bool {
+pub(crate) fn valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -63,7 +63,7 @@ impl IdempotencyCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         api_key_id: &str,
         key: &str,
@@ -123,7 +123,7 @@ impl IdempotencyCache {
     }
 
     /// Forgets a `Fresh` request that failed, so a retry may try again.
-    pub fn abandon(&self, api_key_id: &str, key: &str) {
+    pub(crate) fn abandon(&self, api_key_id: &str, key: &str) {
         let mut entries = self.lock();
         let id = (api_key_id.to_string(), key.to_string());
         if matches!(entries.get(&id), Some(Slot::InFlight(_))) {

@@ -50,7 +50,7 @@ impl RateLimiter {
     /// The same limit kept in `store` when it is shared by several nodes (PostgreSQL), under
     /// `name` (one name per limit); in memory otherwise.
     /// Cells are keyed with `secret` (the cluster's `node_secret`) when given.
-    pub fn for_cluster(
+    pub(crate) fn for_cluster(
         per_minute: u32,
         name: &'static str,
         store: &Store,
@@ -149,13 +149,13 @@ fn digest(key: &str) -> [u8; 16] {
 /// The request body did not arrive within the read timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive in time")]
-pub struct BodyDeadlineExceeded;
+pub(crate) struct BodyDeadlineExceeded;
 
 /// Middleware: the whole request body must arrive within the read timeout (from the moment its
 /// headers did), or reading it fails with [`BodyDeadlineExceeded`] (`408`, and the connection is
 /// closed): a client trickling bytes cannot hold a connection open. Nothing is buffered here; each
 /// route's own body limit still applies as the handler reads.
-pub async fn body_deadline(
+pub(crate) async fn body_deadline(
     axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
     req: axum::extract::Request,
     next: axum::middleware::Next,

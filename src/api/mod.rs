@@ -149,7 +149,7 @@ pub fn router(state: AppState, static_dir: &str) -> Router {
 
 /// The client address for rate limits: the TCP peer, or behind a trusted proxy the last
 /// `X-Forwarded-For` entry (the address that proxy saw).
-pub fn client_ip(
+pub(crate) fn client_ip(
     state: &AppState,
     peer: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,

@@ -5,7 +5,7 @@
 use axum::http::header;
 
 /// The document, as served.
-pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+pub(crate) const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 
 pub async fn document() -> ([(header::HeaderName, &'static str); 2], &'static str) {
     (

@@ -16,7 +16,7 @@ use crate::analysis::face::embed::{
 };
 
 /// Largest accepted reference photo.
-pub const MAX_REFERENCE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_REFERENCE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reads only the image header: a small file can declare a huge image (a decompression bomb),
 /// so the declared size is checked before anything is decoded (the decoder has limits too).

@@ -22,7 +22,7 @@ pub async fn jwks(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Verdict status: passed, failed, needs_review, cancelled, expired.
     pub status: Option<String>,
     pub subject: Option<String>,
@@ -113,7 +113,7 @@ const MAX_WEBHOOK_URL: usize = 2048;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SetWebhook {
+pub(crate) struct SetWebhook {
     pub url: String,
 }
 
@@ -167,7 +167,7 @@ pub async fn set_webhook(
 }
 
 /// `DELETE /v1/webhook`: no more deliveries (queued ones are given up).
-pub async fn delete_webhook(
+pub(crate) async fn delete_webhook(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
 ) -> Result<axum::http::StatusCode, ApiError> {
@@ -226,7 +226,7 @@ async fn delivery_json(
 
 /// `POST /v1/webhook/deliveries/{id}/resend`: sends a delivered or given-up delivery again (same
 /// id and body, so receivers deduplicate it; new attempts are added to its log).
-pub async fn resend_delivery(
+pub(crate) async fn resend_delivery(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
     Path(id): Path<String>,
@@ -261,7 +261,7 @@ pub async fn resend_delivery(
 
 /// `POST /v1/webhook/ping`: sends a `webhook.ping` event to the webhook now and answers with
 /// what the receiver said (not stored, not retried).
-pub async fn ping_webhook(
+pub(crate) async fn ping_webhook(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
 ) -> Result<Json<Value>, ApiError> {
@@ -288,7 +288,7 @@ pub async fn ping_webhook(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RotateSecret {
+pub(crate) struct RotateSecret {
     /// How long the previous secret keeps signing deliveries too (default a day, at most 7 days;
     /// 0 ends it now).
     pub overlap_secs: Option<i64>,
@@ -300,7 +300,7 @@ const MAX_SECRET_OVERLAP_SECS: i64 = 7 * 24 * 3600;
 /// `POST /v1/webhook/secret`: a new webhook secret (shown once). Until the overlap ends, every
 /// delivery carries two signatures (new secret first, then the previous one), so receivers can
 /// switch without losing a delivery.
-pub async fn rotate_webhook_secret(
+pub(crate) async fn rotate_webhook_secret(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
     body: Option<Json<RotateSecret>>,
@@ -333,7 +333,7 @@ pub async fn rotate_webhook_secret(
 
 /// `GET /v1/subjects/{subject}/practice`: whether the person practised before verifying (how many
 /// practice runs, and how the last one went), never their frames or a verdict to rely on.
-pub async fn subject_practice(
+pub(crate) async fn subject_practice(
     State(state): State<AppState>,
     ApiKey(key): ApiKey,
     Path(subject): Path<String>,

@@ -30,7 +30,7 @@ use crate::store::{AuditRow, SessionFilter, VerdictWrite};
 
 const COOKIE: &str = "vericall_review";
 /// Largest login body (a username and a password).
-pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+pub(crate) const MAX_LOGIN_BODY: usize = 8 * 1024;
 /// Longest username or password considered (longer ones are refused before any work).
 const MAX_CREDENTIAL_BYTES: usize = 256;
 const CSRF_HEADER: &str = "x-vericall-csrf";
@@ -62,7 +62,7 @@ pub fn hash_password(password: &str) -> String {
     )
 }
 
-pub fn verify_password(password: &str, stored: &str) -> bool {
+pub(crate) fn verify_password(password: &str, stored: &str) -> bool {
     let parts: Vec<&str> = stored.split('$').collect();
     let [scheme, iterations, salt, hash] = parts[..] else {
         return false;
@@ -233,7 +233,7 @@ pub async fn login(
 }
 
 /// `POST /v1/review/logout`.
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     Operator(user): Operator,

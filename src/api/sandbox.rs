@@ -18,7 +18,7 @@ use crate::store::VerdictWrite;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForcedVerdict {
+pub(crate) struct ForcedVerdict {
     /// `passed` or `failed`.
     pub status: String,
     /// Reason codes (docs/REASONS.md); at least one for `failed`.
@@ -56,7 +56,7 @@ fn forced_verdict(req: &ForcedVerdict) -> Result<Value, ApiError> {
     }))
 }
 
-pub async fn force_verdict(
+pub(crate) async fn force_verdict(
     State(state): State<AppState>,
     key: ApiKey,
     Path(id): Path<String>,

@@ -16,7 +16,7 @@ use crate::session::tokens::{bearer, SecretHash};
 use crate::store::{ApiKeyRow, SessionRow};
 
 /// A request authenticated with a relying-party API key (`Authorization: Bearer vck_...`).
-pub struct ApiKey(pub ApiKeyRow);
+pub(crate) struct ApiKey(pub ApiKeyRow);
 
 impl FromRequestParts<AppState> for ApiKey {
     type Rejection = ApiError;
@@ -50,7 +50,11 @@ impl ApiKey {
 impl ApiKey {
     /// The stored session `id` if it belongs to this key; `404` otherwise (another key's sessions
     /// are indistinguishable from missing ones).
-    pub async fn owned_session(&self, state: &AppState, id: &str) -> Result<SessionRow, ApiError> {
+    pub(crate) async fn owned_session(
+        &self,
+        state: &AppState,
+        id: &str,
+    ) -> Result<SessionRow, ApiError> {
         state
             .registry
             .store()
@@ -63,7 +67,7 @@ impl ApiKey {
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateSession {
+pub(crate) struct CreateSession {
     /// The relying party's opaque id of the person (for attempt limits and deletion).
     #[serde(default)]
     pub subject: Option<String>,
@@ -297,7 +301,7 @@ pub fn events_url(base: &str, id: &str, events_token: &str) -> String {
     format!("{base}/v1/sessions/{id}/events?token={events_token}")
 }
 
-pub async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     key: ApiKey,
     Path(id): Path<String>,

@@ -8,13 +8,13 @@ use base64::Engine;
 
 /// A TURN username and password for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TurnCredential {
+pub(crate) struct TurnCredential {
     pub username: String,
     pub credential: String,
 }
 
 /// Credentials for `session_id`, valid until `now_unix + ttl_secs`.
-pub fn mint(secret: &str, session_id: &str, now_unix: u64, ttl_secs: u64) -> TurnCredential {
+pub(crate) fn mint(secret: &str, session_id: &str, now_unix: u64, ttl_secs: u64) -> TurnCredential {
     let username = format!("{}:{session_id}", now_unix + ttl_secs);
     // HMAC-SHA1 is what coturn's REST API specifies (not a choice made here).
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
@@ -26,7 +26,7 @@ pub fn mint(secret: &str, session_id: &str, now_unix: u64, ttl_secs: u64) -> Tur
 }
 
 /// Whether `urls` names a TURN server (STUN servers take no credentials).
-pub fn is_turn(urls: &str) -> bool {
+pub(crate) fn is_turn(urls: &str) -> bool {
     urls.starts_with("turn:") || urls.starts_with("turns:")
 }
 

@@ -84,7 +84,7 @@ fn link_headers(state: &AppState, session_id: &str, events_url: Option<&str>) ->
 }
 
 /// Counts a WHIP offer against its client address's limit (`whip_offers_per_minute`).
-pub async fn take_offer(
+pub(crate) async fn take_offer(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,

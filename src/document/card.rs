@@ -14,11 +14,11 @@ use crate::analysis::image::sample_rgb;
 use crate::analysis::quality::I420;
 
 /// ID-1 (ISO/IEC 7810) card size.
-pub const CARD_WIDTH_MM: f32 = 85.60;
-pub const CARD_HEIGHT_MM: f32 = 53.98;
+pub(crate) const CARD_WIDTH_MM: f32 = 85.60;
+pub(crate) const CARD_HEIGHT_MM: f32 = 53.98;
 /// The rectified card, 10 px/mm.
-pub const RECTIFIED_WIDTH: u32 = 856;
-pub const RECTIFIED_HEIGHT: u32 = 540;
+pub(crate) const RECTIFIED_WIDTH: u32 = 856;
+pub(crate) const RECTIFIED_HEIGHT: u32 = 540;
 
 /// Edge detection runs on the luma plane scaled down to at most this width.
 const WORK_WIDTH: usize = 320;
@@ -42,14 +42,14 @@ const CORNER_DEG: f32 = 30.0;
 /// whose short edges are hidden behind fingers (the quad is then trimmed, see [`fit_id1`]).
 const ASPECT_RANGE: std::ops::RangeInclusive<f32> = 1.2..=2.8;
 /// ID-1 aspect (85.60 / 53.98).
-pub const ID1_ASPECT: f32 = CARD_WIDTH_MM / CARD_HEIGHT_MM;
+pub(crate) const ID1_ASPECT: f32 = CARD_WIDTH_MM / CARD_HEIGHT_MM;
 /// The rectified aspect of a whole card may exceed [`ID1_ASPECT`] by this share (corner noise
 /// of a few pixels, the focal length guessed); a quad wider than this is trimmed along its long
 /// edges.
-pub const ASPECT_TOLERANCE: f32 = 0.08;
+pub(crate) const ASPECT_TOLERANCE: f32 = 0.08;
 /// ...and fall short of it by this share (an ID-3 passport page, 125 x 88 mm, is 10.5 % short).
 /// A picture frame, a window or a phone of another shape is not a card.
-pub const ASPECT_TOLERANCE_NARROW: f32 = 0.12;
+pub(crate) const ASPECT_TOLERANCE_NARROW: f32 = 0.12;
 /// Share of a side's length that must lie on matching edges.
 const MIN_SIDE_SUPPORT: f32 = 0.65;
 /// The short sides of a whole quad need less: the fingers holding a card cover them. Its long
@@ -101,7 +101,7 @@ impl Default for CaptureThresholds {
 }
 
 /// Luma at or above which a card pixel is blown out (printed cards stay below ~235).
-pub const GLARE_LUMA: u8 = 245;
+pub(crate) const GLARE_LUMA: u8 = 245;
 
 /// A card found in a frame: corners in frame pixels, top-left, top-right, bottom-right,
 /// bottom-left (the long sides are top and bottom).
@@ -126,7 +126,7 @@ impl CardQuad {
     }
 
     /// The larger ratio of opposite sides: 1 when square-on, more when tilted.
-    pub fn side_ratio(&self) -> f32 {
+    pub(crate) fn side_ratio(&self) -> f32 {
         let r = |a: f32, b: f32| a.max(b) / a.min(b).max(1.0);
         r(self.side(0), self.side(2)).max(r(self.side(1), self.side(3)))
     }
@@ -204,13 +204,13 @@ pub fn find_card(frame: &I420, scratch: &mut CardScratch) -> Option<CardQuad> {
 
 /// Two quads whose corners are all within this share of the frame's width of each other are the
 /// same object (a card-like thing of the room that has not moved).
-pub const SAME_OBJECT_TOLERANCE: f32 = 0.04;
+pub(crate) const SAME_OBJECT_TOLERANCE: f32 = 0.04;
 /// A candidate leaning on the frame's border whose bounding box lies this much inside a room
 /// object's is part of it (a window's pane, a frame's edge meeting the picture's border).
-pub const PART_OF_OBJECT_SHARE: f32 = 0.6;
+pub(crate) const PART_OF_OBJECT_SHARE: f32 = 0.6;
 
 /// Whether `a` and `b` (frame pixels, oriented) are the same object in a frame `width` wide.
-pub fn same_object(a: &CardQuad, b: &CardQuad, width: usize) -> bool {
+pub(crate) fn same_object(a: &CardQuad, b: &CardQuad, width: usize) -> bool {
     let tolerance = SAME_OBJECT_TOLERANCE * width as f32;
     a.corners
         .iter()
@@ -220,7 +220,7 @@ pub fn same_object(a: &CardQuad, b: &CardQuad, width: usize) -> bool {
 
 /// Whether `candidate` is `object` or a part of it: the same corners, or a bounding box mostly
 /// inside the object's ([`PART_OF_OBJECT_SHARE`]).
-pub fn part_of(candidate: &CardQuad, object: &CardQuad, width: usize) -> bool {
+pub(crate) fn part_of(candidate: &CardQuad, object: &CardQuad, width: usize) -> bool {
     if same_object(candidate, object, width) {
         return true;
     }
@@ -239,7 +239,7 @@ pub fn part_of(candidate: &CardQuad, object: &CardQuad, width: usize) -> bool {
 /// Finds the card in `frame`, skipping candidates that are one of the `room`'s objects or part
 /// of one (found before the card was asked for and not moved since: picture frames, windows,
 /// books).
-pub fn find_card_excluding(
+pub(crate) fn find_card_excluding(
     frame: &I420,
     scratch: &mut CardScratch,
     room: &[CardQuad],
@@ -255,7 +255,7 @@ pub fn find_card_excluding(
 
 /// Every candidate quad in `frame` that is not one of the `room`'s objects, best first (whole
 /// quads before those leaning on the border), each object once.
-pub fn card_candidates(
+pub(crate) fn card_candidates(
     frame: &I420,
     scratch: &mut CardScratch,
     room: &[CardQuad],
@@ -276,8 +276,8 @@ pub fn card_candidates(
 
 /// The rectified card's content is judged at this size (2.5 px/mm): enough to tell print from
 /// a picture, a window or a screen, and cheap enough for every candidate.
-pub const CONTENT_WIDTH: u32 = 214;
-pub const CONTENT_HEIGHT: u32 = 135;
+pub(crate) const CONTENT_WIDTH: u32 = 214;
+pub(crate) const CONTENT_HEIGHT: u32 = 135;
 /// Content cells: 6 x 6 px (about 2.4 mm, a character's stroke spacing).
 const CELL: usize = 6;
 /// A luma step between neighbours this large is a stroke's edge.
@@ -289,7 +289,7 @@ const STROKE_EDGES: usize = 3;
 /// Share of the cells in `region` (x0, y0, x1, y1 as shares of the image) of the rectified
 /// card `img` that look printed: strokes that turn both ways, as characters and faces have and
 /// the plain planes and straight edges of a room do not.
-pub fn printed_share(img: &RgbImage, region: [f32; 4]) -> f32 {
+pub(crate) fn printed_share(img: &RgbImage, region: [f32; 4]) -> f32 {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = img.as_raw();
     let luma = |x: usize, y: usize| {
@@ -326,7 +326,7 @@ pub fn printed_share(img: &RgbImage, region: [f32; 4]) -> f32 {
 
 /// Every card-like quad in `frame` that is not one of the `room`'s objects: what a room shows
 /// before the card is asked for.
-pub fn card_like_quads(
+pub(crate) fn card_like_quads(
     frame: &I420,
     scratch: &mut CardScratch,
     room: &[CardQuad],
@@ -848,7 +848,11 @@ fn plausible_cut_off(corners: &[(f32, f32); 4], sides: &[Line; 4]) -> bool {
 /// (Zhang and He, "Whiteboard scanning and image enhancement", 2007). The focal length is
 /// estimated from the quad's perspective when that is plausible (0.5 to 4 frame widths, given as
 /// `fallback_focal`), else `fallback_focal`; seen square-on it does not matter.
-pub fn rectified_aspect(corners: &[(f32, f32); 4], centre: (f32, f32), fallback_focal: f32) -> f32 {
+pub(crate) fn rectified_aspect(
+    corners: &[(f32, f32); 4],
+    centre: (f32, f32),
+    fallback_focal: f32,
+) -> f32 {
     let m = |i: usize| {
         let (x, y) = corners[i];
         [(x - centre.0) as f64, (y - centre.1) as f64, 1.0f64]

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 /// Sex as encoded in an identity number or an MRZ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Sex {
+pub(crate) enum Sex {
     Male,
     Female,
 }
@@ -76,15 +76,15 @@ const GB11643_CHECK_CHARS: &[u8; 11] = b"10X98765432";
 /// GB 11643 itself sets no lower bound, and the standard's own worked example
 /// (`440524188001010014`) is born 1880-01-01, so 1900 would be too strict. 1870-01-01 leaves room
 /// for that example and any real holder while still rejecting misreads such as a year of `1080`.
-pub const CN_ID_MIN_BIRTH: (i32, u32, u32) = (1870, 1, 1);
+pub(crate) const CN_ID_MIN_BIRTH: (i32, u32, u32) = (1870, 1, 1);
 
 /// Length of a (second-generation) China resident identity number.
-pub const CN_ID_LEN: usize = 18;
+pub(crate) const CN_ID_LEN: usize = 18;
 
 /// The check character (`'0'`-`'9'` or `'X'`) for the first 17 digits of a China resident
 /// identity number: ISO 7064 MOD 11-2, as GB 11643-1999 specifies. `None` unless `first17` is
 /// exactly 17 ASCII digits.
-pub fn gb11643_check_char(first17: &str) -> Option<char> {
+pub(crate) fn gb11643_check_char(first17: &str) -> Option<char> {
     let bytes = first17.as_bytes();
     if bytes.len() != 17 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
@@ -99,7 +99,7 @@ pub fn gb11643_check_char(first17: &str) -> Option<char> {
 
 /// Why an identity number was rejected. Every variant maps to `ID_NUMBER_INVALID`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum IdNumberError {
+pub(crate) enum IdNumberError {
     /// Not 18 characters (counted as characters, not bytes). A 15-digit first-generation number
     /// (no check character; those cards stopped being valid in 2013) lands here too.
     #[error("identity number has {length} characters, expected 18")]
@@ -118,7 +118,7 @@ pub enum IdNumberError {
 
 /// What a valid China resident identity number says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CnIdInfo {
+pub(crate) struct CnIdInfo {
     /// The number, with a lowercase final `x` made uppercase.
     pub number: String,
     /// Administrative division code of the place of first registration (characters 1-6).
@@ -137,7 +137,10 @@ pub struct CnIdInfo {
 /// The checks run in that order, so a misread birth-date digit is reported as
 /// [`IdNumberError::CheckDigit`] (the check character catches it first). The region code is
 /// returned but not checked against the list of divisions, which changes over time.
-pub fn validate_cn_id(number: &str, today: (i32, u32, u32)) -> Result<CnIdInfo, IdNumberError> {
+pub(crate) fn validate_cn_id(
+    number: &str,
+    today: (i32, u32, u32),
+) -> Result<CnIdInfo, IdNumberError> {
     let length = number.chars().count();
     if length != CN_ID_LEN {
         return Err(IdNumberError::WrongLength { length });
@@ -191,7 +194,7 @@ pub fn validate_cn_id(number: &str, today: (i32, u32, u32)) -> Result<CnIdInfo, 
 /// `A`-`Z` as 10-35, the filler `<` as 0) times the weights 7, 3, 1 repeating, summed, mod 10.
 /// `None` if the field holds any other character (lowercase letters included). An empty field
 /// has check digit 0.
-pub fn icao_check_digit(field: &str) -> Option<u8> {
+pub(crate) fn icao_check_digit(field: &str) -> Option<u8> {
     const WEIGHTS: [u32; 3] = [7, 3, 1];
     let mut sum = 0u32;
     for (i, b) in field.bytes().enumerate() {
@@ -207,7 +210,7 @@ pub fn icao_check_digit(field: &str) -> Option<u8> {
 }
 
 /// Length of each of the two lines of a TD3 (passport) MRZ.
-pub const TD3_LINE_LEN: usize = 44;
+pub(crate) const TD3_LINE_LEN: usize = 44;
 
 /// A date in an MRZ: two-digit year, month, day. The century is not in the MRZ; see
 /// [`MrzDate::expiry`] and [`MrzBirthDate::resolve`].
@@ -235,7 +238,7 @@ impl MrzDate {
 /// A birth date in an MRZ. ICAO 9303 part 3 fills an unknown day, month or year with `<<`, so
 /// each part may be missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MrzBirthDate {
+pub(crate) struct MrzBirthDate {
     pub yy: Option<u8>,
     pub month: Option<u8>,
     pub day: Option<u8>,
@@ -244,7 +247,7 @@ pub struct MrzBirthDate {
 impl MrzBirthDate {
     /// The full birth year: the latest century that does not put the birth after `today` (an
     /// unknown month or day counts as the first). `None` when the year is unknown.
-    pub fn year(&self, today: (i32, u32, u32)) -> Option<i32> {
+    pub(crate) fn year(&self, today: (i32, u32, u32)) -> Option<i32> {
         let yy = i32::from(self.yy?);
         let mut year = today.0 - today.0.rem_euclid(100) + yy;
         let month = u32::from(self.month.unwrap_or(1));
@@ -257,7 +260,7 @@ impl MrzBirthDate {
 
     /// The full birth date when every part is known, the century chosen as in [`Self::year`].
     /// A `00` year resolved to 1900 keeps a 29 February it was given (see [`parse_td3`]).
-    pub fn resolve(&self, today: (i32, u32, u32)) -> Option<(i32, u32, u32)> {
+    pub(crate) fn resolve(&self, today: (i32, u32, u32)) -> Option<(i32, u32, u32)> {
         Some((
             self.year(today)?,
             u32::from(self.month?),
@@ -268,7 +271,7 @@ impl MrzBirthDate {
 
 /// The fields of a TD3 (passport) MRZ, fillers removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Td3 {
+pub(crate) struct Td3 {
     /// `P` plus an optional second letter at the issuing state's discretion, e.g. `P`, `PD`.
     pub document_code: String,
     /// Three-letter issuing state or organisation code, trailing fillers removed (`D<<` -> `D`).
@@ -292,7 +295,7 @@ pub struct Td3 {
 /// Why an MRZ was rejected. The `*Check` variants are check-digit mismatches (misread or forged:
 /// `ID_NUMBER_INVALID`); the others are malformed fields. `line` and `position` are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum MrzError {
+pub(crate) enum MrzError {
     #[error("MRZ line {line} has {length} characters, expected 44")]
     WrongLength { line: u8, length: usize },
     #[error(
@@ -446,7 +449,7 @@ fn parse_expiry(field: &str) -> Option<MrzDate> {
 /// names that field; the field formats are checked after. Lines must be exactly 44 characters of
 /// `A`-`Z`, `0`-`9` and `<`: trim and uppercase OCR output before calling. A name truncated to
 /// fit the line cannot be detected and is returned as it stands.
-pub fn parse_td3(line1: &str, line2: &str) -> Result<Td3, MrzError> {
+pub(crate) fn parse_td3(line1: &str, line2: &str) -> Result<Td3, MrzError> {
     let l1 = mrz_line(line1, 1)?;
     let l2 = mrz_line(line2, 2)?;
     let b2 = l2.as_bytes();

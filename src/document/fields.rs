@@ -62,7 +62,7 @@ pub struct DocumentRead {
 
 impl DocumentRead {
     /// Whether the read has what the kind needs (otherwise try a better capture).
-    pub fn is_complete(&self, kind: DocumentKind) -> bool {
+    pub(crate) fn is_complete(&self, kind: DocumentKind) -> bool {
         match kind {
             DocumentKind::CnResidentId => {
                 self.fields.name.is_some() && self.number_check != NumberCheck::Unread
@@ -76,7 +76,11 @@ impl DocumentRead {
 /// Whether `read` can end the step. A number that fails its check (or disagrees with the
 /// printed birth date) is more often a misread than a forgery, so it settles only when a second
 /// capture reads the same number; `previous` is the read before this one.
-pub fn settles(previous: Option<&DocumentRead>, read: &DocumentRead, kind: DocumentKind) -> bool {
+pub(crate) fn settles(
+    previous: Option<&DocumentRead>,
+    read: &DocumentRead,
+    kind: DocumentKind,
+) -> bool {
     if !read.is_complete(kind) {
         return false;
     }
@@ -376,7 +380,7 @@ pub enum FieldMatch {
 }
 
 /// Whitespace removed, ASCII upper-cased (names in Latin script, a final x of an ID number).
-pub fn normalise(value: &str) -> String {
+pub(crate) fn normalise(value: &str) -> String {
     value
         .chars()
         .filter(|c| !c.is_whitespace())

@@ -71,7 +71,7 @@ pub struct DocumentPolicy {
 }
 
 impl DocumentPolicy {
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.mode != DocumentMode::Off
     }
 }
@@ -101,7 +101,7 @@ pub struct DocumentOutcome {
 impl DocumentOutcome {
     /// The relying party's view of the checks (no recognised text: that is stored apart, per
     /// the retain policy).
-    pub fn checks_json(&self) -> Value {
+    pub(crate) fn checks_json(&self) -> Value {
         json!({
             "mode": self.mode,
             "kind": self.kind,
@@ -205,7 +205,7 @@ const PRINTED_CUT_OFF: f32 = 0.25;
 /// asked for: print where the kind's layout puts its text lines and, for kinds with a portrait
 /// (when a detector is given), a face where the portrait goes. A candidate leaning on the
 /// frame's border needs print over its visible part.
-pub fn looks_like_card(
+pub(crate) fn looks_like_card(
     small: &image::RgbImage,
     cut_off: bool,
     kind: DocumentKind,

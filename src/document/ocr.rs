@@ -40,7 +40,7 @@ pub struct TextLine {
 }
 
 impl TextLine {
-    pub fn centre_y(&self) -> f32 {
+    pub(crate) fn centre_y(&self) -> f32 {
         (self.bbox[1] + self.bbox[3]) / 2.0
     }
 

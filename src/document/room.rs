@@ -13,9 +13,9 @@ use super::card::{card_like_quads, same_object, CardQuad, CardScratch};
 use crate::analysis::quality::I420;
 
 /// How often a frame is searched for room objects before the step (the search costs a few ms).
-pub const ROOM_SAMPLE_INTERVAL: Duration = Duration::from_millis(400);
+pub(crate) const ROOM_SAMPLE_INTERVAL: Duration = Duration::from_millis(400);
 /// Room objects remembered at most (the oldest is forgotten first).
-pub const ROOM_OBJECTS_MAX: usize = 64;
+pub(crate) const ROOM_OBJECTS_MAX: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct RoomMemory {

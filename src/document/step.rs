@@ -9,19 +9,19 @@ use super::card::{CaptureIssue, CaptureJudgement, CardQuad};
 use crate::reasons::ReasonCode;
 
 /// Time allowed for the step.
-pub const STEP_TIME_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const STEP_TIME_LIMIT: Duration = Duration::from_secs(30);
 /// After the first good capture, keep looking this long for a better one.
-pub const BEST_OF_WINDOW: Duration = Duration::from_millis(1200);
+pub(crate) const BEST_OF_WINDOW: Duration = Duration::from_millis(1200);
 /// No card for this long raises DOCUMENT_NOT_SHOWN.
-pub const NOT_SHOWN_AFTER: Duration = Duration::from_millis(2500);
+pub(crate) const NOT_SHOWN_AFTER: Duration = Duration::from_millis(2500);
 /// Consecutive captures with an issue before it is raised, and without it before it clears.
 const RAISE_AFTER: u32 = 2;
 const CLEAR_AFTER: u32 = 3;
 /// How long an issue must last before it is raised: a card being raised passes through "too
 /// far" and "cut off" on its way up, and hints about that are noise.
-pub const RAISE_HOLD: Duration = Duration::from_millis(400);
+pub(crate) const RAISE_HOLD: Duration = Duration::from_millis(400);
 /// Reads of captures whose text was incomplete before the step gives up.
-pub const MAX_READS: usize = 3;
+pub(crate) const MAX_READS: usize = 3;
 
 /// A judged capture: the card's corners, the judgement and the rectified image.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct Capture {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum StepEvent {
+pub(crate) enum StepEvent {
     Guidance {
         code: ReasonCode,
         active: bool,
@@ -76,7 +76,7 @@ struct Streak {
 }
 
 #[derive(Debug)]
-pub struct DocumentStep {
+pub(crate) struct DocumentStep {
     deadline: Instant,
     /// Per issue, in `ISSUES` order.
     streaks: [Streak; 5],
@@ -117,7 +117,7 @@ impl DocumentStep {
     }
 
     /// Time left, for the page's countdown.
-    pub fn remaining(&self, at: Instant) -> Duration {
+    pub(crate) fn remaining(&self, at: Instant) -> Duration {
         self.deadline.saturating_duration_since(at)
     }
 
@@ -236,13 +236,13 @@ impl DocumentStep {
     }
 
     /// The chosen capture, to read (after `ReadyToRead`).
-    pub fn take_best(&mut self) -> Option<Capture> {
+    pub(crate) fn take_best(&mut self) -> Option<Capture> {
         self.best.take()
     }
 
     /// The read of the chosen capture: complete ends the step; otherwise it looks again for a
     /// better capture, until `MAX_READS` or the deadline.
-    pub fn on_read(&mut self, at: Instant, complete: bool) -> Vec<StepEvent> {
+    pub(crate) fn on_read(&mut self, at: Instant, complete: bool) -> Vec<StepEvent> {
         self.reading = false;
         self.reads += 1;
         if complete {

@@ -22,7 +22,7 @@ use crate::reasons::ReasonCode;
 
 /// What the face tracker measured on one analysed frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaceSample {
+pub(crate) struct FaceSample {
     /// Capture time of the frame.
     pub at: Instant,
     /// Whether a face was found; samples without one are not judged.
@@ -218,7 +218,7 @@ impl ChallengeJudge {
     /// samples. Samples with `face == false`, samples while the step is paused, and the sample on
     /// which a step starts are not judged. Judging uses the blocking condition of the latest
     /// `on_tick`.
-    pub fn on_sample(&mut self, s: &FaceSample) -> Vec<JudgeEvent> {
+    pub(crate) fn on_sample(&mut self, s: &FaceSample) -> Vec<JudgeEvent> {
         let mut out = Vec::new();
         if matches!(self.phase, Phase::Finished) {
             return out;
@@ -297,12 +297,12 @@ impl ChallengeJudge {
     }
 
     /// The open-eye baseline (median EAR), once learnt.
-    pub fn baseline_ear(&self) -> Option<f32> {
+    pub(crate) fn baseline_ear(&self) -> Option<f32> {
         self.baseline_ear
     }
 
     /// The step that is running now, if any.
-    pub fn running_step(&self) -> Option<&ChallengeStep> {
+    pub(crate) fn running_step(&self) -> Option<&ChallengeStep> {
         match self.phase {
             Phase::Running(_) => self.plan.steps.get(self.index),
             _ => None,
@@ -312,7 +312,7 @@ impl ChallengeJudge {
     /// Ends the running step with a result judged outside the face samples (the spoken step,
     /// by `speech`): passed when `failure` is `None`. `peak` goes into the evidence (the
     /// correlation for the spoken step). Nothing happens when no step is running or it is paused.
-    pub fn end_running(
+    pub(crate) fn end_running(
         &mut self,
         at: Instant,
         failure: Option<ReasonCode>,

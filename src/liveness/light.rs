@@ -35,7 +35,7 @@ use crate::reasons::ReasonCode;
 /// (R-G, B-G) plane of linear light (0, 60, 120, 180, 240 and 313 degrees), so a window lit by one
 /// colour is never within [`MIN_WINDOW_COS`] of another; relative luminance 0.19 to 0.66, none
 /// saturated red.
-pub const PALETTE: [[u8; 3]; 6] = [
+pub(crate) const PALETTE: [[u8; 3]; 6] = [
     [235, 60, 60],  // red
     [186, 56, 234], // violet
     [56, 168, 255], // sky blue
@@ -44,46 +44,46 @@ pub const PALETTE: [[u8; 3]; 6] = [
     [237, 179, 39], // amber
 ];
 /// The page's light before the colours (and the reference they are compared with).
-pub const NEUTRAL: [u8; 3] = [150, 150, 150];
+pub(crate) const NEUTRAL: [u8; 3] = [150, 150, 150];
 /// Colours per sequence.
-pub const COLOURS: usize = 4;
+pub(crate) const COLOURS: usize = 4;
 const NEUTRAL_MS: u64 = 460;
 /// Each colour lasts this long (drawn per colour): at most 2.6 changes a second.
 const COLOUR_MS: std::ops::RangeInclusive<u64> = 380..=460;
 /// The page fades from one colour to the next over this long.
-pub const TRANSITION_MS: u64 = 120;
+pub(crate) const TRANSITION_MS: u64 = 120;
 /// A frame shows a colour this long after it starts at the earliest: the fade plus one frame's
 /// exposure at 15 fps.
 const SETTLE: Duration = Duration::from_millis(TRANSITION_MS + 60);
 /// Capture-to-server delays searched: from the page receiving the event to the frame that shows
 /// it arriving here. Below the minimum the face would change before the page could light it.
-pub const MIN_LATENCY: Duration = Duration::from_millis(20);
-pub const MAX_LATENCY: Duration = Duration::from_millis(1000);
+pub(crate) const MIN_LATENCY: Duration = Duration::from_millis(20);
+pub(crate) const MAX_LATENCY: Duration = Duration::from_millis(1000);
 const LATENCY_STEP: Duration = Duration::from_millis(20);
 /// Frames a window needs to count.
 /// Colour windows that may lack frames at a latency (a camera that stalls now and then): the
 /// neutral window and the other colours must each have at least one.
 const MAX_MISSING_WINDOWS: usize = 1;
 /// A sequence matches when its measured windows correlate this well with the expected ones...
-pub const MIN_CORRELATION: f64 = 0.9;
+pub(crate) const MIN_CORRELATION: f64 = 0.9;
 /// ...every colour's response (against the neutral window) points within 45 degrees of its
 /// colour's direction (the palette's directions are 60 degrees apart)...
-pub const MIN_WINDOW_COS: f64 = 0.7;
+pub(crate) const MIN_WINDOW_COS: f64 = 0.7;
 /// ...with at least this gain (log-chromaticity per unit of linear screen colour difference).
 /// A laptop screen at arm's length in a bright room gives about 0.02, a dim room 0.1 and more.
-pub const MIN_GAIN: f64 = 0.006;
+pub(crate) const MIN_GAIN: f64 = 0.006;
 /// Below this the face reflected nothing at all (a recording's own light changes are random and
 /// its sign flips as often as not).
-pub const ABSENT_GAIN: f64 = 0.0025;
+pub(crate) const ABSENT_GAIN: f64 = 0.0025;
 /// A face brighter than this (fraction of white) is lit far beyond what a screen adds: sunlight.
-pub const TOO_BRIGHT_LUMA: f64 = 0.8;
+pub(crate) const TOO_BRIGHT_LUMA: f64 = 0.8;
 /// Eyes closer than this (pixels) are too far from the screen for its light to reach the face.
-pub const TOO_FAR_INTER_EYE_PX: f32 = 50.0;
+pub(crate) const TOO_FAR_INTER_EYE_PX: f32 = 50.0;
 /// Attempts judged before the step ends (interrupted attempts do not count).
-pub const MAX_ATTEMPTS: usize = 2;
+pub(crate) const MAX_ATTEMPTS: usize = 2;
 /// Attempts in all, counting those too short of frames to be judged (which do not use up one
 /// of the `MAX_ATTEMPTS`).
-pub const MAX_TRIES: usize = 4;
+pub(crate) const MAX_TRIES: usize = 4;
 /// The face is steadily in view this long before the colours start.
 const LEAD_IN: Duration = Duration::from_millis(300);
 
@@ -170,7 +170,7 @@ impl LightSequence {
 }
 
 /// sRGB (0..=255) to linear light (0..=1).
-pub fn linear(c: f32) -> f32 {
+pub(crate) fn linear(c: f32) -> f32 {
     let c = (c / 255.0).clamp(0.0, 1.0);
     if c <= 0.04045 {
         c / 12.92
@@ -647,7 +647,7 @@ impl LightStep {
     }
 
     /// Whether a sequence is showing (frames should be measured at full rate).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         matches!(self.phase, Phase::Running { .. })
     }
 

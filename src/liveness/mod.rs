@@ -27,12 +27,12 @@ use crate::analysis::quality::I420;
 use crate::reasons::ReasonCode;
 
 /// Steps in a default plan.
-pub const DEFAULT_STEPS: usize = 3;
+pub(crate) const DEFAULT_STEPS: usize = 3;
 /// Face frames kept for the spoof check (the most recent; about 20 s at 15 fps).
 const MAX_SPOOF_FRAMES: usize = 300;
 
 /// A random plan with at least one head turn or nod, which the spoof check needs.
-pub fn random_plan<R: Rng>(rng: &mut R, steps: usize) -> ChallengePlan {
+pub(crate) fn random_plan<R: Rng>(rng: &mut R, steps: usize) -> ChallengePlan {
     let mut plan = ChallengePlan::random(rng, steps);
     let moves = [
         Action::TurnLeft,
@@ -84,7 +84,7 @@ struct SpokenStep {
     judge: SpeechJudge,
 }
 
-pub struct LivenessSession {
+pub(crate) struct LivenessSession {
     judge: ChallengeJudge,
     spoof_frames: Vec<MeshFrame>,
     finished: bool,
@@ -104,7 +104,7 @@ impl LivenessSession {
     }
 
     /// As `new`, with the spoken step's digits given (tests).
-    pub fn with_digits(plan: ChallengePlan, digits: String) -> Self {
+    pub(crate) fn with_digits(plan: ChallengePlan, digits: String) -> Self {
         let spoken = plan
             .steps
             .iter()
@@ -126,7 +126,7 @@ impl LivenessSession {
     }
 
     /// Adds the screen-light step (`seed` draws its colours) in `mode`.
-    pub fn with_light(mut self, mode: LightMode, seed: u64) -> Self {
+    pub(crate) fn with_light(mut self, mode: LightMode, seed: u64) -> Self {
         self.light = match mode {
             LightMode::Off => None,
             LightMode::On => Some(LightStep::new(seed)),
@@ -141,12 +141,12 @@ impl LivenessSession {
     }
 
     /// Whether a light sequence is showing: every frame should be measured.
-    pub fn light_running(&self) -> bool {
+    pub(crate) fn light_running(&self) -> bool {
         self.light.as_ref().is_some_and(|l| l.is_running())
     }
 
     /// Measures the light on the face of a frame analysed while a sequence shows.
-    pub fn on_light_frame(&mut self, frame: &I420, o: &FaceObservation) {
+    pub(crate) fn on_light_frame(&mut self, frame: &I420, o: &FaceObservation) {
         let Some(light) = self.light.as_mut().filter(|l| l.is_running()) else {
             return;
         };
@@ -159,7 +159,7 @@ impl LivenessSession {
     }
 
     /// What the light step asks to publish since the last call.
-    pub fn poll_light(&mut self) -> Vec<LightEvent> {
+    pub(crate) fn poll_light(&mut self) -> Vec<LightEvent> {
         std::mem::take(&mut self.light_events)
     }
 
@@ -177,12 +177,12 @@ impl LivenessSession {
     }
 
     /// Whether the plan has a spoken step (the caller then runs voice detection on the audio).
-    pub fn wants_voice(&self) -> bool {
+    pub(crate) fn wants_voice(&self) -> bool {
         self.spoken.is_some()
     }
 
     /// One audio frame's voice decision; heard only while the spoken step listens.
-    pub fn on_voice(&mut self, f: VoiceFrame) -> Vec<JudgeEvent> {
+    pub(crate) fn on_voice(&mut self, f: VoiceFrame) -> Vec<JudgeEvent> {
         match self.spoken.as_mut() {
             Some(s) if s.judge.is_listening() => s.judge.on_audio(f),
             _ => return Vec::new(),
@@ -205,7 +205,7 @@ impl LivenessSession {
     /// caller pauses the step and asks the person to come closer), and frames whose framing
     /// distorts the face's geometry (too close, cut off by the frame's edge, too small) never feed
     /// the spoof cues, which read that geometry.
-    pub fn on_observation(&mut self, o: &FaceObservation) -> Vec<JudgeEvent> {
+    pub(crate) fn on_observation(&mut self, o: &FaceObservation) -> Vec<JudgeEvent> {
         if self.light_pending() {
             return Vec::new();
         }
@@ -301,7 +301,7 @@ impl LivenessSession {
     }
 
     /// Whether a step is being judged now (started, not yet passed or failed).
-    pub fn running_step(&self) -> bool {
+    pub(crate) fn running_step(&self) -> bool {
         self.judge.running_step().is_some() || self.light_running()
     }
 
@@ -310,7 +310,7 @@ impl LivenessSession {
     /// baseline is learnt before the first step (about ten face frames), with the eye-contour
     /// model when the plan has a blink, so the blink and its baseline are read by the same model;
     /// nothing (guidance only) while waiting between steps and after the last.
-    pub fn analysis_needs(&self) -> Option<AnalysisNeeds> {
+    pub(crate) fn analysis_needs(&self) -> Option<AnalysisNeeds> {
         if self.finished {
             return None;
         }

@@ -139,12 +139,12 @@ impl ChallengePlan {
 
 /// Time allowed for the spoken step: the speech judge decides within its onset window plus its
 /// listening window (6.2 s); this is the backstop.
-pub const SPOKEN_STEP_LIMIT: Duration = Duration::from_secs(8);
+pub(crate) const SPOKEN_STEP_LIMIT: Duration = Duration::from_secs(8);
 
 impl ChallengePlan {
     /// Appends the spoken step (after the motions, so the person has settled in front of the
     /// camera) with a random id distinct from the others and a random lead-in like theirs.
-    pub fn with_spoken_step<R: Rng>(mut self, rng: &mut R) -> ChallengePlan {
+    pub(crate) fn with_spoken_step<R: Rng>(mut self, rng: &mut R) -> ChallengePlan {
         if self.steps.iter().any(|s| s.action == Action::SpeakDigits) {
             return self;
         }

@@ -17,11 +17,11 @@ use serde::Serialize;
 use crate::reasons::ReasonCode;
 
 /// Digits the person is asked to say.
-pub const DIGITS: usize = 4;
+pub(crate) const DIGITS: usize = 4;
 
 /// Random digits for one call's spoken step, separated by spaces ("4 7 2 9"). No digit repeats
 /// next to itself, so each one is a syllable of its own.
-pub fn random_digits<R: Rng>(rng: &mut R) -> String {
+pub(crate) fn random_digits<R: Rng>(rng: &mut R) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(DIGITS);
     while out.len() < DIGITS {
         let d = rng.gen_range(0..10u8);
@@ -40,7 +40,7 @@ pub use crate::analysis::voice::VoiceFrame;
 
 /// When the spoken step passes.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpeechThresholds {
+pub(crate) struct SpeechThresholds {
     /// Voice must begin this long after the prompt (or a resume) at the latest (default 4 s).
     pub onset_within: Duration,
     /// Voice begins when at least `onset_voiced` of the last `onset_frames` frames are voiced
@@ -109,7 +109,7 @@ pub struct SpeechOutcome {
 
 /// Judges one spoken step; see the module documentation.
 #[derive(Debug)]
-pub struct SpeechJudge {
+pub(crate) struct SpeechJudge {
     th: SpeechThresholds,
     /// Listening since (the prompt or the last resume); `None` while not listening.
     since: Option<Instant>,
@@ -132,7 +132,7 @@ impl SpeechJudge {
     }
 
     /// The prompt is shown (or shown again after a pause): listening starts afresh at `at`.
-    pub fn listen(&mut self, at: Instant) {
+    pub(crate) fn listen(&mut self, at: Instant) {
         if self.outcome.is_some() {
             return;
         }
@@ -150,12 +150,12 @@ impl SpeechJudge {
         self.onset = None;
     }
 
-    pub fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         self.since.is_some() && self.outcome.is_none()
     }
 
     /// One audio frame. Frames from before listening started are ignored.
-    pub fn on_audio(&mut self, f: VoiceFrame) {
+    pub(crate) fn on_audio(&mut self, f: VoiceFrame) {
         let Some(since) = self.since.filter(|s| f.at >= *s && self.outcome.is_none()) else {
             return;
         };
@@ -174,14 +174,14 @@ impl SpeechJudge {
     }
 
     /// The mouth-open ratio of one analysed face frame.
-    pub fn on_mouth(&mut self, at: Instant, mouth_open: f32) {
+    pub(crate) fn on_mouth(&mut self, at: Instant, mouth_open: f32) {
         if self.since.is_some_and(|s| at >= s) && self.outcome.is_none() && mouth_open.is_finite() {
             self.mouth.push((at, mouth_open));
         }
     }
 
     /// Decides once enough time has passed at `at`; returns the outcome once, when decided.
-    pub fn poll(&mut self, at: Instant) -> Option<SpeechOutcome> {
+    pub(crate) fn poll(&mut self, at: Instant) -> Option<SpeechOutcome> {
         let since = self.since?;
         if self.outcome.is_some() {
             return None;

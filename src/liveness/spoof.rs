@@ -30,26 +30,26 @@
 
 /// Number of face-mesh landmarks used (MediaPipe's 468; extra points such as the iris ones are
 /// ignored).
-pub const MESH_POINTS: usize = 468;
+pub(crate) const MESH_POINTS: usize = 468;
 
 /// A frame is judged when its yaw or pitch differs from the reference frame's by more than this
 /// (degrees).
-pub const MOTION_MIN_DEG: f32 = 8.0;
+pub(crate) const MOTION_MIN_DEG: f32 = 8.0;
 
 /// Fewest judged frames for a score.
-pub const MIN_JUDGED_FRAMES: usize = 3;
+pub(crate) const MIN_JUDGED_FRAMES: usize = 3;
 /// A frame whose landmarks deviate from a 2D similarity of the reference by more than this share
 /// of the inter-eye distance (RMS) has moved in depth (turned, nodded or been tilted). Landmark
 /// jitter of a still face stays near 0.01-0.02.
-pub const MOTION_MIN_DEFORMATION: f64 = 0.05;
+pub(crate) const MOTION_MIN_DEFORMATION: f64 = 0.05;
 
 /// Eye corners whose midpoints give the inter-eye distance: `(33, 133)` is the subject's right
 /// eye (image-left), `(362, 263)` the left eye.
-pub const EYE_CORNERS: [[usize; 2]; 2] = [[33, 133], [362, 263]];
+pub(crate) const EYE_CORNERS: [[usize; 2]; 2] = [[33, 133], [362, 263]];
 
 /// Landmarks that move with expressions rather than with the head, left out of the fits: the
 /// lips ring, then the eyelids.
-pub const EXPRESSION_LANDMARKS: [usize; 72] = [
+pub(crate) const EXPRESSION_LANDMARKS: [usize; 72] = [
     // Lips.
     0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
     269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
@@ -216,15 +216,15 @@ pub struct FlatMotion {
 /// 0.069-0.073 (three live calls failed `SPOOF_SUSPECTED` at the former 0.06).
 pub const FLAT_RATIO_CHANGE: f64 = 0.09;
 /// Pose change (degrees) below which foreshortening is not explained by the head's rotation.
-pub const FLAT_POSE_MAX_DEG: f32 = 6.0;
+pub(crate) const FLAT_POSE_MAX_DEG: f32 = 6.0;
 /// Stricter for pitch: the nose tip's parallax makes the ratio follow a real nod, and the tracker
 /// reads nods low (about 0.6-0.9x), so a live nod read under 6 degrees could still change the
 /// ratio by more than `FLAT_RATIO_CHANGE`. A tilted photo reads within about 3 degrees.
-pub const FLAT_PITCH_MAX_DEG: f32 = 2.5;
+pub(crate) const FLAT_PITCH_MAX_DEG: f32 = 2.5;
 /// Ratio change that counts as foreshortening while the tracker reads a small nod
 /// (`FLAT_PITCH_MAX_DEG`..`FLAT_POSE_MAX_DEG`): live nods measured up to about 0.06 here,
 /// tilted photos 0.18-0.20.
-pub const FLAT_RATIO_CHANGE_NODDING: f64 = 0.12;
+pub(crate) const FLAT_RATIO_CHANGE_NODDING: f64 = 0.12;
 /// Frames of unexplained foreshortening that make a face look flat.
 pub const FLAT_MOTION_MIN_FRAMES: usize = 5;
 
@@ -283,7 +283,7 @@ pub fn flat_motion(frames: &[MeshFrame]) -> FlatMotion {
 
 /// True when the landmarks moved as a plane across a real turn:
 /// `homography_residual < PLANAR_RESIDUAL_MAX`.
-pub fn looks_planar(score: &PlanarityScore) -> bool {
+pub(crate) fn looks_planar(score: &PlanarityScore) -> bool {
     score.homography_residual < PLANAR_RESIDUAL_MAX
 }
 

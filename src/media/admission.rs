@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 /// guidance latency a call should stay under (p95). One call alone measures 20-50 ms; with 250 ms
 /// the capacity benchmark admitted calls until their steps were analysed at 6-11 fps
 /// (docs/BENCHMARKS.md).
-pub const LAG_LIMIT: Duration = Duration::from_millis(150);
+pub(crate) const LAG_LIMIT: Duration = Duration::from_millis(150);
 /// The lag is the worst over windows of this length (the current and the previous one).
-pub const WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const WINDOW: Duration = Duration::from_secs(2);
 /// A decode-queue overflow refuses new calls for this long.
-pub const DROP_MEMORY: Duration = Duration::from_secs(10);
+pub(crate) const DROP_MEMORY: Duration = Duration::from_secs(10);
 /// What a refused client is told to wait before it tries again (`Retry-After`).
 pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// Why the node refuses new calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saturation {
+pub(crate) enum Saturation {
     /// The worst analysis lag of the recent windows.
     Lagging(Duration),
     /// A decode queue overflowed this long ago.
@@ -40,7 +40,7 @@ pub enum Saturation {
 
 /// The node's recent analysis lag and queue drops; see the module documentation.
 #[derive(Debug, Default, Clone)]
-pub struct LoadMonitor {
+pub(crate) struct LoadMonitor {
     /// Start of the current window, and the worst lag in it and in the one before.
     window: Option<(Instant, Duration, Duration)>,
     last_drop: Option<Instant>,
@@ -68,7 +68,7 @@ impl LoadMonitor {
 
     /// The worst analysis lag over the current window and the one before (zero when no frame
     /// was analysed lately).
-    pub fn lag(&self, now: Instant) -> Duration {
+    pub(crate) fn lag(&self, now: Instant) -> Duration {
         match self.window {
             Some((start, current, previous)) if now < start + WINDOW => current.max(previous),
             Some((start, current, _)) if now < start + 2 * WINDOW => current,
@@ -77,7 +77,7 @@ impl LoadMonitor {
     }
 
     /// Whether a new call may start at `now`.
-    pub fn admits(&self, now: Instant) -> Result<(), Saturation> {
+    pub(crate) fn admits(&self, now: Instant) -> Result<(), Saturation> {
         if let Some(ago) = self
             .last_drop
             .map(|t| now.saturating_duration_since(t))
@@ -110,16 +110,16 @@ impl NodeLoad {
         self.lock().on_queue_drop(now);
     }
 
-    pub fn lag(&self, now: Instant) -> Duration {
+    pub(crate) fn lag(&self, now: Instant) -> Duration {
         self.lock().lag(now)
     }
 
-    pub fn admits(&self, now: Instant) -> Result<(), Saturation> {
+    pub(crate) fn admits(&self, now: Instant) -> Result<(), Saturation> {
         self.lock().admits(now)
     }
 
     /// Frames dropped from full decode queues since the node started.
-    pub fn queue_drops(&self) -> u64 {
+    pub(crate) fn queue_drops(&self) -> u64 {
         self.queue_drops.load(Ordering::Relaxed)
     }
 

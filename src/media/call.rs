@@ -48,26 +48,26 @@ use crate::reasons::ReasonCode;
 use crate::verdict::{decide, MatchResult, ReferenceKind, Verdict, VerdictInputs};
 
 /// How often the health monitors and the challenge clock are stepped.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// No video for this long (after the first frame) pauses the running challenge step: the network
 /// dropped, and the page is reconnecting. The peer's reconnect grace decides when to give up.
-pub const MEDIA_GAP_PAUSE: Duration = Duration::from_millis(1000);
+pub(crate) const MEDIA_GAP_PAUSE: Duration = Duration::from_millis(1000);
 /// How often the microphone's level is reported to the page.
-pub const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the capture-quality summary is reported.
-pub const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
 /// Capture checks (quality over the frame and the face box, the camera's health, capture hints)
 /// run on an analysed frame at most this often: 5 a second, which the guidance rate (4 fps) never
 /// exceeds, so only frames analysed at the full rate of a judged step skip them. Hints hold for a
 /// second before they are raised (`quality::Thresholds::hold_on`), the camera's checks for longer
 /// (`analysis::device`): 5 measurements a second decide them as well as 15 (issue 16: the two
 /// quality passes were 12 % of a dense call's CPU).
-pub const CAPTURE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const CAPTURE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
 /// ends with a verdict that names the blocking cause, rather than waiting for the call to time out.
-pub const MAX_BLOCKED: Duration = Duration::from_secs(12);
+pub(crate) const MAX_BLOCKED: Duration = Duration::from_secs(12);
 /// Live frames embedded for the reference match.
-pub const MAX_LIVE_EMBEDDINGS: usize = 5;
+pub(crate) const MAX_LIVE_EMBEDDINGS: usize = 5;
 
 /// What one call checks; fixed when the call starts.
 #[derive(Debug, Clone)]
@@ -390,18 +390,18 @@ impl CallCore {
 
     /// The face observation of the last analysed frame (see [`CallOutput::FaceObserved`]).
     /// Whether the ID-document step is running (its frames look for and read the card).
-    pub fn in_document_step(&self) -> bool {
+    pub(crate) fn in_document_step(&self) -> bool {
         self.document
             .as_ref()
             .and_then(|d| d.step.as_ref())
             .is_some_and(|s| !s.is_done())
     }
 
-    pub fn last_observation(&self) -> Option<&FaceObservation> {
+    pub(crate) fn last_observation(&self) -> Option<&FaceObservation> {
         self.last_observation.as_ref()
     }
 
-    pub fn counters(&self) -> &CallCounters {
+    pub(crate) fn counters(&self) -> &CallCounters {
         &self.counters
     }
 
@@ -414,7 +414,7 @@ impl CallCore {
 
     /// The network's state over the last second (`now`): poor, and whether the sender stalled
     /// (no frames captured; not the network's doing).
-    pub fn on_network(&mut self, now: Instant, poor: bool, sender_stalled: bool) {
+    pub(crate) fn on_network(&mut self, now: Instant, poor: bool, sender_stalled: bool) {
         let changes = self.camera.on_sender_window(now, sender_stalled);
         self.health(now, changes, "camera");
         let running = self.liveness.as_ref().is_some_and(|l| !l.is_finished());
@@ -434,18 +434,18 @@ impl CallCore {
     }
 
     /// The decoder could not decode a frame.
-    pub fn on_decode_error(&mut self) {
+    pub(crate) fn on_decode_error(&mut self) {
         self.counters.decode_errors += 1;
     }
 
     /// The reference the live face is matched with at the verdict (set or replaced): an ID
     /// photo's embedding, or the subject's enrolment in a re-verification.
-    pub fn on_reference(&mut self, reference: Embedding, kind: ReferenceKind) {
+    pub(crate) fn on_reference(&mut self, reference: Embedding, kind: ReferenceKind) {
         self.reference = Some((reference, kind));
     }
 
     /// The call is ending (`reason`, e.g. `hangup`): decide a verdict now if none was reached.
-    pub fn on_ending(&mut self, reason: &'static str) {
+    pub(crate) fn on_ending(&mut self, reason: &'static str) {
         self.conclude(Some(reason));
     }
 
@@ -596,7 +596,7 @@ impl CallCore {
     }
 
     /// Decoded audio (`pcm`, mono f32) of a packet that arrived at `arrival`.
-    pub fn on_audio(&mut self, pcm: &[f32], level_dbfs: f64, arrival: Instant) {
+    pub(crate) fn on_audio(&mut self, pcm: &[f32], level_dbfs: f64, arrival: Instant) {
         self.counters.audio_decoded += 1;
         self.level_sum += pcm.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>();
         self.level_samples += pcm.len();

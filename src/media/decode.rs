@@ -24,7 +24,7 @@ use vpx_sys as vpx;
 /// Largest picture (in luma samples) a decoder accepts: 4K UHD. VP8/VP9 frames that code a
 /// bigger size are refused from their headers, before libvpx allocates for them; OpenH264 caps
 /// itself at level 5.2 and its bigger pictures are refused after decoding.
-pub const MAX_DECODE_PIXELS: usize = 3840 * 2160;
+pub(crate) const MAX_DECODE_PIXELS: usize = 3840 * 2160;
 
 /// Largest Opus frame: 120 ms at 48 kHz.
 const OPUS_MAX_SAMPLES: usize = 5760;
@@ -762,7 +762,7 @@ impl AudioDecoder {
     }
 
     /// Packet loss concealment: synthesizes one frame as long as the last decoded packet.
-    pub fn conceal(&mut self, out: &mut Vec<f32>) -> Result<usize, DecodeError> {
+    pub(crate) fn conceal(&mut self, out: &mut Vec<f32>) -> Result<usize, DecodeError> {
         out.clear();
         out.resize(self.last_samples, 0.0);
         match self.dec.decode_float(&[], out, false) {
@@ -781,7 +781,7 @@ impl AudioDecoder {
 /// RMS level of a block of PCM in dBFS (a full-scale square wave is 0 dBFS, a full-scale sine
 /// -3.01). Digital silence, an empty block, or anything below -120 gives -120. Non-finite
 /// samples count as zero.
-pub fn level_dbfs(pcm: &[f32]) -> f64 {
+pub(crate) fn level_dbfs(pcm: &[f32]) -> f64 {
     if pcm.is_empty() {
         return -120.0;
     }

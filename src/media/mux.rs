@@ -35,7 +35,7 @@ const MAX_DATAGRAM: usize = 2048;
 
 /// A datagram for one session, stamped with its arrival time at the socket.
 #[derive(Debug)]
-pub struct Datagram {
+pub(crate) struct Datagram {
     pub source: SocketAddr,
     pub arrival: Instant,
     pub contents: Bytes,
@@ -176,7 +176,7 @@ impl MediaMux {
 
     /// Registers a session's local ICE credentials; datagrams for its ufrag go to `inbox`, and
     /// new addresses are learned only from STUN requests signed with `password`.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         session: &Arc<str>,
         ufrag: &str,
@@ -197,13 +197,13 @@ impl MediaMux {
     }
 
     /// Forgets one ufrag (after an ICE restart replaced it); learned addresses stay.
-    pub fn unregister_ufrag(&self, ufrag: &str) {
+    pub(crate) fn unregister_ufrag(&self, ufrag: &str) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.by_ufrag.remove(ufrag);
     }
 
     /// Forgets every route of a session.
-    pub fn unregister_session(&self, session: &str) {
+    pub(crate) fn unregister_session(&self, session: &str) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.by_ufrag.retain(|_, r| &*r.route.session != session);
         routes.by_addr.retain(|_, r| &*r.route.session != session);
@@ -211,7 +211,7 @@ impl MediaMux {
     }
 
     /// Marks a learned address of `session` as verified by its ICE agent (kept at the cap).
-    pub fn mark_verified(&self, session: &str, source: SocketAddr) {
+    pub(crate) fn mark_verified(&self, session: &str, source: SocketAddr) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = routes.by_addr.get_mut(&source) {
             if &*a.route.session == session {

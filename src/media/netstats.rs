@@ -38,9 +38,9 @@
 use std::time::{Duration, Instant};
 
 /// A packet further than this ahead of the highest seen seq is a suspect jump (RFC 3550 A.1).
-pub const MAX_DROPOUT: u16 = 3000;
+pub(crate) const MAX_DROPOUT: u16 = 3000;
 /// A packet further than this behind the highest seen seq is a suspect jump (RFC 3550 A.1).
-pub const MAX_MISORDER: u16 = 3000;
+pub(crate) const MAX_MISORDER: u16 = 3000;
 /// How many recent extended seqs are remembered for duplicate detection.
 const SEQ_HISTORY: usize = 4096;
 /// Number of recent inter-frame gaps averaged for freeze detection (W3C: last 30 frames).
@@ -51,28 +51,28 @@ const FREEZE_MIN_GAPS: usize = 5;
 const FREEZE_EXTRA_MS: f64 = 150.0;
 /// A freeze whose arrival gap exceeds its capture (RTP time) gap by less than this, with no
 /// packet missing in between, is a sender stall: the network added no delay worth a freeze.
-pub const STALL_NETWORK_DELAY_MAX_MS: f64 = FREEZE_EXTRA_MS;
+pub(crate) const STALL_NETWORK_DELAY_MAX_MS: f64 = FREEZE_EXTRA_MS;
 
 /// Round-trip time assumed by [`score`] when no stream knows its RTT, in ms.
-pub const DEFAULT_RTT_MS: f64 = 50.0;
+pub(crate) const DEFAULT_RTT_MS: f64 = 50.0;
 /// E-model base R factor before impairments.
-pub const R_BASE: f64 = 93.2;
+pub(crate) const R_BASE: f64 = 93.2;
 /// R factor subtracted when a video stream froze during the last window.
-pub const FREEZE_PENALTY_R: f64 = 15.0;
+pub(crate) const FREEZE_PENALTY_R: f64 = 15.0;
 /// Window loss fraction (before repair) above which [`NetworkIssue::LossHigh`] is reported (5 %).
-pub const LOSS_HIGH_FRACTION: f64 = 0.05;
+pub(crate) const LOSS_HIGH_FRACTION: f64 = 0.05;
 /// Interarrival jitter above which [`NetworkIssue::JitterHigh`] is reported, in ms.
-pub const JITTER_HIGH_MS: f64 = 50.0;
+pub(crate) const JITTER_HIGH_MS: f64 = 50.0;
 /// Round-trip time above which [`NetworkIssue::RttHigh`] is reported, in ms.
 pub const RTT_HIGH_MS: f64 = 400.0;
 /// Minimum R factor for [`Quality::Excellent`].
-pub const R_EXCELLENT: f64 = 80.0;
+pub(crate) const R_EXCELLENT: f64 = 80.0;
 /// Minimum R factor for [`Quality::Good`].
-pub const R_GOOD: f64 = 70.0;
+pub(crate) const R_GOOD: f64 = 70.0;
 /// Minimum R factor for [`Quality::Fair`]; anything lower is [`Quality::Poor`].
-pub const R_FAIR: f64 = 50.0;
+pub(crate) const R_FAIR: f64 = 50.0;
 /// How long conditions must persist before a warning is raised or cleared.
-pub const WARNING_HOLD: Duration = Duration::from_secs(2);
+pub(crate) const WARNING_HOLD: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
@@ -337,7 +337,7 @@ fn rtp_units_between(from: Instant, to: Instant, clock_rate: u32) -> f64 {
 
 /// Who caused a freeze.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FreezeCause {
+pub(crate) enum FreezeCause {
     /// Packets arrived late or went missing.
     Network,
     /// The sender produced no frames for that long (see the module docs).
@@ -417,7 +417,7 @@ struct WindowStats {
 }
 
 /// Statistics for one received stream (one primary SSRC plus its RTX SSRC).
-pub struct StreamMonitor {
+pub(crate) struct StreamMonitor {
     kind: StreamKind,
     seq: SeqTracker,
     jitter: JitterEstimator,
@@ -471,7 +471,13 @@ impl StreamMonitor {
     }
 
     /// An original RTP packet on the primary SSRC arrived at `arrival`.
-    pub fn on_rtp(&mut self, arrival: Instant, seq: u16, rtp_timestamp: u32, payload_len: usize) {
+    pub(crate) fn on_rtp(
+        &mut self,
+        arrival: Instant,
+        seq: u16,
+        rtp_timestamp: u32,
+        payload_len: usize,
+    ) {
         self.window_bytes += payload_len as u64;
         if let SeqOutcome::New = self.seq.on_seq(seq) {
             // A.8 uses every non-duplicate packet in arrival order, reordered ones included.
@@ -480,14 +486,14 @@ impl StreamMonitor {
     }
 
     /// A retransmission (RTX) arrived.
-    pub fn on_repair(&mut self, _arrival: Instant, payload_len: usize) {
+    pub(crate) fn on_repair(&mut self, _arrival: Instant, payload_len: usize) {
         self.repairs_received += 1;
         self.window_bytes += payload_len as u64;
     }
 
     /// A complete frame (video) or packet (audio) was delivered; `first..=last` are extended seq
     /// numbers, `capture_s` its RTP time in seconds (any origin: only differences are used).
-    pub fn on_delivered(
+    pub(crate) fn on_delivered(
         &mut self,
         delivered_at: Instant,
         capture_s: f64,
@@ -510,15 +516,15 @@ impl StreamMonitor {
     }
 
     /// `count` NACKed packets were requested; pass deltas, they are summed.
-    pub fn on_nack_sent(&mut self, count: u64) {
+    pub(crate) fn on_nack_sent(&mut self, count: u64) {
         self.nacks_sent += count;
     }
 
-    pub fn on_pli_sent(&mut self) {
+    pub(crate) fn on_pli_sent(&mut self) {
         self.plis_sent += 1;
     }
 
-    pub fn set_rtt(&mut self, rtt: Duration) {
+    pub(crate) fn set_rtt(&mut self, rtt: Duration) {
         self.rtt = Some(rtt);
     }
 
@@ -645,7 +651,7 @@ impl NetworkIssue {
         NetworkIssue::RttHigh,
     ];
 
-    pub fn reason_code(&self) -> &'static str {
+    pub(crate) fn reason_code(&self) -> &'static str {
         match self {
             NetworkIssue::LossHigh => "NETWORK_LOSS_HIGH",
             NetworkIssue::JitterHigh => "NETWORK_JITTER_HIGH",
@@ -748,7 +754,7 @@ pub fn score(reports: &[StreamReport]) -> ConnectionScore {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WarningChange {
+pub(crate) enum WarningChange {
     Raised(NetworkIssue),
     Cleared,
 }
@@ -763,7 +769,7 @@ pub enum WarningChange {
 /// The raised issue is the one listed in most ticks of the bad streak (ties: one present
 /// in the latest tick); if none was listed, the latest score's `main_impairment`.
 #[derive(Debug, Default)]
-pub struct NetworkWarningState {
+pub(crate) struct NetworkWarningState {
     last_update: Option<Instant>,
     bad_since: Option<Instant>,
     good_since: Option<Instant>,
@@ -827,7 +833,7 @@ impl NetworkWarningState {
     }
 
     /// Total time covered by ticks whose quality was Poor.
-    pub fn poor_duration(&self) -> Duration {
+    pub(crate) fn poor_duration(&self) -> Duration {
         self.poor_total
     }
 }

@@ -109,7 +109,7 @@ pub enum PeerCommand {
 /// What the peer tells the session's events: the connection and the network.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     /// ICE and DTLS are up, `connect_ms` after the offer was answered.
     Connected {
         connect_ms: u64,

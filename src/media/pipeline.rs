@@ -27,11 +27,11 @@ use crate::liveness::LightMode;
 use crate::verdict::{ReferenceKind, Verdict};
 
 /// Encoded frames waiting for the decoder (about 2 s of video at 30 fps plus audio).
-pub const QUEUE_CAPACITY: usize = 160;
+pub(crate) const QUEUE_CAPACITY: usize = 160;
 /// What the session's live face is compared with (an ID photo's embedding set or replaced
 /// through the API at any time before the call ends, or the subject's enrolment in a
 /// re-verification); the media thread gives each new value to the core.
-pub type ReferenceWatch = tokio::sync::watch::Receiver<Option<(Embedding, ReferenceKind)>>;
+pub(crate) type ReferenceWatch = tokio::sync::watch::Receiver<Option<(Embedding, ReferenceKind)>>;
 
 /// Where a call's evidence frames go. The session hands in the store's (`session::EvidenceFolder`),
 /// so the media thread does not know the store.
@@ -40,10 +40,10 @@ pub trait EvidenceSink: std::fmt::Debug + Send + Sync {
     fn write(&self, name: &str, frame: &crate::frame::I420) -> std::io::Result<String>;
 }
 
-pub type EvidenceWriter = Arc<dyn EvidenceSink>;
+pub(crate) type EvidenceWriter = Arc<dyn EvidenceSink>;
 
 #[derive(Debug, Clone)]
-pub struct PipelineConfig {
+pub(crate) struct PipelineConfig {
     /// Frames analysed per second at most (default 15).
     pub analysis_fps: f64,
     /// The session's policy wants a microphone.
@@ -65,7 +65,7 @@ pub struct PipelineConfig {
 }
 
 #[derive(Debug)]
-pub enum PipelineInput {
+pub(crate) enum PipelineInput {
     Video {
         data: Arc<[u8]>,
         codec: VideoCodec,
@@ -98,7 +98,7 @@ pub enum PipelineInput {
 
 /// What the pipeline asks of the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PipelineFeedback {
+pub(crate) enum PipelineFeedback {
     NeedKeyframe,
     /// A verdict was reached (see `Pipeline::verdict`).
     VerdictReady,
@@ -108,7 +108,7 @@ pub enum PipelineFeedback {
 /// (an uncontended lock on the media thread; the peer reads them about once a second), and the
 /// queue drops that [`Pipeline::submit`] counts on the peer's side.
 #[derive(Debug, Default)]
-pub struct PipelineStats {
+pub(crate) struct PipelineStats {
     counters: std::sync::Mutex<CallCounters>,
     queue_drops: AtomicU64,
 }
@@ -126,7 +126,7 @@ impl PipelineStats {
         *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *c;
     }
 
-    pub fn snapshot(&self) -> DecodeSummary {
+    pub(crate) fn snapshot(&self) -> DecodeSummary {
         DecodeSummary {
             counters: *self.counters.lock().unwrap_or_else(|e| e.into_inner()),
             queue_drops: self.queue_drops.load(Ordering::Relaxed),
@@ -134,7 +134,7 @@ impl PipelineStats {
     }
 }
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     tx: Option<SyncSender<PipelineInput>>,
     pending_video: Arc<AtomicUsize>,
     pub stats: Arc<PipelineStats>,
@@ -177,7 +177,7 @@ impl Pipeline {
     }
 
     /// Queues input without waiting; returns false (and counts a drop) when the queue is full.
-    pub fn submit(&self, input: PipelineInput) -> bool {
+    pub(crate) fn submit(&self, input: PipelineInput) -> bool {
         let Some(tx) = &self.tx else { return false };
         let is_video = matches!(input, PipelineInput::Video { .. });
         if is_video {

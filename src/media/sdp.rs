@@ -294,7 +294,7 @@ pub fn ice_credentials(sdp: &str) -> Option<IceCreds> {
 }
 
 /// The offer with every ICE credential replaced and old candidates removed (for an ICE restart).
-pub fn with_ice_credentials(offer: &str, creds: &IceCreds) -> String {
+pub(crate) fn with_ice_credentials(offer: &str, creds: &IceCreds) -> String {
     let mut out = String::with_capacity(offer.len());
     for line in offer.lines() {
         let line = line.trim_end();
@@ -351,7 +351,7 @@ pub fn parse_fragment(body: &str) -> Result<SdpFragment, SdpError> {
 }
 
 /// The sdpfrag a server returns after an ICE restart.
-pub fn restart_fragment(creds: &IceCreds, candidate: &Candidate) -> String {
+pub(crate) fn restart_fragment(creds: &IceCreds, candidate: &Candidate) -> String {
     format!(
         "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na={}\r\na=end-of-candidates\r\n",
         creds.ufrag,

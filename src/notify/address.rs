@@ -37,7 +37,7 @@ const INTERNAL_SUFFIXES: &[&str] = &[
 ];
 
 /// Whether a webhook must not be delivered to `ip`.
-pub fn is_internal_ip(ip: IpAddr) -> bool {
+pub(crate) fn is_internal_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
         IpAddr::V6(v6) => is_internal_v6(v6),
@@ -103,7 +103,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// Whether a host name is internal by name alone (trailing dots and case ignored).
-pub fn is_internal_name(name: &str) -> bool {
+pub(crate) fn is_internal_name(name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     if !name.contains('.') {
         // A single label ("intranet", "metadata") resolves through the local search domains.
@@ -113,7 +113,7 @@ pub fn is_internal_name(name: &str) -> bool {
 }
 
 /// Whether a URL's host is internal as written (an internal literal address or name).
-pub fn is_internal_host(host: &url::Host<&str>) -> bool {
+pub(crate) fn is_internal_host(host: &url::Host<&str>) -> bool {
     match host {
         url::Host::Domain(d) => {
             // A domain that is an address in disguise ("127.0.0.1." with its trailing dot).
@@ -130,7 +130,7 @@ pub fn is_internal_host(host: &url::Host<&str>) -> bool {
 
 /// Why a webhook destination was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AddressError {
+pub(crate) enum AddressError {
     #[error("{0} resolves only to internal addresses")]
     Internal(String),
     #[error("{0} is an internal address")]
@@ -145,7 +145,7 @@ pub enum AddressError {
 /// then drops internal addresses unless `allow_internal`. No address left is an error, so the
 /// client never connects to one.
 #[derive(Debug, Clone, Default)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     pub allow_internal: bool,
     pub overrides: Arc<BTreeMap<String, Vec<IpAddr>>>,
 }
@@ -163,7 +163,7 @@ impl GuardedResolver {
     }
 
     /// The addresses a delivery to `name` may use.
-    pub async fn resolve_allowed(&self, name: &str) -> Result<Vec<IpAddr>, AddressError> {
+    pub(crate) async fn resolve_allowed(&self, name: &str) -> Result<Vec<IpAddr>, AddressError> {
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         if !self.allow_internal && is_internal_name(&key) {
             return Err(AddressError::InternalName(key));

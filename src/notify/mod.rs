@@ -108,7 +108,7 @@ impl Notifier {
 
     /// A compact JWS of the verdict decided at `decided_at_ms` (verify with
     /// `/.well-known/jwks.json`).
-    pub async fn sign_verdict(
+    pub(crate) async fn sign_verdict(
         &self,
         n: &VerdictNotice<'_>,
         decided_at_ms: i64,
@@ -199,7 +199,7 @@ impl Notifier {
 
     /// The signed verdict of an ended session: the stored one, or (for a session decided before
     /// signed verdicts were stored) one made now from its end time and stored, once.
-    pub async fn stored_signed_verdict(
+    pub(crate) async fn stored_signed_verdict(
         &self,
         n: &VerdictNotice<'_>,
         ended_at: i64,
@@ -270,7 +270,7 @@ impl Notifier {
     }
 
     /// The body of a `webhook.ping` delivery (`POST /v1/webhook/ping`): not stored, sent once.
-    pub fn ping_body() -> (String, String) {
+    pub(crate) fn ping_body() -> (String, String) {
         let id = delivery_id();
         let body = json!({
             "id": id,
@@ -283,12 +283,12 @@ impl Notifier {
 }
 
 /// Webhook event types (the body's `type`).
-pub const EVENT_VERDICT: &str = "session.verdict";
+pub(crate) const EVENT_VERDICT: &str = "session.verdict";
 /// An operator's review decision replaced the verdict.
-pub const EVENT_VERDICT_CHANGED: &str = "session.verdict_changed";
-pub const EVENT_PING: &str = "webhook.ping";
+pub(crate) const EVENT_VERDICT_CHANGED: &str = "session.verdict_changed";
+pub(crate) const EVENT_PING: &str = "webhook.ping";
 
 /// Whether a stored verdict was forced with a sandbox key.
-pub fn is_sandbox(verdict: &Value) -> bool {
+pub(crate) fn is_sandbox(verdict: &Value) -> bool {
     verdict["sandbox"] == json!(true)
 }

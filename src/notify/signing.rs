@@ -19,10 +19,10 @@ use crate::store::{SigningKeyRow, Store, StoreError};
 
 /// Retired keys stay in the JWKS this long (a verdict is normally checked right after it is
 /// issued; a month covers late audits).
-pub const RETIRED_KEY_PUBLISHED_MS: i64 = 30 * 24 * 3600 * 1000;
+pub(crate) const RETIRED_KEY_PUBLISHED_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The JWS `typ` of a vericall verdict.
-pub const VERDICT_TYP: &str = "vericall-verdict+jws";
+pub(crate) const VERDICT_TYP: &str = "vericall-verdict+jws";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
@@ -80,7 +80,7 @@ impl VerdictSigner {
     }
 
     /// Keeps retired keys published for at least `lifetime` (the signed verdicts' `exp - iat`).
-    pub fn publish_retired_for(mut self, lifetime: std::time::Duration) -> VerdictSigner {
+    pub(crate) fn publish_retired_for(mut self, lifetime: std::time::Duration) -> VerdictSigner {
         self.retired_published_ms = self
             .retired_published_ms
             .max(lifetime.as_millis().min(i64::MAX as u128) as i64);

@@ -34,7 +34,7 @@ use crate::events::unix_ms_now;
 use crate::store::{OutboxRow, Store, WebhookTarget};
 
 /// Longest wait between two attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// One attempt may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows fetched per pass.
@@ -66,7 +66,7 @@ impl Default for WebhookPolicy {
 
 impl WebhookPolicy {
     /// Wait after the `attempt`-th failure (1-based).
-    pub fn backoff(&self, attempt: i64) -> Duration {
+    pub(crate) fn backoff(&self, attempt: i64) -> Duration {
         let factor = 3u32.saturating_pow(attempt.clamp(1, 20) as u32 - 1);
         self.retry_base.saturating_mul(factor).min(MAX_BACKOFF)
     }
@@ -79,7 +79,7 @@ pub fn signature_header(secret: &str, t: i64, body: &str) -> String {
 
 /// `t=<secs>,v1=<hex>,v1=<hex>...`: one `v1` per secret (the current one first, then the
 /// previous one during a rotation's overlap), so a receiver holding either secret verifies it.
-pub fn signature_header_with(secrets: &[&str], t: i64, body: &str) -> String {
+pub(crate) fn signature_header_with(secrets: &[&str], t: i64, body: &str) -> String {
     let mut header = format!("t={t}");
     for secret in secrets {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
@@ -178,7 +178,7 @@ impl WebhookWorker {
 
     /// Checks a webhook URL as a delivery would: its literal host, then what its name resolves
     /// to now. (Deliveries check again, since DNS answers change.)
-    pub async fn check_destination(&self, url: &reqwest::Url) -> Result<(), AddressError> {
+    pub(crate) async fn check_destination(&self, url: &reqwest::Url) -> Result<(), AddressError> {
         let Some(host) = url.host() else {
             return Err(AddressError::Unresolved(String::new()));
         };
@@ -213,7 +213,7 @@ impl WebhookWorker {
     }
 
     /// Something was enqueued: deliver now rather than at the next poll.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -232,7 +232,7 @@ impl WebhookWorker {
     }
 
     /// One pass over what is due now; returns how many rows were tried.
-    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
+    pub(crate) async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
         let due = self.store.due_webhooks(unix_ms_now(), BATCH).await?;
         let n = due.len();
         for row in due {
@@ -242,7 +242,7 @@ impl WebhookWorker {
     }
 
     /// Keeps delivering what is due until nothing is, or `deadline` passes (shutdown flush).
-    pub async fn flush(&self, deadline: Duration) {
+    pub(crate) async fn flush(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
         while Instant::now() < until {
             match self.deliver_due().await {

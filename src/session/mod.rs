@@ -137,7 +137,7 @@ impl Default for SessionPolicy {
 /// What the session's live face is compared with: its ID photo's embedding or, in a
 /// re-verification, the subject's enrolment. The session sends it, each call's media thread
 /// watches it (`media::pipeline::ReferenceWatch`), so `media` need not know `session`.
-pub type ReferenceSender = tokio::sync::watch::Sender<
+pub(crate) type ReferenceSender = tokio::sync::watch::Sender<
     Option<(
         crate::analysis::face::embed::Embedding,
         crate::verdict::ReferenceKind,
@@ -147,7 +147,7 @@ pub type ReferenceSender = tokio::sync::watch::Sender<
 /// What the session's lifecycle tells its events (the call's own come from `media`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
-pub enum LifecycleEvent<'a> {
+pub(crate) enum LifecycleEvent<'a> {
     SessionCreated {
         expires_at_ms: i64,
     },
@@ -182,7 +182,7 @@ impl SessionEvent for LifecycleEvent<'_> {
 /// A session's evidence frames (`store::evidence`): the call's media thread encodes each JPEG,
 /// and the upload (a local file or an S3 request) runs on the runtime, off the media thread.
 #[derive(Debug)]
-pub struct EvidenceFolder {
+pub(crate) struct EvidenceFolder {
     store: crate::store::evidence::EvidenceStore,
     session: Arc<str>,
     runtime: tokio::runtime::Handle,
@@ -281,15 +281,15 @@ impl Session {
         }
     }
 
-    pub fn is_ended(&self) -> bool {
+    pub(crate) fn is_ended(&self) -> bool {
         matches!(&*self.slot(), MediaSlot::Ended { .. })
     }
 
-    pub fn check_events_token(&self, token: &str) -> bool {
+    pub(crate) fn check_events_token(&self, token: &str) -> bool {
         SecretHash::of(token) == SecretHash::of(&self.events_token)
     }
 
-    pub fn events_token(&self) -> &str {
+    pub(crate) fn events_token(&self) -> &str {
         &self.events_token
     }
 
@@ -300,7 +300,7 @@ impl Session {
 }
 
 /// Codes a client may report about its own devices (`POST /v1/sessions/{id}/client-report`).
-pub const CLIENT_REPORTABLE: [ReasonCode; 5] = [
+pub(crate) const CLIENT_REPORTABLE: [ReasonCode; 5] = [
     ReasonCode::PermissionDenied,
     ReasonCode::DeviceNotFound,
     ReasonCode::DeviceInUse,
@@ -362,7 +362,7 @@ impl SessionRegistry {
     }
 
     /// Whether this node's heartbeat just reached the database.
-    pub fn record_heartbeat(&self, written: bool, now: std::time::Instant) {
+    pub(crate) fn record_heartbeat(&self, written: bool, now: std::time::Instant) {
         let mut since = lock(&self.heartbeats_ok_since);
         *since = match (written, *since) {
             (true, Some(t)) => Some(t),
@@ -373,7 +373,7 @@ impl SessionRegistry {
 
     /// Whether sessions may ask for the ID-document step: face and OCR models loaded, and
     /// challenges on (the step follows them).
-    pub fn documents_available(&self) -> bool {
+    pub(crate) fn documents_available(&self) -> bool {
         self.document_reader.is_some() && self.cfg.challenge_steps > 0
     }
 
@@ -381,7 +381,7 @@ impl SessionRegistry {
         &self.store
     }
 
-    pub fn notifier(&self) -> &Arc<Notifier> {
+    pub(crate) fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
     }
 
@@ -390,16 +390,16 @@ impl SessionRegistry {
         &self.load
     }
 
-    pub fn active_calls(&self) -> usize {
+    pub(crate) fn active_calls(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
 
-    pub fn sessions_in_memory(&self) -> usize {
+    pub(crate) fn sessions_in_memory(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// Running network summaries of live calls (for metrics).
-    pub fn live_network(&self) -> Vec<MediaSummary> {
+    pub(crate) fn live_network(&self) -> Vec<MediaSummary> {
         let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
         all.iter()
             .filter_map(|s| match &*s.slot() {
@@ -516,7 +516,7 @@ impl SessionRegistry {
     }
 
     /// Checks a client token against a session: 404 unknown session, 401 unknown token, 403 other session's.
-    pub fn authorize_client(
+    pub(crate) fn authorize_client(
         &self,
         id: &str,
         token: Option<&str>,
@@ -532,17 +532,17 @@ impl SessionRegistry {
         }
     }
 
-    pub fn is_accepting(&self) -> bool {
+    pub(crate) fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::Relaxed)
     }
 
     /// Stop accepting new calls (graceful shutdown).
-    pub fn stop_accepting(&self) {
+    pub(crate) fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Relaxed);
     }
 
     /// Starts the call for a WHIP offer; returns the SDP answer and the ETag.
-    pub fn start_call(
+    pub(crate) fn start_call(
         self: &Arc<Self>,
         session: &Arc<Session>,
         offer: &str,
@@ -693,7 +693,7 @@ impl SessionRegistry {
     /// Records a device problem the client hit before (or instead of) its call: a timeline event
     /// for the operator, and the reason the verdict gives if the session ends without a call.
     /// `detail` is the browser's error name, already reduced to a short identifier by the caller.
-    pub fn report_device_failure(
+    pub(crate) fn report_device_failure(
         &self,
         session: &Session,
         code: ReasonCode,
@@ -949,7 +949,7 @@ impl SessionRegistry {
     /// Sessions that an earlier version ended without a verdict get one now: `SESSION_INCOMPLETE`
     /// with their end reason, signed; those ended within the webhook retry window are also sent
     /// by webhook. Called once at start-up (any instance may; each session is decided once).
-    pub async fn backfill_verdicts(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn backfill_verdicts(&self) -> Result<u64, StoreError> {
         let notify_since = unix_ms_now() - self.cfg.webhook_give_up_secs as i64 * 1000;
         let mut decided = 0;
         for u in self.store.ended_without_verdict().await? {
@@ -973,7 +973,7 @@ impl SessionRegistry {
 
     /// Sessions this node left open in a previous process (crash, kill -9) cannot resume: their
     /// media state was in memory. Called once at start-up.
-    pub async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
         let open = self.store.orphaned_sessions().await?;
         self.store
             .close_open_practice_runs(unix_ms_now(), "server_restart", None)
@@ -1012,7 +1012,7 @@ impl SessionRegistry {
     /// Ends the open sessions of nodes whose heartbeat stopped `node_lost_secs` ago (killed,
     /// partitioned from the database): each gets `SESSION_INCOMPLETE` with `node_lost`, a signed
     /// verdict and its webhook, from whichever node gets there first (each is decided once).
-    pub async fn end_lost_nodes(&self) {
+    pub(crate) async fn end_lost_nodes(&self) {
         // Only a node whose own heartbeats have reached the database for a whole
         // `node_lost_secs` judges others: after the database stalled, every node's heartbeat looks
         // old until each has written again.
@@ -1040,7 +1040,7 @@ impl SessionRegistry {
     }
 
     /// Drops a session from memory at once (its data is being deleted).
-    pub fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         if let Some(s) = lock(&self.sessions).remove(id) {
             lock(&self.tokens).remove(&s.client_token);
         }
@@ -1078,7 +1078,7 @@ impl SessionRegistry {
     }
 
     /// Ends every running call (shutdown) and waits up to `grace` for them to finish.
-    pub async fn end_all(&self, reason: EndReason, grace: Duration) {
+    pub(crate) async fn end_all(&self, reason: EndReason, grace: Duration) {
         let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
         for s in &all {
             let _ = self.end(s, reason).await;

@@ -37,7 +37,7 @@ fn random_b64(bytes: usize) -> String {
 }
 
 /// A new session id: `ses_` + 128 random bits in hex (URL- and log-safe; it is not a credential).
-pub fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     let mut buf = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     format!("ses_{}", hex::encode(buf))
@@ -56,7 +56,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
-pub fn bearer(header: Option<&str>) -> Option<&str> {
+pub(crate) fn bearer(header: Option<&str>) -> Option<&str> {
     let value = header?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -228,7 +228,7 @@ impl Store {
     }
 
     /// Whether this store is shared by several nodes (PostgreSQL) rather than a local file.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         !self.is_sqlite
     }
 }

@@ -108,7 +108,7 @@ impl EvidenceStore {
 
     /// Keeps `jpeg` as `file` of `session` in the background (the media thread calls this): the
     /// upload is counted as in flight from now until it is done, which deletions wait for.
-    pub fn put_in_background(
+    pub(crate) fn put_in_background(
         &self,
         runtime: &tokio::runtime::Handle,
         session: &str,
@@ -140,7 +140,7 @@ impl EvidenceStore {
     }
 
     /// Waits (up to [`SETTLE_TIMEOUT`]) until no upload of `session` is in flight on this node.
-    pub async fn settle(&self, session: &str) {
+    pub(crate) async fn settle(&self, session: &str) {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         while self.pending().contains_key(session) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -158,7 +158,7 @@ impl EvidenceStore {
 
     /// Deletes every frame of `session` (after its uploads in flight on this node); returns how
     /// many there were.
-    pub async fn delete_session(&self, session: &str) -> Result<usize, EvidenceError> {
+    pub(crate) async fn delete_session(&self, session: &str) -> Result<usize, EvidenceError> {
         self.settle(session).await;
         let keys: Vec<ObjectPath> = self
             .objects
@@ -217,7 +217,7 @@ impl EvidenceStore {
 }
 
 /// `frame` as a JPEG (quality 85).
-pub fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
     let mut rgb = Vec::with_capacity(frame.width * frame.height * 3);
     for y in 0..frame.height {
         for x in 0..frame.width {

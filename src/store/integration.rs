@@ -226,7 +226,7 @@ pub struct EnrolmentRow {
 impl Store {
     /// A subject's practice runs under `api_key_id`: how many, and the last one's
     /// `(session id, outcome JSON, ended_at)` (the outcome once it ended).
-    pub async fn practice_runs(
+    pub(crate) async fn practice_runs(
         &self,
         api_key_id: &str,
         subject: &str,
@@ -256,7 +256,7 @@ impl Store {
     /// Ends, without a verdict, practice runs left open: this node's (`older_than` none: after a
     /// restart) or any node's created before `older_than` (a lost node). Nothing about a
     /// practice run is delivered, so no verdict is made for it.
-    pub async fn close_open_practice_runs(
+    pub(crate) async fn close_open_practice_runs(
         &self,
         now: i64,
         reason: &str,
@@ -323,7 +323,11 @@ impl Store {
     }
 
     /// Deletes `subject`'s enrolment under `api_key_id` (subject deletion); returns how many.
-    pub async fn delete_enrolment(&self, api_key_id: &str, subject: &str) -> StoreResult<u64> {
+    pub(crate) async fn delete_enrolment(
+        &self,
+        api_key_id: &str,
+        subject: &str,
+    ) -> StoreResult<u64> {
         Ok(
             sqlx::query("DELETE FROM enrolments WHERE api_key_id = $1 AND subject = $2")
                 .bind(api_key_id)
@@ -335,7 +339,7 @@ impl Store {
     }
 
     /// Deletes enrolments that expired before `now_ms` (retention).
-    pub async fn purge_expired_enrolments(&self, now_ms: i64) -> StoreResult<u64> {
+    pub(crate) async fn purge_expired_enrolments(&self, now_ms: i64) -> StoreResult<u64> {
         Ok(sqlx::query("DELETE FROM enrolments WHERE expires_at <= $1")
             .bind(now_ms)
             .execute(&self.pool)
@@ -425,7 +429,7 @@ impl Store {
 
     /// Replaces the webhook secret; the current one stays valid (deliveries carry both
     /// signatures) until `previous_until` (Unix ms). False when the key has no webhook.
-    pub async fn rotate_webhook_secret(
+    pub(crate) async fn rotate_webhook_secret(
         &self,
         api_key_id: &str,
         secret: &str,
@@ -444,7 +448,7 @@ impl Store {
     }
 
     /// The previous webhook secret while it is still valid at `now` (after a rotation).
-    pub async fn webhook_previous_secret(
+    pub(crate) async fn webhook_previous_secret(
         &self,
         api_key_id: &str,
         now: i64,
@@ -463,7 +467,7 @@ impl Store {
     }
 
     /// One delivery by id, if it belongs to this API key.
-    pub async fn webhook_delivery(
+    pub(crate) async fn webhook_delivery(
         &self,
         api_key_id: &str,
         id: &str,
@@ -480,7 +484,12 @@ impl Store {
 
     /// Queues a finished delivery (delivered or given up) again, due at `now`, with the same id
     /// (receivers deduplicate by it). False when it is still pending or not this key's.
-    pub async fn resend_webhook(&self, api_key_id: &str, id: &str, now: i64) -> StoreResult<bool> {
+    pub(crate) async fn resend_webhook(
+        &self,
+        api_key_id: &str,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE webhook_outbox SET delivered_at = NULL, failed_at = NULL, next_attempt_at = $1, resent_at = $1 \
              WHERE id = $2 AND api_key_id = $3 AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL)",
@@ -613,7 +622,10 @@ impl Store {
     }
 
     /// Every attempt of a delivery with its time, status and duration, in order.
-    pub async fn webhook_attempt_log(&self, delivery_id: &str) -> StoreResult<Vec<WebhookAttempt>> {
+    pub(crate) async fn webhook_attempt_log(
+        &self,
+        delivery_id: &str,
+    ) -> StoreResult<Vec<WebhookAttempt>> {
         let rows = sqlx::query(
             "SELECT attempt, at, status, duration_ms FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt",
         )
@@ -647,7 +659,7 @@ impl Store {
     }
 
     /// The password hash of an enabled operator.
-    pub async fn operator_password(&self, username: &str) -> StoreResult<Option<String>> {
+    pub(crate) async fn operator_password(&self, username: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT password_hash FROM operators WHERE username = $1 AND disabled_at IS NULL",
         )
@@ -714,7 +726,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn delete_login(&self, token_hash: &str) -> StoreResult<()> {
+    pub(crate) async fn delete_login(&self, token_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM operator_logins WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
@@ -848,7 +860,7 @@ impl Store {
     }
 
     /// Ended sessions that have no verdict (ended by a version that could leave them so).
-    pub async fn ended_without_verdict(&self) -> StoreResult<Vec<UndecidedSession>> {
+    pub(crate) async fn ended_without_verdict(&self) -> StoreResult<Vec<UndecidedSession>> {
         let rows = sqlx::query(
             "SELECT id, api_key_id, subject, reference, end_reason, ended_at FROM sessions WHERE ended_at IS NOT NULL AND verdict IS NULL AND practice = 0 ORDER BY ended_at, id",
         )
@@ -989,7 +1001,7 @@ impl Store {
 
     /// Stores a signed verdict for a session decided before signed verdicts were stored (made
     /// once, on first read); false when one was stored meanwhile.
-    pub async fn set_signed_verdict_if_missing(
+    pub(crate) async fn set_signed_verdict_if_missing(
         &self,
         id: &str,
         jws: &str,
@@ -1023,7 +1035,11 @@ impl Store {
 
     /// Retention: ids of sessions that ended before `before_ms` and have no webhook delivery
     /// still pending (each delivered or given up), oldest first, at most `limit`.
-    pub async fn expired_sessions(&self, before_ms: i64, limit: i64) -> StoreResult<Vec<String>> {
+    pub(crate) async fn expired_sessions(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM sessions s WHERE s.ended_at IS NOT NULL AND s.ended_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM webhook_outbox w WHERE w.session_id = s.id \

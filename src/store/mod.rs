@@ -51,7 +51,7 @@ pub enum StoreError {
     },
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
@@ -144,7 +144,7 @@ impl Store {
     }
 
     /// The same store, keeping evidence frames in `evidence`.
-    pub fn with_evidence(mut self, evidence: evidence::EvidenceStore) -> Store {
+    pub(crate) fn with_evidence(mut self, evidence: evidence::EvidenceStore) -> Store {
         self.evidence = Some(evidence);
         self
     }
@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// The active (not revoked) key with this hash.
-    pub async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRow>> {
+    pub(crate) async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRow>> {
         let row = sqlx::query(
             "SELECT id, name, created_at, revoked_at, sandbox FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
@@ -274,7 +274,7 @@ impl Store {
     }
 
     /// A new session with the relying party's opaque `reference` (an order or case id).
-    pub async fn insert_session_with_reference(
+    pub(crate) async fn insert_session_with_reference(
         &self,
         s: &SessionRow,
         reference: Option<&str>,
@@ -299,7 +299,10 @@ impl Store {
 
     /// The sessions whose support reference is `support_ref` (canonical `XXXX-XXXX`), newest
     /// first: one in practice (40 bits per reference), more only by a rare collision.
-    pub async fn find_by_support_reference(&self, support_ref: &str) -> StoreResult<Vec<String>> {
+    pub(crate) async fn find_by_support_reference(
+        &self,
+        support_ref: &str,
+    ) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM sessions WHERE support_ref = $1 ORDER BY created_at DESC LIMIT 10",
         )
@@ -309,7 +312,7 @@ impl Store {
     }
 
     /// The relying party's reference of a session.
-    pub async fn get_session_reference(&self, id: &str) -> StoreResult<Option<String>> {
+    pub(crate) async fn get_session_reference(&self, id: &str) -> StoreResult<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT reference FROM sessions WHERE id = $1")
                 .bind(id)
@@ -319,7 +322,7 @@ impl Store {
         )
     }
 
-    pub async fn set_session_connected(&self, id: &str, at: i64) -> StoreResult<()> {
+    pub(crate) async fn set_session_connected(&self, id: &str, at: i64) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET state = 'connected', connected_at = $1 WHERE id = $2")
             .bind(at)
             .bind(id)
@@ -328,7 +331,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_session_state(&self, id: &str, state: &str) -> StoreResult<()> {
+    pub(crate) async fn set_session_state(&self, id: &str, state: &str) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET state = $1 WHERE id = $2 AND ended_at IS NULL")
             .bind(state)
             .bind(id)
@@ -379,7 +382,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_document_fields(&self, id: &str) -> StoreResult<Option<String>> {
+    pub(crate) async fn get_document_fields(&self, id: &str) -> StoreResult<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT document_fields FROM sessions WHERE id = $1")
                 .bind(id)
@@ -391,7 +394,7 @@ impl Store {
 
     /// Retention: clears the document text of sessions that ended before `before_ms`; returns
     /// how many sessions had some.
-    pub async fn purge_document_fields(&self, before_ms: i64) -> StoreResult<u64> {
+    pub(crate) async fn purge_document_fields(&self, before_ms: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE sessions SET document_fields = NULL WHERE document_fields IS NOT NULL AND ended_at < $1",
         )
@@ -611,7 +614,7 @@ fn create_sqlite_folder(url: &str) -> StoreResult<()> {
 }
 
 /// Writes published events to the timeline in batches, off the media path.
-pub struct EventWriter {
+pub(crate) struct EventWriter {
     queue: mpsc::Sender<Arc<Event>>,
     busy: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -644,7 +647,7 @@ impl EventWriter {
     }
 
     /// Waits (up to 5 s) until every queued event is written, then stops the writer.
-    pub async fn flush(self) {
+    pub(crate) async fn flush(self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let idle = || {
             self.queue.capacity() == self.queue.max_capacity()

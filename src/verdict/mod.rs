@@ -89,7 +89,7 @@ impl Verdict {
     }
 
     /// What the person's page may see: the status and each reason's code, retryability and hint.
-    pub fn for_client(&self) -> Value {
+    pub(crate) fn for_client(&self) -> Value {
         json!({
             "status": self.status,
             "reasons": self.reasons.iter().map(|r| json!({
@@ -144,7 +144,7 @@ pub struct VerdictInputs {
 
 /// Capture and framing faults that can explain a failed step, in the order a person should fix
 /// them: light, then framing, then the picture itself.
-pub const STEP_CAUSE_ORDER: [ReasonCode; 11] = [
+pub(crate) const STEP_CAUSE_ORDER: [ReasonCode; 11] = [
     ReasonCode::LightingTooDark,
     ReasonCode::LightingTooBright,
     ReasonCode::LightingBacklit,
@@ -165,9 +165,9 @@ pub const STEP_CAUSE_ORDER: [ReasonCode; 11] = [
 pub const PORTRAIT_REVIEW_MARGIN: f32 = 0.08;
 
 /// Poor network for at least this long during the steps makes failures the network's fault.
-pub const NETWORK_BLAME_MS: u64 = 2_000;
+pub(crate) const NETWORK_BLAME_MS: u64 = 2_000;
 /// Spoof residual below this multiple of the planar threshold (but not planar) goes to review.
-pub const SPOOF_REVIEW_MARGIN: f64 = 1.3;
+pub(crate) const SPOOF_REVIEW_MARGIN: f64 = 1.3;
 
 pub fn decide(v: &VerdictInputs) -> Verdict {
     let mut reasons = Vec::new();

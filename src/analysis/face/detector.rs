@@ -11,9 +11,9 @@ const SIZE: usize = 128;
 const INPUT: &str = "input:0";
 const OUTPUTS: [&str; 4] = ["Identity:0", "Identity_1:0", "Identity_2:0", "Identity_3:0"];
 /// Detections below this score are dropped.
-pub const MIN_SCORE: f32 = 0.5;
+pub(crate) const MIN_SCORE: f32 = 0.5;
 /// Overlapping detections above this IoU are merged (weighted by score).
-pub const NMS_IOU: f32 = 0.3;
+pub(crate) const NMS_IOU: f32 = 0.3;
 
 /// A detected face in image pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +145,7 @@ pub fn detect(
 }
 
 /// MediaPipe's weighted non-maximum suppression: overlapping boxes are averaged by score.
-pub fn weighted_nms(mut candidates: Vec<Detection>) -> Vec<Detection> {
+pub(crate) fn weighted_nms(mut candidates: Vec<Detection>) -> Vec<Detection> {
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut out = Vec::new();
     while let Some(top) = candidates.first().cloned() {

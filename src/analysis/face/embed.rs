@@ -16,9 +16,9 @@ use crate::analysis::image::{warp_to_tensor, Affine, Layout};
 use crate::frame::{Frame, I420};
 
 /// The aligned face's side in pixels.
-pub const SIZE: usize = 112;
+pub(crate) const SIZE: usize = 112;
 /// Length of an embedding.
-pub const DIM: usize = 192;
+pub(crate) const DIM: usize = 192;
 const INPUT: &str = "input";
 const OUTPUT: &str = "embeddings";
 /// The model's fixed batch.
@@ -26,7 +26,7 @@ const BATCH: usize = 2;
 
 /// The standard 112x112 five-point template (ArcFace/InsightFace): right eye, left eye, nose tip,
 /// right mouth corner, left mouth corner ("right" = the subject's right = image-left).
-pub const TEMPLATE_112: [(f32, f32); 5] = [
+pub(crate) const TEMPLATE_112: [(f32, f32); 5] = [
     (38.2946, 51.6963),
     (73.5318, 51.5014),
     (56.0252, 71.7366),
@@ -57,8 +57,8 @@ pub const TEMPLATE_112: [(f32, f32); 5] = [
 pub const MATCH_THRESHOLD: f32 = 0.66;
 
 /// Pixel limits per side for a reference photo.
-pub const REFERENCE_MIN_SIDE: u32 = 64;
-pub const REFERENCE_MAX_SIDE: u32 = 4096;
+pub(crate) const REFERENCE_MIN_SIDE: u32 = 64;
+pub(crate) const REFERENCE_MAX_SIDE: u32 = 4096;
 /// Most memory the reference photo's decoder may allocate.
 const REFERENCE_MAX_DECODE_BYTES: u64 = 96 * 1024 * 1024;
 /// A reference photo in which no face is found at its own size is placed, scaled to half the
@@ -68,7 +68,7 @@ const CANVAS: u32 = 512;
 
 /// Five points from the 468-point mesh in template order: eye centres (mean of 33/133 and
 /// 362/263), nose tip 1, mouth corners 61 and 291.
-pub fn five_points(mesh: &[[f32; 3]]) -> [(f32, f32); 5] {
+pub(crate) fn five_points(mesh: &[[f32; 3]]) -> [(f32, f32); 5] {
     let mean = |a: usize, b: usize| {
         (
             (mesh[a][0] + mesh[b][0]) / 2.0,
@@ -141,7 +141,7 @@ impl Embedding {
     }
 
     /// The inverse of [`Embedding::to_hex`]; `None` for anything else.
-    pub fn from_hex(text: &str) -> Option<Embedding> {
+    pub(crate) fn from_hex(text: &str) -> Option<Embedding> {
         let bytes = hex::decode(text).ok()?;
         if bytes.len() != DIM * 4 {
             return None;

@@ -7,31 +7,31 @@ use super::FaceObservation;
 use crate::analysis::hold::{HealthChange, Held};
 use crate::reasons::ReasonCode;
 
-pub const HOLD_ON: Duration = Duration::from_millis(1000);
-pub const HOLD_OFF: Duration = Duration::from_millis(1000);
+pub(crate) const HOLD_ON: Duration = Duration::from_millis(1000);
+pub(crate) const HOLD_OFF: Duration = Duration::from_millis(1000);
 /// Face box width as a share of the frame width: below is too far, above too close. The OFF
 /// values sit inside the ON values (hysteresis).
-pub const TOO_FAR_ON: f32 = 0.22;
-pub const TOO_FAR_OFF: f32 = 0.25;
-pub const TOO_CLOSE_ON: f32 = 0.75;
-pub const TOO_CLOSE_OFF: f32 = 0.70;
+pub(crate) const TOO_FAR_ON: f32 = 0.22;
+pub(crate) const TOO_FAR_OFF: f32 = 0.25;
+pub(crate) const TOO_CLOSE_ON: f32 = 0.75;
+pub(crate) const TOO_CLOSE_OFF: f32 = 0.70;
 /// Below this distance between the eyes (pixels, in the decoded frame) the mesh is too coarse to
 /// judge a step: eye openness, lip gap and the eye distance itself jump by a third between frames
 /// (measured 24-43 px on a face 30 px between the eyes). Such a face is too far whatever its share
 /// of the frame, no step is judged on it, and the running step pauses until the person comes
 /// closer. At the smallest accepted camera (480x360) a face at the too-far share is ~47 px.
-pub const MIN_INTER_EYE_PX: f32 = 40.0;
+pub(crate) const MIN_INTER_EYE_PX: f32 = 40.0;
 /// ... and it counts as big enough again above this (hysteresis).
-pub const MIN_INTER_EYE_OFF_PX: f32 = 44.0;
+pub(crate) const MIN_INTER_EYE_OFF_PX: f32 = 44.0;
 /// A face box within this many pixels of the frame's edge is cut off: its outline, and so the
 /// geometry the spoof cues read, is incomplete.
-pub const EDGE_MARGIN_PX: f32 = 2.0;
+pub(crate) const EDGE_MARGIN_PX: f32 = 2.0;
 /// Face centre offset from the frame centre, as a share of the frame size.
-pub const OFF_CENTRE_ON: f32 = 0.25;
-pub const OFF_CENTRE_OFF: f32 = 0.20;
+pub(crate) const OFF_CENTRE_ON: f32 = 0.25;
+pub(crate) const OFF_CENTRE_OFF: f32 = 0.20;
 /// Surround / face luma ratio.
-pub const BACKLIT_ON: f64 = 1.8;
-pub const BACKLIT_OFF: f64 = 1.5;
+pub(crate) const BACKLIT_ON: f64 = 1.8;
+pub(crate) const BACKLIT_OFF: f64 = 1.5;
 
 #[derive(Debug)]
 pub struct FaceGuidance {
@@ -123,7 +123,7 @@ impl FaceGuidance {
 
     /// A framing fault that keeps steps from being judged: too close (the face leaves the frame
     /// and perspective distorts it) or too small to measure.
-    pub fn blocking(&self) -> Option<ReasonCode> {
+    pub(crate) fn blocking(&self) -> Option<ReasonCode> {
         if self.too_close.active() {
             Some(ReasonCode::FaceTooClose)
         } else if self.too_small.active() {
@@ -154,7 +154,7 @@ impl FaceGuidance {
 /// the face's proportions and parallax) must not use it: too close (past the too-close OFF share,
 /// where perspective and the frame's edge warp the outline), too small to measure, or touching
 /// the frame's edge. Instantaneous: judged per frame, not held.
-pub fn framing_distorts(o: &FaceObservation) -> bool {
+pub(crate) fn framing_distorts(o: &FaceObservation) -> bool {
     let Some(f) = &o.face else { return true };
     let (w, h) = (o.frame_width.max(1) as f32, o.frame_height.max(1) as f32);
     let [x, y, bw, bh] = f.bbox;

@@ -16,9 +16,9 @@ const IRIS_SIZE: usize = 64;
 const IRIS_INPUT: &str = "input_1";
 const IRIS_OUTPUTS: [&str; 2] = ["output_eyes_contours_and_brows", "output_iris"];
 /// The face crop covers this multiple of the face's extent (MediaPipe's ROI scale).
-pub const ROI_SCALE: f32 = 1.5;
+pub(crate) const ROI_SCALE: f32 = 1.5;
 /// The eye crop covers this multiple of the eye's width.
-pub const EYE_ROI_SCALE: f32 = 2.3;
+pub(crate) const EYE_ROI_SCALE: f32 = 2.3;
 
 /// Landmark indices used for geometry (MediaPipe face mesh topology).
 pub mod idx {
@@ -27,16 +27,16 @@ pub mod idx {
     pub const RIGHT_EYE_INNER: usize = 133;
     pub const LEFT_EYE_INNER: usize = 362;
     pub const LEFT_EYE_OUTER: usize = 263;
-    pub const FOREHEAD: usize = 10;
-    pub const CHIN: usize = 152;
+    pub(crate) const FOREHEAD: usize = 10;
+    pub(crate) const CHIN: usize = 152;
     pub const NOSE_TIP: usize = 1;
-    pub const UPPER_LIP: usize = 13;
-    pub const LOWER_LIP: usize = 14;
-    pub const MOUTH_RIGHT: usize = 78;
-    pub const MOUTH_LEFT: usize = 308;
+    pub(crate) const UPPER_LIP: usize = 13;
+    pub(crate) const LOWER_LIP: usize = 14;
+    pub(crate) const MOUTH_RIGHT: usize = 78;
+    pub(crate) const MOUTH_LEFT: usize = 308;
     /// EAR points (p1..p6) per eye: corners and two vertical pairs.
-    pub const RIGHT_EAR: [usize; 6] = [33, 160, 158, 133, 153, 144];
-    pub const LEFT_EAR: [usize; 6] = [362, 385, 387, 263, 373, 380];
+    pub(crate) const RIGHT_EAR: [usize; 6] = [33, 160, 158, 133, 153, 144];
+    pub(crate) const LEFT_EAR: [usize; 6] = [362, 385, 387, 263, 373, 380];
 }
 
 /// A rotated square region of the image.
@@ -61,7 +61,7 @@ impl Roi {
     }
 
     /// From the previous frame's mesh (tracking without the detector).
-    pub fn from_landmarks(points: &[[f32; 3]]) -> Roi {
+    pub(crate) fn from_landmarks(points: &[[f32; 3]]) -> Roi {
         let (r, l) = (points[idx::RIGHT_EYE_OUTER], points[idx::LEFT_EYE_OUTER]);
         let angle = (l[1] - r[1]).atan2(l[0] - r[0]);
         let (sin, cos) = angle.sin_cos();
@@ -220,7 +220,7 @@ fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
 }
 
 /// Eye aspect ratio from six mesh points (Soukupova & Cech).
-pub fn mesh_ear(points: &[[f32; 3]], eye: [usize; 6]) -> f32 {
+pub(crate) fn mesh_ear(points: &[[f32; 3]], eye: [usize; 6]) -> f32 {
     let p = |i: usize| points[eye[i]];
     let width = dist(p(0), p(3));
     if width <= 0.0 {
@@ -230,7 +230,7 @@ pub fn mesh_ear(points: &[[f32; 3]], eye: [usize; 6]) -> f32 {
 }
 
 /// Lip gap over mouth width.
-pub fn mouth_open_ratio(points: &[[f32; 3]]) -> f32 {
+pub(crate) fn mouth_open_ratio(points: &[[f32; 3]]) -> f32 {
     let width = dist(points[idx::MOUTH_RIGHT], points[idx::MOUTH_LEFT]);
     if width <= 0.0 {
         return 0.0;
@@ -244,7 +244,7 @@ pub fn mouth_open_ratio(points: &[[f32; 3]]) -> f32 {
 /// towards image-right (the subject's own left on a non-mirrored camera), pitch > 0 when the chin
 /// goes up, roll > 0 when the head tilts clockwise in the image. A frontal face reads about
 /// (0, +10, 0) with this mesh; callers subtract the session's frontal baseline.
-pub fn head_pose(points: &[[f32; 3]]) -> (f32, f32, f32) {
+pub(crate) fn head_pose(points: &[[f32; 3]]) -> (f32, f32, f32) {
     let sub = |a: [f32; 3], b: [f32; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     let norm = |v: [f32; 3]| {
         let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(1e-6);
@@ -277,7 +277,10 @@ pub fn head_pose(points: &[[f32; 3]]) -> (f32, f32, f32) {
 /// which is accurate, rather than on its inferred depth, which is compressed when the head turns
 /// (the axis-based estimate reads about 0.7x of a 25 degree turn on rendered clips).
 /// The rotation is decomposed as `Rz(roll) * Rx(pitch) * Ry(yaw)`.
-pub fn relative_pose(baseline: &[[f32; 3]], current: &[[f32; 3]]) -> Option<(f32, f32, f32)> {
+pub(crate) fn relative_pose(
+    baseline: &[[f32; 3]],
+    current: &[[f32; 3]],
+) -> Option<(f32, f32, f32)> {
     let n = baseline.len().min(current.len());
     if n < 6 {
         return None;

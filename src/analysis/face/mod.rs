@@ -24,7 +24,7 @@ use super::quality::{backlight_ratio, QualityAnalyzer, QualityMetrics, Region, I
 /// Run the detector at least this often while tracking (frames).
 pub const REDETECT_EVERY: u32 = 5;
 /// Below this mesh presence the face counts as lost.
-pub const MIN_PRESENCE: f32 = 0.5;
+pub(crate) const MIN_PRESENCE: f32 = 0.5;
 
 /// One tracked face in one frame.
 #[derive(Debug, Clone, Serialize)]
@@ -90,7 +90,7 @@ pub struct FaceTracker {
 type PoseBaseline = (Vec<[f32; 3]>, (f32, f32, f32));
 
 /// A face this close to frontal (absolute axes, degrees) can become the pose baseline.
-pub const BASELINE_MAX_ANGLE: f32 = 12.0;
+pub(crate) const BASELINE_MAX_ANGLE: f32 = 12.0;
 
 impl FaceTracker {
     pub fn new(models: Arc<FaceModels>, hint: usize) -> Self {
@@ -145,7 +145,7 @@ impl FaceTracker {
     /// first time is always measured). The call core measures them at the guidance rate while a
     /// step is judged at the full rate: hints hold for a second, so 5 measurements a second are
     /// enough, and the mesh runs on every frame regardless.
-    pub fn observe_frame(
+    pub(crate) fn observe_frame(
         &mut self,
         frame: &I420,
         captured: Instant,

@@ -49,7 +49,7 @@ pub(crate) fn environment(
 }
 
 /// The library path: `ORT_DYLIB_PATH`, else the setup script's location.
-pub fn ort_library() -> PathBuf {
+pub(crate) fn ort_library() -> PathBuf {
     std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ORT_LIBRARY))
@@ -164,7 +164,7 @@ pub fn runtime() -> Result<&'static ort::environment::Environment, ModelError> {
 }
 
 /// Sessions per model pool: one per core.
-pub fn pool_size() -> usize {
+pub(crate) fn pool_size() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
