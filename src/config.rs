@@ -258,17 +258,6 @@ impl Config {
             .map_err(|e| ConfigError::Layer(Box::new(e)))
     }
 
-    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.http_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid(

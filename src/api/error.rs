@@ -201,7 +201,7 @@ impl From<SessionError> for ApiError {
             }
             SessionError::Ended => ApiError::Conflict("the session has ended".into()),
             SessionError::AtCapacity => ApiError::Unavailable {
-                retry_after_secs: 5,
+                retry_after_secs: crate::media::admission::RETRY_AFTER_SECS,
             },
             SessionError::NotEnrolled => ApiError::Conflict(
                 "this subject has no enrolment under this API key (or it expired): verify it once with \"enrol\": true".into(),

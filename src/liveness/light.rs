@@ -651,14 +651,6 @@ impl LightStep {
         matches!(self.phase, Phase::Running { .. })
     }
 
-    /// The id of the attempt that is showing.
-    pub fn running_id(&self) -> Option<u32> {
-        match &self.phase {
-            Phase::Running { id, .. } => Some(*id),
-            _ => None,
-        }
-    }
-
     /// One frame's reading while a sequence shows (ignored otherwise).
     pub fn on_reading(&mut self, at: Instant, reading: LightReading) {
         if let Phase::Running { samples, .. } = &mut self.phase {

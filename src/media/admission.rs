@@ -27,7 +27,7 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(2);
 /// A decode-queue overflow refuses new calls for this long.
 pub(crate) const DROP_MEMORY: Duration = Duration::from_secs(10);
 /// What a refused client is told to wait before it tries again (`Retry-After`).
-pub const RETRY_AFTER_SECS: u32 = 5;
+pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
 /// Why the node refuses new calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -340,15 +340,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_network_summary(&self, id: &str, summary_json: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET network_summary = $1 WHERE id = $2")
-            .bind(summary_json)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Records the end of a session once; a second end (e.g. DELETE after a timeout) is ignored.
     pub async fn end_session(&self, id: &str, at: i64, reason: &str) -> StoreResult<bool> {
         let done = sqlx::query(

@@ -107,12 +107,6 @@ impl FaceTracker {
         }
     }
 
-    /// Uses this mesh as the frontal reference for relative head pose.
-    pub fn set_baseline(&mut self, landmarks: Vec<[f32; 3]>) {
-        let absolute = mesh::head_pose(&landmarks);
-        self.baseline = Some((landmarks, absolute));
-    }
-
     /// Forget the tracked face (e.g. after a resolution change).
     pub fn reset(&mut self) {
         self.previous = None;
