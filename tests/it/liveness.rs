@@ -209,7 +209,29 @@ async fn a_photo_tilted_and_slid_is_a_spoof() {
         "{:#}",
         v["verdict"]
     );
-    assert_eq!(v["verdict"]["reasons"][0]["evidence"]["kind"], "photo");
+    // The tilted photo foreshortens whatever the machine's speed (a measured value against the
+    // card's known tilt). How many analysed frames see it does depend on speed: on a loaded box
+    // fewer than FLAT_MOTION_MIN_FRAMES can land in one turn, and then the screen-light step,
+    // which paper cannot pass, is the decisive cue. Either way the reason is SPOOF_SUSPECTED.
+    let flat = &v["verdict"]["scores"]["flat_motion"];
+    let change = flat["max_ratio_change"].as_f64().unwrap_or(0.0);
+    assert!(
+        change > vericall::liveness::spoof::FLAT_RATIO_CHANGE,
+        "the photo did not foreshorten: {flat}"
+    );
+    let flat_enough = flat["frames"].as_u64().unwrap_or(0)
+        >= vericall::liveness::spoof::FLAT_MOTION_MIN_FRAMES as u64;
+    let evidence = &v["verdict"]["reasons"][0]["evidence"];
+    if flat_enough {
+        assert_eq!(evidence["kind"], "photo", "{evidence:#}");
+    } else {
+        assert!(
+            evidence["kind"] == "photo"
+                || (evidence["kind"] == "screen_light"
+                    && evidence["screen_light"]["result"] == "absent"),
+            "{evidence:#}"
+        );
+    }
     ts.server.shutdown(Duration::from_secs(1)).await;
 }
 
