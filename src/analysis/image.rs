@@ -56,6 +56,8 @@ pub enum Layout {
 }
 
 /// Fills `out` with a `size`x`size` RGB crop through `to_image`, each channel mapped by `norm`.
+/// Every analysed frame pays for the face mesh's 192x192 crop, so a crop that lies inside the
+/// frame (the usual case) takes a faster path that gives the same numbers bit for bit.
 pub fn warp_to_tensor(
     frame: &I420,
     to_image: &Affine,
@@ -67,6 +69,10 @@ pub fn warp_to_tensor(
 ) {
     out.clear();
     out.resize(3 * size * size, 0.0);
+    if size <= ROW_MAX && crop_inside(frame, to_image, size) {
+        warp_inside(frame, to_image, size, layout, flip_x, norm, out);
+        return;
+    }
     let plane = size * size;
     for v in 0..size {
         for u in 0..size {
@@ -74,11 +80,110 @@ pub fn warp_to_tensor(
             let (x, y) = to_image.apply(su as f32 + 0.5, v as f32 + 0.5);
             let rgb = sample_rgb(frame, x, y);
             for (ch, value) in rgb.iter().enumerate() {
-                let i = match layout {
-                    Layout::Nhwc => (v * size + u) * 3 + ch,
-                    Layout::Nchw => ch * plane + v * size + u,
-                };
-                out[i] = norm(*value);
+                out[layout.index(size, plane, u, v, ch)] = norm(*value);
+            }
+        }
+    }
+}
+
+impl Layout {
+    fn index(self, size: usize, plane: usize, u: usize, v: usize, ch: usize) -> usize {
+        match self {
+            Layout::Nhwc => (v * size + u) * 3 + ch,
+            Layout::Nchw => ch * plane + v * size + u,
+        }
+    }
+}
+
+/// Widest crop row the fast path buffers on the stack (the models' crops are 64 to 192).
+const ROW_MAX: usize = 256;
+
+/// True when every sample of the crop has its four luma neighbours inside the frame, so that
+/// `sample_rgb`'s clamps and edge cases cannot apply. The map is affine: the corners bound it,
+/// and the margin covers rounding.
+fn crop_inside(frame: &I420, to_image: &Affine, size: usize) -> bool {
+    const MARGIN: f32 = 0.01;
+    let (w, h) = (frame.width as f32, frame.height as f32);
+    let last = size as f32 - 0.5;
+    [(0.5, 0.5), (last, 0.5), (0.5, last), (last, last)]
+        .into_iter()
+        .all(|(u, v)| {
+            let (x, y) = to_image.apply(u, v);
+            x >= 0.5 + MARGIN && y >= 0.5 + MARGIN && x < w - 0.5 - MARGIN && y < h - 0.5 - MARGIN
+        })
+        && frame.y.len() >= frame.height * frame.y_stride
+        && frame.y.len() <= u32::MAX as usize
+}
+
+/// `warp_to_tensor` for a crop inside the frame, a row at a time: first the addresses and
+/// weights of every sample (loads), then the same arithmetic as `sample_rgb` on whole rows,
+/// which the compiler vectorises.
+fn warp_inside(
+    frame: &I420,
+    to_image: &Affine,
+    size: usize,
+    layout: Layout,
+    flip_x: bool,
+    norm: impl Fn(f32) -> f32,
+    out: &mut [f32],
+) {
+    let ys = frame.y_stride;
+    // One row's samples: the four luma neighbours, the weights and the chroma.
+    let mut luma = [[0f32; ROW_MAX]; 4];
+    let mut weights = [[0f32; ROW_MAX]; 2];
+    let mut chroma = [[0f32; ROW_MAX]; 2];
+    let [l00, l01, l10, l11] = &mut luma;
+    let [tx, ty] = &mut weights;
+    let [cu, cv] = &mut chroma;
+    let (mut luma_at, mut chroma_at) = ([0u32; ROW_MAX], [0u32; ROW_MAX]);
+    let mut rgb = [[0f32; ROW_MAX]; 3];
+    let plane = size * size;
+    // Inside the frame every coordinate is positive and below the frame's size, so u32 holds
+    // the indices and the float-to-int casts below are the same as `sample_rgb`'s.
+    let (ys32, uvs32) = (ys as u32, frame.uv_stride as u32);
+    for v in 0..size {
+        for u in 0..size {
+            let su = if flip_x { size - 1 - u } else { u };
+            let (x, y) = to_image.apply(su as f32 + 0.5, v as f32 + 0.5);
+            let (fx, fy) = (x - 0.5, y - 0.5);
+            let (x0, y0) = (fx as u32, fy as u32);
+            tx[u] = fx - x0 as f32;
+            ty[u] = fy - y0 as f32;
+            luma_at[u] = y0 * ys32 + x0;
+            chroma_at[u] = (y as u32 / 2) * uvs32 + x as u32 / 2;
+        }
+        for u in 0..size {
+            let i = luma_at[u] as usize;
+            l00[u] = frame.y[i] as f32;
+            l01[u] = frame.y[i + 1] as f32;
+            l10[u] = frame.y[i + ys] as f32;
+            l11[u] = frame.y[i + ys + 1] as f32;
+            let ci = chroma_at[u] as usize;
+            cu[u] = frame.u.get(ci).copied().unwrap_or(128) as f32 - 128.0;
+            cv[u] = frame.v.get(ci).copied().unwrap_or(128) as f32 - 128.0;
+        }
+        let [r, g, b] = &mut rgb;
+        for u in 0..size {
+            let top = l00[u] * (1.0 - tx[u]) + l01[u] * tx[u];
+            let bottom = l10[u] * (1.0 - tx[u]) + l11[u] * tx[u];
+            let yv = top * (1.0 - ty[u]) + bottom * ty[u];
+            let c = 1.164 * (yv - 16.0);
+            r[u] = norm((c + 1.596 * cv[u]).clamp(0.0, 255.0));
+            g[u] = norm((c - 0.813 * cv[u] - 0.391 * cu[u]).clamp(0.0, 255.0));
+            b[u] = norm((c + 2.018 * cu[u]).clamp(0.0, 255.0));
+        }
+        match layout {
+            Layout::Nchw => {
+                for (ch, values) in rgb.iter().enumerate() {
+                    let start = ch * plane + v * size;
+                    out[start..start + size].copy_from_slice(&values[..size]);
+                }
+            }
+            Layout::Nhwc => {
+                let row = &mut out[v * size * 3..(v + 1) * size * 3];
+                for (u, px) in row.chunks_exact_mut(3).enumerate() {
+                    px.copy_from_slice(&[rgb[0][u], rgb[1][u], rgb[2][u]]);
+                }
             }
         }
     }
@@ -89,6 +194,60 @@ pub use crate::frame::rgb_to_i420;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path for crops inside the frame gives `sample_rgb`'s numbers bit for bit, in
+    /// both layouts, mirrored or not; crops over the edge take the general path.
+    #[test]
+    fn crops_inside_the_frame_match_the_general_sampler_exactly() {
+        let (w, h) = (97, 75);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x * 2) as u8]
+            })
+            .collect();
+        let (y, u, v) = rgb_to_i420(w, h, &rgb);
+        let frame = I420 {
+            width: w,
+            height: h,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: w,
+            uv_stride: w.div_ceil(2),
+            full_range: false,
+        };
+        let norm = |x: f32| x / 255.0;
+        let crops = [
+            Affine::crop(48.0, 37.0, 40.0, 0.3, 16),
+            Affine::crop(50.3, 30.7, 33.3, -1.1, 24),
+            Affine::crop(45.0, 40.0, 60.0, 0.0, 32),
+            // Over the edge: the general path.
+            Affine::crop(10.0, 8.0, 40.0, 0.5, 16),
+        ];
+        for (n, crop) in crops.iter().enumerate() {
+            let size = [16, 24, 32, 16][n];
+            assert_eq!(crop_inside(&frame, crop, size), n < 3, "crop {n}");
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for flip in [false, true] {
+                    let mut fast = Vec::new();
+                    warp_to_tensor(&frame, crop, size, layout, flip, norm, &mut fast);
+                    let plane = size * size;
+                    for vv in 0..size {
+                        for uu in 0..size {
+                            let su = if flip { size - 1 - uu } else { uu };
+                            let (x, y) = crop.apply(su as f32 + 0.5, vv as f32 + 0.5);
+                            let want = sample_rgb(&frame, x, y).map(norm);
+                            for (ch, value) in want.iter().enumerate() {
+                                let got = fast[layout.index(size, plane, uu, vv, ch)];
+                                assert_eq!(got.to_bits(), value.to_bits(), "crop {n} at {uu},{vv}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rgb_round_trips_through_i420() {
