@@ -198,13 +198,27 @@ pub fn sample_rgb(frame: &I420, x: f32, y: f32) -> [f32; 3] {
     );
     let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
     let luma = |xx: usize, yy: usize| frame.y[yy * frame.y_stride + xx] as f32;
-    let top = luma(x0, y0) * (1.0 - tx) + luma(x1, y0) * tx;
-    let bottom = luma(x0, y1) * (1.0 - tx) + luma(x1, y1) * tx;
-    let yv = top * (1.0 - ty) + bottom * ty;
     let (cx, cy) = (x as usize / 2, y as usize / 2);
     let ci = cy * frame.uv_stride + cx;
     let u = frame.u.get(ci).copied().unwrap_or(128) as f32 - 128.0;
     let v = frame.v.get(ci).copied().unwrap_or(128) as f32 - 128.0;
+    bilinear_rgb(
+        [luma(x0, y0), luma(x1, y0), luma(x0, y1), luma(x1, y1)],
+        tx,
+        ty,
+        u,
+        v,
+    )
+}
+
+/// RGB (0..255) from the four luma neighbours (top left, top right, bottom left, bottom right),
+/// their weights and the centred chroma (BT.601, studio range): the arithmetic `sample_rgb` and
+/// the face crops' row-at-a-time path share, so that both give the same numbers bit for bit.
+#[inline(always)]
+pub(crate) fn bilinear_rgb(luma: [f32; 4], tx: f32, ty: f32, u: f32, v: f32) -> [f32; 3] {
+    let top = luma[0] * (1.0 - tx) + luma[1] * tx;
+    let bottom = luma[2] * (1.0 - tx) + luma[3] * tx;
+    let yv = top * (1.0 - ty) + bottom * ty;
     let c = 1.164 * (yv - 16.0);
     [
         (c + 1.596 * v).clamp(0.0, 255.0),

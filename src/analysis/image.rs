@@ -1,7 +1,7 @@
 //! Pixel plumbing shared by the face models: affine transforms, bilinear RGB sampling straight
 //! from I420 (no full-frame RGB conversion), and RGB -> I420 for stills and fixtures.
 
-use crate::frame::I420;
+use crate::frame::{bilinear_rgb, I420};
 
 /// A 2x3 affine map: `x' = a*x + b*y + c`, `y' = d*x + e*y + f`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,8 +116,8 @@ fn crop_inside(frame: &I420, to_image: &Affine, size: usize) -> bool {
 }
 
 /// `warp_to_tensor` for a crop inside the frame, a row at a time: first the addresses and
-/// weights of every sample (loads), then the same arithmetic as `sample_rgb` on whole rows,
-/// which the compiler vectorises.
+/// weights of every sample, then the loads, then `sample_rgb`'s own arithmetic (`bilinear_rgb`)
+/// on whole rows, which the compiler vectorises.
 fn warp_inside(
     frame: &I420,
     to_image: &Affine,
@@ -164,13 +164,9 @@ fn warp_inside(
         }
         let [r, g, b] = &mut rgb;
         for u in 0..size {
-            let top = l00[u] * (1.0 - tx[u]) + l01[u] * tx[u];
-            let bottom = l10[u] * (1.0 - tx[u]) + l11[u] * tx[u];
-            let yv = top * (1.0 - ty[u]) + bottom * ty[u];
-            let c = 1.164 * (yv - 16.0);
-            r[u] = norm((c + 1.596 * cv[u]).clamp(0.0, 255.0));
-            g[u] = norm((c - 0.813 * cv[u] - 0.391 * cu[u]).clamp(0.0, 255.0));
-            b[u] = norm((c + 2.018 * cu[u]).clamp(0.0, 255.0));
+            let luma = [l00[u], l01[u], l10[u], l11[u]];
+            let [rv, gv, bv] = bilinear_rgb(luma, tx[u], ty[u], cu[u], cv[u]);
+            (r[u], g[u], b[u]) = (norm(rv), norm(gv), norm(bv));
         }
         match layout {
             Layout::Nchw => {
