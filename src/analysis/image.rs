@@ -98,21 +98,27 @@ impl Layout {
 /// Widest crop row the fast path buffers on the stack (the models' crops are 64 to 192).
 const ROW_MAX: usize = 256;
 
-/// True when every sample of the crop has its four luma neighbours inside the frame, so that
-/// `sample_rgb`'s clamps and edge cases cannot apply. The map is affine: the corners bound it,
-/// and the margin covers rounding.
+/// True when the frame's planes hold what its sizes say (`I420::is_valid`, indices fit in u32) and
+/// every sample of the crop has its four luma neighbours inside the frame, so that `sample_rgb`'s
+/// clamps and edge cases cannot apply. The map is affine: the corners bound it, and the margin
+/// covers rounding.
 fn crop_inside(frame: &I420, to_image: &Affine, size: usize) -> bool {
     const MARGIN: f32 = 0.01;
     let (w, h) = (frame.width as f32, frame.height as f32);
     let last = size as f32 - 0.5;
-    [(0.5, 0.5), (last, 0.5), (0.5, last), (last, last)]
-        .into_iter()
-        .all(|(u, v)| {
-            let (x, y) = to_image.apply(u, v);
-            x >= 0.5 + MARGIN && y >= 0.5 + MARGIN && x < w - 0.5 - MARGIN && y < h - 0.5 - MARGIN
-        })
-        && frame.y.len() >= frame.height * frame.y_stride
-        && frame.y.len() <= u32::MAX as usize
+    frame.is_valid()
+        && [frame.y.len(), frame.u.len(), frame.v.len()]
+            .iter()
+            .all(|len| *len <= u32::MAX as usize)
+        && [(0.5, 0.5), (last, 0.5), (0.5, last), (last, last)]
+            .into_iter()
+            .all(|(u, v)| {
+                let (x, y) = to_image.apply(u, v);
+                x >= 0.5 + MARGIN
+                    && y >= 0.5 + MARGIN
+                    && x < w - 0.5 - MARGIN
+                    && y < h - 0.5 - MARGIN
+            })
 }
 
 /// `warp_to_tensor` for a crop inside the frame, a row at a time: first the addresses and
@@ -127,6 +133,10 @@ fn warp_inside(
     norm: impl Fn(f32) -> f32,
     out: &mut [f32],
 ) {
+    assert!(
+        size <= ROW_MAX,
+        "crop of {size} px wider than a buffered row"
+    );
     let ys = frame.y_stride;
     // One row's samples: the four luma neighbours, the weights and the chroma.
     let mut luma = [[0f32; ROW_MAX]; 4];
@@ -138,8 +148,9 @@ fn warp_inside(
     let (mut luma_at, mut chroma_at) = ([0u32; ROW_MAX], [0u32; ROW_MAX]);
     let mut rgb = [[0f32; ROW_MAX]; 3];
     let plane = size * size;
-    // Inside the frame every coordinate is positive and below the frame's size, so u32 holds
-    // the indices and the float-to-int casts below are the same as `sample_rgb`'s.
+    // Inside a valid frame every coordinate is positive and below the frame's size, and every
+    // index below its plane's length (at most u32::MAX, `crop_inside`), so u32 holds them and the
+    // float-to-int casts are the same as `sample_rgb`'s.
     let (ys32, uvs32) = (ys as u32, frame.uv_stride as u32);
     for v in 0..size {
         for u in 0..size {
@@ -203,27 +214,50 @@ mod tests {
             })
             .collect();
         let (y, u, v) = rgb_to_i420(w, h, &rgb);
+        // Padded rows, as decoders hand them out.
+        let (ys, uvs, cw) = (w + 13, w.div_ceil(2) + 5, w.div_ceil(2));
+        let pad = |plane: &[u8], width: usize, stride: usize| -> Vec<u8> {
+            plane
+                .chunks(width)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(7, stride - width))
+                })
+                .collect()
+        };
+        let (y, u, v) = (pad(&y, w, ys), pad(&u, cw, uvs), pad(&v, cw, uvs));
         let frame = I420 {
             width: w,
             height: h,
             y: &y,
             u: &u,
             v: &v,
-            y_stride: w,
-            uv_stride: w.div_ceil(2),
+            y_stride: ys,
+            uv_stride: uvs,
             full_range: false,
         };
         let norm = |x: f32| x / 255.0;
+        // A crop whose first samples land 0.52 px from the frame's top-left corner.
+        let grazing = Affine {
+            a: 0.45,
+            b: 0.0,
+            c: 0.52 - 0.45 * 0.5,
+            d: 0.0,
+            e: 0.35,
+            f: 0.52 - 0.35 * 0.5,
+        };
         let crops = [
-            Affine::crop(48.0, 37.0, 40.0, 0.3, 16),
-            Affine::crop(50.3, 30.7, 33.3, -1.1, 24),
-            Affine::crop(45.0, 40.0, 60.0, 0.0, 32),
+            (Affine::crop(48.0, 37.0, 40.0, 0.3, 16), 16),
+            (Affine::crop(50.3, 30.7, 33.3, -1.1, 24), 24),
+            (Affine::crop(45.0, 40.0, 60.0, 0.0, 192), 192),
+            (grazing, 64),
             // Over the edge: the general path.
-            Affine::crop(10.0, 8.0, 40.0, 0.5, 16),
+            (Affine::crop(10.0, 8.0, 40.0, 0.5, 16), 16),
         ];
-        for (n, crop) in crops.iter().enumerate() {
-            let size = [16, 24, 32, 16][n];
-            assert_eq!(crop_inside(&frame, crop, size), n < 3, "crop {n}");
+        for (n, (crop, size)) in crops.iter().enumerate() {
+            let size = *size;
+            assert_eq!(crop_inside(&frame, crop, size), n < 4, "crop {n}");
             for layout in [Layout::Nchw, Layout::Nhwc] {
                 for flip in [false, true] {
                     let mut fast = Vec::new();

@@ -212,7 +212,9 @@ async fn a_photo_tilted_and_slid_is_a_spoof() {
     // The tilted photo foreshortens whatever the machine's speed (a measured value against the
     // card's known tilt). How many analysed frames see it does depend on speed: on a loaded box
     // fewer than FLAT_MOTION_MIN_FRAMES can land in one turn, and then the screen-light step,
-    // which paper cannot pass, is the decisive cue. Either way the reason is SPOOF_SUSPECTED.
+    // which paper cannot pass, is the decisive cue. Either way the reason is SPOOF_SUSPECTED. The
+    // flat-motion cue itself is pinned without a clock by `a_tilted_photo_reads_frontal_but_foreshortens`
+    // and `liveness::spoof`'s unit tests.
     let flat = &v["verdict"]["scores"]["flat_motion"];
     let change = flat["max_ratio_change"].as_f64().unwrap_or(0.0);
     assert!(
