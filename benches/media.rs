@@ -285,6 +285,20 @@ fn main() {
             &warp,
             String::new(),
         ));
+        // An evidence JPEG (a call keeps about six: the first frontal frame, one per step).
+        let mut jpeg = Vec::new();
+        for f in &decoded {
+            let v = f.view();
+            let t0 = Instant::now();
+            let bytes = vericall::store::evidence::encode_jpeg(black_box(&v)).expect("jpeg");
+            jpeg.push(ms(t0.elapsed()));
+            black_box(bytes);
+        }
+        quality_rows.push(row(
+            format!("evidence JPEG (encode_jpeg, quality 85) {w}x{h}"),
+            &jpeg,
+            String::new(),
+        ));
         quality_rows.push(row(
             format!("analyze + luma_signature {w}x{h}"),
             &both,

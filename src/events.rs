@@ -71,6 +71,11 @@ pub fn unix_ms_now() -> i64 {
 /// `session::LifecycleEvent`), so every kind and its payload are spelled out in one place.
 pub trait SessionEvent: Serialize {
     fn kind(&self) -> &'static str;
+    /// High-rate events that only a live page needs (a level meter) go to live subscribers and
+    /// are not stored in the timeline.
+    fn live_only(&self) -> bool {
+        false
+    }
 }
 
 /// Publishes a session's events to live subscribers and to the persistence queue.
@@ -114,9 +119,14 @@ impl EventBus {
 
     /// Publishes a typed event (serialised once: the text clients and the timeline get is made
     /// from this value once, [`Event::json_text`]).
-    pub(crate) fn emit<E: SessionEvent>(&self, event: &E) -> Arc<Event> {
+    /// Live-only events ([`SessionEvent::live_only`]) return `None`.
+    pub(crate) fn emit<E: SessionEvent>(&self, event: &E) -> Option<Arc<Event>> {
+        if event.live_only() {
+            self.publish_live(event.kind(), event);
+            return None;
+        }
         let data = serde_json::to_value(event).unwrap_or(Value::Null);
-        self.publish_value(event.kind(), data)
+        Some(self.publish_value(event.kind(), data))
     }
 
     /// Publishes to live subscribers only (high-rate events such as per-frame face observations,

@@ -211,6 +211,36 @@ pub fn sample_rgb(frame: &I420, x: f32, y: f32) -> [f32; 3] {
     )
 }
 
+/// The whole frame as packed RGB888 into `out` (resized to width x height x 3): `sample_rgb` at
+/// every pixel centre, truncated to u8, bit for bit, but a row at a time (an evidence JPEG of a
+/// 640x480 frame no longer calls the general sampler 307,200 times). A malformed frame
+/// ([`I420::is_valid`]) comes out black.
+pub fn to_rgb8(frame: &I420, out: &mut Vec<u8>) {
+    let (w, h) = (frame.width, frame.height);
+    out.clear();
+    out.resize(w * h * 3, 0);
+    if !frame.is_valid() {
+        return;
+    }
+    for (row, rgb) in out.chunks_exact_mut(w * 3).enumerate() {
+        let luma = &frame.y[row * frame.y_stride..][..w];
+        let chroma = (row / 2) * frame.uv_stride;
+        let (u, v) = (&frame.u[chroma..], &frame.v[chroma..]);
+        for (x, (px, &l)) in rgb.chunks_exact_mut(3).zip(luma).enumerate() {
+            // At a pixel centre the bilinear weights are 0: the four neighbours are this pixel's.
+            let l = l as f32;
+            let p = bilinear_rgb(
+                [l; 4],
+                0.0,
+                0.0,
+                u[x / 2] as f32 - 128.0,
+                v[x / 2] as f32 - 128.0,
+            );
+            px.copy_from_slice(&p.map(|c| c as u8));
+        }
+    }
+}
+
 /// RGB (0..255) from the four luma neighbours (top left, top right, bottom left, bottom right),
 /// their weights and the centred chroma (BT.601, studio range): the arithmetic `sample_rgb` and
 /// the face crops' row-at-a-time path share, so that both give the same numbers bit for bit.
@@ -267,4 +297,63 @@ pub fn rgb_to_i420(width: usize, height: usize, rgb: &[u8]) -> (Vec<u8>, Vec<u8>
         }
     }
     (y, u, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_rgb8_is_the_general_sampler_at_every_pixel_centre() {
+        // Odd sizes and padded strides, pseudo-random planes.
+        for (w, h, pad) in [(37usize, 23usize, 4usize), (64, 48, 0), (1, 1, 3)] {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let (ys, uvs) = (w + pad, cw + pad);
+            let mut seed = 0x9e37_79b9u32;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed >> 24) as u8
+            };
+            let y: Vec<u8> = (0..ys * h).map(|_| next()).collect();
+            let u: Vec<u8> = (0..uvs * ch).map(|_| next()).collect();
+            let v: Vec<u8> = (0..uvs * ch).map(|_| next()).collect();
+            let frame = I420 {
+                width: w,
+                height: h,
+                y: &y,
+                u: &u,
+                v: &v,
+                y_stride: ys,
+                uv_stride: uvs,
+                full_range: false,
+            };
+            let mut rgb = Vec::new();
+            to_rgb8(&frame, &mut rgb);
+            assert_eq!(rgb.len(), w * h * 3);
+            for row in 0..h {
+                for col in 0..w {
+                    let want =
+                        sample_rgb(&frame, col as f32 + 0.5, row as f32 + 0.5).map(|c| c as u8);
+                    let at = (row * w + col) * 3;
+                    assert_eq!(rgb[at..at + 3], want, "{w}x{h} at ({col}, {row})");
+                }
+            }
+        }
+        // A malformed frame (planes too short) is black, not a panic.
+        let short = I420 {
+            width: 8,
+            height: 8,
+            y: &[1, 2, 3],
+            u: &[],
+            v: &[],
+            y_stride: 8,
+            uv_stride: 4,
+            full_range: false,
+        };
+        let mut rgb = vec![7u8; 3];
+        to_rgb8(&short, &mut rgb);
+        assert_eq!(rgb, vec![0u8; 8 * 8 * 3]);
+    }
 }

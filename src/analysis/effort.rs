@@ -73,6 +73,17 @@ impl AnalysisNeeds {
         eyes: false,
     };
 
+    /// A step that waits for the person to start moving (the time they take to read the
+    /// instruction): the face is watched at [`DOCUMENT_FPS`], and the first frame on which it has
+    /// moved (`liveness::judge::MotionOnset`) raises the rate to the full one from the next
+    /// frame on. What is judged (the threshold, the peak, the return) and the spoof cues'
+    /// motion frames all come after that. A blink is never watched this way: it is its own onset.
+    pub(crate) const WATCHING: AnalysisNeeds = AnalysisNeeds {
+        rate: Rate::Document,
+        mesh: true,
+        eyes: false,
+    };
+
     /// A motion judged from the mesh at the full rate, with the eye-contour model when `eyes`.
     pub const fn judging(eyes: bool) -> AnalysisNeeds {
         AnalysisNeeds {

@@ -67,7 +67,8 @@ pub fn warp_to_tensor(
     norm: impl Fn(f32) -> f32,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
+    // Both paths write every element, so a buffer of the right length is not zeroed first
+    // (the mesh's crop is 442 KB, every analysed frame).
     out.resize(3 * size * size, 0.0);
     if size <= ROW_MAX && crop_inside(frame, to_image, size) {
         warp_inside(frame, to_image, size, layout, flip_x, norm, out);
@@ -260,7 +261,8 @@ mod tests {
             assert_eq!(crop_inside(&frame, crop, size), n < 4, "crop {n}");
             for layout in [Layout::Nchw, Layout::Nhwc] {
                 for flip in [false, true] {
-                    let mut fast = Vec::new();
+                    // A reused buffer holds the last crop's values: every element is rewritten.
+                    let mut fast = vec![f32::NAN; 3 * size * size];
                     warp_to_tensor(&frame, crop, size, layout, flip, norm, &mut fast);
                     let plane = size * size;
                     for vv in 0..size {

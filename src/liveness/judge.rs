@@ -40,6 +40,41 @@ pub(crate) struct FaceSample {
     pub inter_eye_px: f32,
 }
 
+/// How far the face must move from where it rested at the step's start for the motion to have
+/// begun. Every measure the steps and the spoof cues read counts, so whatever the person (or a
+/// photo held up to the camera) does first raises the analysis to the full rate: a turn or a nod
+/// (a third to two fifths of the step's threshold; the mesh reads a still face within about 1.5
+/// degrees), the lips (a third of the way from closed to open), the distance (6 %: a tilted
+/// photo's eye span shrinks 14 % at 38 degrees).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct MotionOnset {
+    pub pose_deg: f32,
+    pub mouth: f32,
+    pub inter_eye_ratio: f32,
+}
+
+impl MotionOnset {
+    pub(crate) const DEFAULT: MotionOnset = MotionOnset {
+        pose_deg: 4.0,
+        mouth: 0.06,
+        inter_eye_ratio: 1.06,
+    };
+
+    /// Whether `now` moved from `rest` by any of the measures.
+    pub(crate) fn moved(&self, rest: &FaceSample, now: &FaceSample) -> bool {
+        let ratio = if rest.inter_eye_px > 0.0 && now.inter_eye_px > 0.0 {
+            now.inter_eye_px / rest.inter_eye_px
+        } else {
+            1.0
+        };
+        (now.yaw - rest.yaw).abs() >= self.pose_deg
+            || (now.pitch - rest.pitch).abs() >= self.pose_deg
+            || (now.mouth_open - rest.mouth_open).abs() >= self.mouth
+            || ratio >= self.inter_eye_ratio
+            || ratio <= 1.0 / self.inter_eye_ratio
+    }
+}
+
 /// When an action counts as done.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
@@ -99,12 +134,18 @@ pub struct StepEvidence {
     pub threshold: f32,
     /// Face samples judged (not counting those while paused or with no face).
     pub samples: usize,
+    /// Of those, the samples from the motion's onset on (all of them for a blink, which is
+    /// analysed at the full rate from the step's start).
+    pub moving_samples: usize,
     /// When the step started, in ms since the judge started.
     pub started_at_ms: u64,
     /// Wall time from the start of the step to its end, paused time included.
     pub elapsed_ms: u64,
     /// Time the step's clock was stopped by blocking conditions.
     pub paused_ms: u64,
+    /// Frame time (ms since the judge started) when the face first moved from where it was at
+    /// the step's start ([`MotionOnset`]): from then on every frame is analysed.
+    pub onset_at_ms: Option<u64>,
     /// Frame time (ms since the judge started) when the threshold was first crossed.
     pub crossed_at_ms: Option<u64>,
     /// Frame time (ms since the judge started) when the action was completed.
@@ -147,6 +188,10 @@ struct Running {
     /// Move closer: inter-eye distance at the start of the step.
     reference_px: Option<f32>,
     crossed: bool,
+    /// The step's first judged sample: where the face rested when the step began.
+    rest: Option<FaceSample>,
+    /// The face has moved from `rest` (the motion began; see [`MotionOnset`]).
+    moving: bool,
     /// Start of the current reaction window: the step's start, or its last resume.
     reacting_since: Instant,
     evidence: StepEvidence,
@@ -301,6 +346,17 @@ impl ChallengeJudge {
         self.baseline_ear
     }
 
+    /// Whether the running step waits for the person to start moving: a turn, nod, open mouth or
+    /// move closer whose face has not yet moved from where it was when the step began. Its
+    /// frames can be analysed at a lower rate until it does (`LivenessSession::analysis_needs`).
+    /// A blink is its own onset (100-300 ms), so it is never waiting; nor is the spoken step.
+    pub(crate) fn awaiting_motion(&self) -> bool {
+        match &self.phase {
+            Phase::Running(r) => !r.moving,
+            _ => false,
+        }
+    }
+
     /// The step that is running now, if any.
     pub(crate) fn running_step(&self) -> Option<&ChallengeStep> {
         match self.phase {
@@ -435,9 +491,11 @@ impl ChallengeJudge {
                         peak,
                         threshold,
                         samples: 0,
+                        moving_samples: 0,
                         started_at_ms: self.ms(at),
                         elapsed_ms: 0,
                         paused_ms: 0,
+                        onset_at_ms: None,
                         crossed_at_ms: None,
                         completed_at_ms: None,
                         wrong_direction: false,
@@ -452,6 +510,9 @@ impl ChallengeJudge {
                         paused_since: None,
                         reference_px: self.last_inter_eye_px,
                         crossed: false,
+                        rest: None,
+                        // A blink and the spoken step are analysed at the full rate throughout.
+                        moving: matches!(step.action, Action::Blink | Action::SpeakDigits),
                         reacting_since: at,
                         evidence,
                     }));
@@ -550,6 +611,16 @@ impl ChallengeJudge {
         ev.samples += 1;
         ev.wrong_direction |= wrong;
         let at_ms = s.at.saturating_duration_since(origin).as_millis() as u64;
+        if !r.moving {
+            let rest = *r.rest.get_or_insert(*s);
+            if MotionOnset::DEFAULT.moved(&rest, s) {
+                r.moving = true;
+                ev.onset_at_ms = Some(at_ms);
+            }
+        }
+        if r.moving {
+            ev.moving_samples += 1;
+        }
         if !r.crossed {
             if !crossed {
                 return false;
@@ -791,11 +862,15 @@ mod tests {
         assert_eq!(ev.threshold, 15.0);
         assert_eq!(ev.started_at_ms, 600);
         // yaw 13.3 on frame 19, 16.7 on frame 20 (1333 ms); back to 6.7 (<= 8) on frame 43.
+        // yaw 3.3 on frame 16, 6.7 on frame 17 (1133 ms): the motion began (`MotionOnset`).
+        assert_eq!(ev.onset_at_ms, Some(1133));
         assert_eq!(ev.crossed_at_ms, Some(1333));
         assert_eq!(ev.completed_at_ms, Some(2866));
         assert_eq!(ev.elapsed_ms, 2266);
         assert_eq!(ev.paused_ms, 0);
         assert_eq!(ev.samples, 43 - 9);
+        // Frames 17 to 43.
+        assert_eq!(ev.moving_samples, 43 - 16);
         assert!(!ev.wrong_direction);
         assert_eq!(
             run.events.last().unwrap(),
@@ -810,6 +885,32 @@ mod tests {
         assert!(run.judge.is_finished());
         assert_eq!(run.judge.results()[0].1, Some(true));
         assert_eq!(run.judge.evidence()[0].as_ref(), Some(&ev));
+    }
+
+    #[test]
+    fn a_step_waits_for_the_motion_until_the_face_moves_and_a_blink_never_waits() {
+        let mut run = one_step(Action::LookUp);
+        let shape = |t: f64, s: &mut FaceSample| {
+            s.pitch = motion(t, 1.0, 0.0, 20.0);
+            // The rest of the face sways a little, which is not a motion.
+            s.yaw = 1.5 * (t * 5.0).sin() as f32;
+            None
+        };
+        run.frames(0..9, shape);
+        assert!(!run.judge.awaiting_motion(), "no step before the baseline");
+        run.frames(9..17, shape);
+        // Pitch 0 to 20 over 0.5 s from 1 s: 2.7 on frame 16.
+        assert!(run.judge.awaiting_motion());
+        run.frames(17..18, shape);
+        // 5.3 on frame 17: moved.
+        assert!(!run.judge.awaiting_motion());
+        run.frames(18..150, shape);
+        assert_eq!(run.passed().onset_at_ms, Some(1133));
+
+        let mut run = one_step(Action::Blink);
+        run.frames(0..12, |_, _| None);
+        assert!(run.judge.running_step().is_some());
+        assert!(!run.judge.awaiting_motion());
     }
 
     #[test]

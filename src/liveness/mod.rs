@@ -319,6 +319,10 @@ impl LivenessSession {
             return Some(AnalysisNeeds::judging(false));
         }
         if let Some(step) = self.judge.running_step() {
+            // Until the face moves, the step only watches for the motion to begin.
+            if self.judge.awaiting_motion() {
+                return Some(AnalysisNeeds::WATCHING);
+            }
             return Some(AnalysisNeeds::judging(step.action == Action::Blink));
         }
         self.judge
@@ -533,9 +537,53 @@ mod tests {
         let per_second = |from: Instant, to: Instant| {
             analysed_in(from, to) as f64 / to.duration_since(from).as_secs_f64()
         };
-        assert!(per_second(*turn.start(), *turn.end()) >= 13.0);
+        // The turn step watched the still face at 8 fps until the head moved (0.4 s after the
+        // step began), then analysed every frame; the blink step every frame from its start.
+        let onset = *turn.start() + Duration::from_millis(400);
+        let watching = analysed_in(*turn.start(), onset);
+        assert!(
+            (3..=4).contains(&watching),
+            "{watching} frames before the motion"
+        );
+        // The motion is seen on the next frame at 8 fps, and every frame after it is analysed.
+        let seen = run
+            .analysed
+            .iter()
+            .map(|(at, _)| *at)
+            .find(|at| *at >= onset)
+            .unwrap();
+        assert!(
+            seen - onset <= Duration::from_millis(125),
+            "{:?}",
+            seen - onset
+        );
+        let after: Vec<Instant> = run
+            .analysed
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| (seen..=*turn.end()).contains(at))
+            .collect();
+        assert!(
+            after
+                .windows(2)
+                .all(|w| w[1] - w[0] <= Duration::from_millis(67)),
+            "{after:?}"
+        );
         assert!(per_second(*blink.start(), *blink.end()) >= 13.0);
         assert!(per_second(*turn.end(), *blink.start()) <= 5.5);
+        let evidence = run
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                JudgeEvent::Passed {
+                    step_id: 1,
+                    evidence,
+                } => Some(evidence.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(evidence.onset_at_ms.is_some());
+        assert!(evidence.onset_at_ms <= evidence.crossed_at_ms);
     }
 
     #[test]

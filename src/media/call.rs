@@ -192,6 +192,13 @@ impl SessionEvent for CallEvent {
             CallEvent::Quality(_) => "quality",
         }
     }
+
+    /// The microphone's level, five times a second, drives the page's level meter; the timeline
+    /// keeps the microphone's state (`device`) and the verdict's reasons instead (it was 70 % of
+    /// a call's stored events).
+    fn live_only(&self) -> bool {
+        matches!(self, CallEvent::AudioLevel { .. })
+    }
 }
 
 /// A step announced to the page; which optional fields are set depends on the step.
@@ -405,6 +412,15 @@ impl CallCore {
         &self.counters
     }
 
+    /// Whether the call still reads its media. After the verdict nothing does: the page shows the
+    /// result and the call only waits to be hung up (about 1.5 s, longer when the client is
+    /// slow), so the shell stops decoding, and no hint or report is raised about a picture the
+    /// person is no longer asked for (a sender that stops its camera on the result screen is not
+    /// a camera fault).
+    pub fn wants_media(&self) -> bool {
+        !self.verdict_reached
+    }
+
     /// The media connected at `at`, with or without an audio track.
     pub fn on_connected(&mut self, at: Instant, has_audio: bool) {
         self.camera.on_connected(at);
@@ -452,6 +468,13 @@ impl CallCore {
     /// Steps the health monitors, the challenge clock and the periodic reports, at
     /// [`CallCore::poll_timeout`] or later.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.verdict_reached {
+            // Nothing is measured after the verdict (`wants_media`): no reports, no hints.
+            self.next_tick = now + TICK;
+            self.next_level = now + AUDIO_LEVEL_INTERVAL;
+            self.next_quality = now + QUALITY_INTERVAL;
+            return;
+        }
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             let changes = self.camera.tick(now);
@@ -1160,7 +1183,7 @@ impl CallCore {
     /// Hints raised or cleared by a health monitor; the device's state follows a camera or
     /// microphone change.
     fn health(&mut self, captured: Instant, changes: Vec<HealthChange>, source: &'static str) {
-        if changes.is_empty() {
+        if changes.is_empty() || self.verdict_reached {
             return;
         }
         for change in changes {
@@ -1406,6 +1429,12 @@ mod tests {
         );
         // Once only.
         core.on_ending("hangup");
+        assert!(core.poll_output().is_none());
+        // After the verdict nothing is measured: the shell stops decoding, and neither the
+        // camera that stops (the sender on its result screen) nor the timers raise anything.
+        assert!(!core.wants_media());
+        core.on_network(t0 + Duration::from_secs(4), true, true);
+        run_timers(&mut core, t0 + Duration::from_secs(10));
         assert!(core.poll_output().is_none());
     }
 

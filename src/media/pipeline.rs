@@ -393,6 +393,9 @@ impl Worker {
         discontinuity: bool,
         arrival: Instant,
     ) {
+        if !self.core.wants_media() {
+            return;
+        }
         if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
             match VideoDecoder::new(codec) {
                 Ok(d) => self.decoder = Some(d),
@@ -447,6 +450,9 @@ impl Worker {
     }
 
     fn on_audio(&mut self, packet: &[u8], arrival: Instant) {
+        if !self.core.wants_media() {
+            return;
+        }
         if self.audio.is_none() {
             match AudioDecoder::new() {
                 Ok(d) => self.audio = Some(d),

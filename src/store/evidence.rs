@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
-use crate::frame::{sample_rgb, I420};
+use crate::frame::{to_rgb8, I420};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -217,14 +217,9 @@ impl EvidenceStore {
 }
 
 /// `frame` as a JPEG (quality 85).
-pub(crate) fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
-    let mut rgb = Vec::with_capacity(frame.width * frame.height * 3);
-    for y in 0..frame.height {
-        for x in 0..frame.width {
-            let p = sample_rgb(frame, x as f32 + 0.5, y as f32 + 0.5);
-            rgb.extend(p.iter().map(|v| *v as u8));
-        }
-    }
+pub fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
+    let mut rgb = Vec::new();
+    to_rgb8(frame, &mut rgb);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
         .encode(
@@ -240,6 +235,42 @@ pub(crate) fn encode_jpeg(frame: &I420) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_jpegs_decode_to_the_frame_they_were_made_from() {
+        // A grey frame with a bright square: studio-range luma 16..235.
+        let (w, h) = (64usize, 48usize);
+        let mut y = vec![100u8; w * h];
+        for row in 16..32 {
+            y[row * w + 16..row * w + 32].fill(200);
+        }
+        let (u, v) = (vec![128u8; w * h / 4], vec![128u8; w * h / 4]);
+        let frame = I420 {
+            width: w,
+            height: h,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: w,
+            uv_stride: w / 2,
+            full_range: false,
+        };
+        let jpeg = encode_jpeg(&frame).unwrap();
+        let decoded = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(decoded.dimensions(), (w as u32, h as u32));
+        let mut want = Vec::new();
+        crate::frame::to_rgb8(&frame, &mut want);
+        for (at, (got, want)) in decoded.as_raw().iter().zip(&want).enumerate() {
+            assert!(
+                (*got as i32 - *want as i32).abs() <= 12,
+                "pixel {} channel {}: {got} vs {want}",
+                at / 3,
+                at % 3
+            );
+        }
+    }
 
     fn age(path: &Path, days: u64) {
         let t = SystemTime::now() - Duration::from_secs(days * 86_400);

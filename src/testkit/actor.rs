@@ -947,6 +947,10 @@ impl ActionClips {
 #[derive(Debug)]
 pub struct ScriptedPerson {
     clips: Arc<ActionClips>,
+    /// Frames between a motion being asked and the person starting it, on top of the clip's own
+    /// 0.3 s (a person reading the instruction); 0 acts on the first frame after the prompt. The
+    /// spoken step is not delayed: its voice is encoded live and starts on the prompt.
+    reaction_frames: u64,
     cursor: Mutex<Cursor>,
 }
 
@@ -954,8 +958,9 @@ pub struct ScriptedPerson {
 struct Cursor {
     /// Events already read.
     read: usize,
-    /// The open challenge (id, action), from the events.
+    /// The open challenge (id, action), from the events, and the frame index it was read at.
     open: Option<(u64, String)>,
+    opened_at: u64,
     /// The last challenge acted on.
     acted: Option<u64>,
     /// The action clip playing (none: the idle loop) and the frame index it started at.
@@ -971,8 +976,15 @@ impl ScriptedPerson {
     pub fn new(clips: Arc<ActionClips>) -> Self {
         ScriptedPerson {
             clips,
+            reaction_frames: 0,
             cursor: Mutex::new(Cursor::default()),
         }
+    }
+
+    /// The same person, starting each motion `reaction` after it is asked (rounded to frames).
+    pub fn with_reaction(mut self, reaction: std::time::Duration) -> Self {
+        self.reaction_frames = (reaction.as_secs_f64() * FPS as f64).round() as u64;
+        self
     }
 
     /// The encoded frame to send as frame `index`, given the events received so far.
@@ -983,6 +995,7 @@ impl ScriptedPerson {
             match e["type"].as_str() {
                 Some("challenge") => {
                     c.open = id.zip(e["action"].as_str().map(str::to_string));
+                    c.opened_at = index;
                     c.light = serde_json::from_value(e["light"].clone())
                         .ok()
                         .map(|sequence| (sequence, index));
@@ -1025,7 +1038,13 @@ impl ScriptedPerson {
             c.start = index;
         }
         if let Some((id, action)) = c.open.clone() {
-            if c.acted != Some(id) && self.clips.actions.contains_key(&action) {
+            let delay = if action == "speak_digits" {
+                0
+            } else {
+                self.reaction_frames
+            };
+            let reacted = index >= c.opened_at + delay;
+            if reacted && c.acted != Some(id) && self.clips.actions.contains_key(&action) {
                 c.acted = Some(id);
                 c.playing = Some(action);
                 c.start = index;
@@ -1063,6 +1082,27 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_scripted_person_with_a_reaction_time_starts_the_motion_that_much_later() {
+        let clips = Arc::new(ActionClips {
+            idle: clip(0, 4),
+            actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
+            lit: HashMap::new(),
+        });
+        // 200 ms at 15 fps: 3 frames.
+        let person =
+            ScriptedPerson::new(clips).with_reaction(std::time::Duration::from_millis(200));
+        let mut events = Vec::new();
+        let mut tags = Vec::new();
+        for index in 0..12u64 {
+            if index == 2 {
+                events.push(json!({"type": "challenge", "id": 7, "action": "blink"}));
+            }
+            tags.push(person.frame(index, &events).data[0]);
+        }
+        assert_eq!(tags, vec![0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct LoadOptions {
     /// call's verdict or `duration`) instead of the test pattern: the face models' folder (with
     /// `stills/`), from scripts/setup.
     pub people: Option<PathBuf>,
+    /// With `people`: how long each person takes to start a motion after it is asked, on top of
+    /// the clips' own 0.3 s (zero: at once, the densest call).
+    pub reaction: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +57,8 @@ pub struct LoadReport {
     pub errors: Vec<String>,
     /// With `people`: calls per verdict status ("none" when no verdict came).
     pub verdicts: BTreeMap<String, usize>,
-    /// With `people`: over every judged step of every call, analysed frames per second.
+    /// With `people`: over every judged step of every call, analysed frames per second while its
+    /// motion was judged (`CallOutcome::step_fps`).
     pub step_fps_min: Option<f64>,
     pub step_fps_median: Option<f64>,
     /// With `people`: the server's capture-to-send `latency_ms` of every guidance event.
@@ -75,7 +79,8 @@ pub struct CallOutcome {
     /// The verdict's status, and its reason codes.
     pub verdict: Option<String>,
     pub reasons: Vec<String>,
-    /// Per judged step: judged samples per second of unpaused step time.
+    /// Per judged step: judged samples per second while its motion was judged (from the face's
+    /// first movement to the step's end; a blink's whole unpaused step).
     pub step_fps: Vec<f64>,
     pub guidance_latency_ms: Vec<f64>,
     pub verdict_after_last_step_ms: Option<f64>,
@@ -98,8 +103,21 @@ impl CallOutcome {
                     if ev["action"] == "speak_digits" {
                         continue;
                     }
-                    if let (Some(samples), Some(elapsed)) =
-                        (ev["samples"].as_f64(), ev["elapsed_ms"].as_f64())
+                    // A turn, nod, open mouth or move closer is watched at a lower rate until
+                    // the face moves (`onset_at_ms`; docs/FACE.md); from then on to the step's
+                    // end its motion is judged, at the full rate. Paused time is not taken off
+                    // that span, which can only understate the rate.
+                    let onset = ev["onset_at_ms"].as_f64();
+                    let (started, elapsed) =
+                        (ev["started_at_ms"].as_f64(), ev["elapsed_ms"].as_f64());
+                    if let (Some(onset), Some(started), Some(elapsed), Some(samples)) =
+                        (onset, started, elapsed, ev["moving_samples"].as_f64())
+                    {
+                        let judged = started + elapsed - onset;
+                        if judged > 0.0 {
+                            out.step_fps.push(samples * 1000.0 / judged);
+                        }
+                    } else if let (Some(samples), Some(elapsed)) = (ev["samples"].as_f64(), elapsed)
                     {
                         let judged = elapsed - ev["paused_ms"].as_f64().unwrap_or(0.0);
                         if judged > 0.0 {
@@ -220,7 +238,9 @@ pub async fn run_load(opts: LoadOptions) -> Result<LoadReport, TestkitError> {
         let (id, whip, token) = create_session(&opts).await?;
         let peer_opts = PeerOptions {
             video: Some(match &people {
-                Some(clips) => VideoSource::Scripted(Arc::new(ScriptedPerson::new(clips.clone()))),
+                Some(clips) => VideoSource::Scripted(Arc::new(
+                    ScriptedPerson::new(clips.clone()).with_reaction(opts.reaction),
+                )),
                 None => VideoSource::Encoded(video.clone()),
             }),
             audio: audio.clone(),

@@ -1,9 +1,10 @@
 //! Streaming face analysis: detection, tracking, the 468-point mesh, head pose, eyes and mouth.
 //!
 //! `FaceTracker` is sans-IO over frames: feed it a decoded frame and its capture time, get a
-//! `FaceObservation`. It detects on the first frame, after losing the face, and every
-//! `REDETECT_EVERY` frames (to count faces and catch a second person); in between it tracks by
-//! taking the crop from the previous frame's mesh, which is cheaper and steadier.
+//! `FaceObservation`. It detects on the first frame, after losing the face, and again after
+//! `REDETECT_EVERY` frames and `REDETECT_MIN_INTERVAL` of capture time (to count faces and catch a
+//! second person); in between it tracks by taking the crop from the previous frame's mesh, which
+//! is cheaper and steadier.
 
 pub mod detector;
 pub mod embed;
@@ -21,8 +22,13 @@ use self::mesh::{idx, Roi};
 pub use self::models::{FaceModels, ModelError};
 use super::quality::{backlight_ratio, QualityAnalyzer, QualityMetrics, Region, I420};
 
-/// Run the detector at least this often while tracking (frames).
+/// Run the detector at least this often while tracking (frames)...
 pub const REDETECT_EVERY: u32 = 5;
+/// ...and no sooner than this after the last detection: a frame count alone would detect 2.5
+/// times a second in a step judged at 15 fps, where tracking needs it no more than at the 8 fps
+/// of the document step (every 625 ms), and a second face's hint holds for a second anyway
+/// (`guidance::HOLD_ON`). At 15 fps this is every 9th frame instead of every 6th.
+pub const REDETECT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(600);
 /// Below this mesh presence the face counts as lost.
 pub(crate) const MIN_PRESENCE: f32 = 0.5;
 
@@ -74,6 +80,8 @@ pub struct FaceTracker {
     models: Arc<FaceModels>,
     previous: Option<Vec<[f32; 3]>>,
     frames_since_detection: u32,
+    /// Capture time of the last frame the detector ran on.
+    detected_at: Option<Instant>,
     face_count: usize,
     scratch: Vec<f32>,
     quality: QualityAnalyzer,
@@ -98,6 +106,7 @@ impl FaceTracker {
             models,
             previous: None,
             frames_since_detection: 0,
+            detected_at: None,
             face_count: 0,
             scratch: Vec::with_capacity(3 * 192 * 192),
             quality: QualityAnalyzer::default(),
@@ -154,13 +163,18 @@ impl FaceTracker {
             detected: false,
             face: None,
         };
-        let must_detect = self.previous.is_none() || self.frames_since_detection >= REDETECT_EVERY;
+        let must_detect = self.previous.is_none()
+            || (self.frames_since_detection >= REDETECT_EVERY
+                && self.detected_at.is_none_or(|t| {
+                    captured.saturating_duration_since(t) >= REDETECT_MIN_INTERVAL
+                }));
         let roi = if must_detect {
             let detections = {
                 let mut session = self.models.detector.acquire(self.hint);
                 detector::detect(&mut session, frame, &mut self.scratch)?
             };
             self.frames_since_detection = 0;
+            self.detected_at = Some(captured);
             self.face_count = detections.len();
             observation.face_count = detections.len();
             observation.detected = true;
