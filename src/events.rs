@@ -26,7 +26,8 @@ pub struct Event {
     pub kind: String,
     /// Type-specific fields (a JSON object).
     pub data: Value,
-    /// Sent to live subscribers only, never stored; its `seq` is that of the last stored event.
+    /// Sent to live subscribers only, never stored; its `seq` is that of the last stored event
+    /// and is left out of its JSON, so that a client dropping repeated `seq`s keeps it.
     pub live_only: bool,
     /// [`Event::to_json`] as text, serialised once and shared by SSE, the data channel and the
     /// timeline writer.
@@ -34,7 +35,8 @@ pub struct Event {
 }
 
 impl Event {
-    /// The JSON object sent to clients: `{"type", "seq", "at_ms", ...data}`.
+    /// The JSON object sent to clients: `{"type", "seq", "at_ms", ...data}` (no `seq` when live
+    /// only).
     pub(crate) fn to_json(&self) -> Value {
         let mut obj = match &self.data {
             Value::Object(m) => m.clone(),
@@ -46,7 +48,9 @@ impl Event {
             }
         };
         obj.insert("type".into(), Value::from(self.kind.clone()));
-        obj.insert("seq".into(), Value::from(self.seq));
+        if !self.live_only {
+            obj.insert("seq".into(), Value::from(self.seq));
+        }
         obj.insert("at_ms".into(), Value::from(self.at_ms));
         Value::Object(obj)
     }

@@ -10,7 +10,8 @@
 //! lead-ins, after the last) needs only guidance, whose hints hold for a second before they are
 //! raised (`face::guidance::HOLD_ON`, `quality::Thresholds::hold_on`), so a few frames a second
 //! delay a hint by at most one low-rate interval. Decoding is not scheduled here: it sees every
-//! frame. docs/FACE.md lists what each phase runs.
+//! frame until the verdict, and none after it (`media::call::CallCore::wants_media`).
+//! docs/FACE.md lists what each phase runs.
 //!
 //! Each part of the call that judges something says what it needs while it runs (the challenge
 //! judge per step, the document step, a screen-light or spoken step); [`AnalysisNeeds::combine`]

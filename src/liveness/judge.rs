@@ -43,9 +43,10 @@ pub(crate) struct FaceSample {
 /// How far the face must move from where it rested at the step's start for the motion to have
 /// begun. Every measure the steps and the spoof cues read counts, so whatever the person (or a
 /// photo held up to the camera) does first raises the analysis to the full rate: a turn or a nod
-/// (a third to two fifths of the step's threshold; the mesh reads a still face within about 1.5
-/// degrees), the lips (a third of the way from closed to open), the distance (6 %: a tilted
-/// photo's eye span shrinks 14 % at 38 degrees).
+/// (about a quarter to two fifths of the step's threshold; the mesh reads a still face within
+/// about 1.5 degrees), the lips (a third of the way from closed to open), the distance (6 %: a
+/// tilted photo's eye span shrinks 14 % at 38 degrees). Crossing the step's threshold, or going
+/// beyond it the wrong way, counts as well (a face that rested near it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct MotionOnset {
     pub pose_deg: f32,
@@ -613,7 +614,9 @@ impl ChallengeJudge {
         let at_ms = s.at.saturating_duration_since(origin).as_millis() as u64;
         if !r.moving {
             let rest = *r.rest.get_or_insert(*s);
-            if MotionOnset::DEFAULT.moved(&rest, s) {
+            // A face that rested near the threshold may cross it (or go the wrong way) without
+            // moving far from where it rested: that is motion too.
+            if crossed || wrong || MotionOnset::DEFAULT.moved(&rest, s) {
                 r.moving = true;
                 ev.onset_at_ms = Some(at_ms);
             }
@@ -911,6 +914,17 @@ mod tests {
         run.frames(0..12, |_, _| None);
         assert!(run.judge.running_step().is_some());
         assert!(!run.judge.awaiting_motion());
+
+        // A face that rests near the threshold crosses it without moving 4 degrees from where it
+        // rested: the crossing is the onset.
+        let mut run = one_step(Action::LookUp);
+        run.frames(0..150, |t, s| {
+            s.pitch = if (1.0..1.5).contains(&t) { 10.5 } else { 7.0 };
+            None
+        });
+        let ev = run.passed();
+        assert_eq!(ev.onset_at_ms, ev.crossed_at_ms);
+        assert_eq!(ev.onset_at_ms, Some(1000));
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub(crate) const CAPTURE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// A plan blocked this long without interruption (camera fault, darkness, no face, poor network)
 /// ends with a verdict that names the blocking cause, rather than waiting for the call to time out.
 pub(crate) const MAX_BLOCKED: Duration = Duration::from_secs(12);
+/// After the verdict the core has nothing to time: the media thread sleeps until an input or
+/// its call's end.
+const AFTER_VERDICT_IDLE: Duration = Duration::from_secs(3600);
 /// Live frames embedded for the reference match.
 pub(crate) const MAX_LIVE_EMBEDDINGS: usize = 5;
 
@@ -469,10 +472,10 @@ impl CallCore {
     /// [`CallCore::poll_timeout`] or later.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.verdict_reached {
-            // Nothing is measured after the verdict (`wants_media`): no reports, no hints.
-            self.next_tick = now + TICK;
-            self.next_level = now + AUDIO_LEVEL_INTERVAL;
-            self.next_quality = now + QUALITY_INTERVAL;
+            // Nothing is measured after the verdict (`wants_media`): no reports, no hints, and
+            // no reason to wake the media thread again before its call ends.
+            let idle = now + AFTER_VERDICT_IDLE;
+            (self.next_tick, self.next_level, self.next_quality) = (idle, idle, idle);
             return;
         }
         if now >= self.next_tick {

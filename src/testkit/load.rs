@@ -104,25 +104,30 @@ impl CallOutcome {
                         continue;
                     }
                     // A turn, nod, open mouth or move closer is watched at a lower rate until
-                    // the face moves (`onset_at_ms`; docs/FACE.md); from then on to the step's
-                    // end its motion is judged, at the full rate. Paused time is not taken off
-                    // that span, which can only understate the rate.
-                    let onset = ev["onset_at_ms"].as_f64();
-                    let (started, elapsed) =
-                        (ev["started_at_ms"].as_f64(), ev["elapsed_ms"].as_f64());
-                    if let (Some(onset), Some(started), Some(elapsed), Some(samples)) =
-                        (onset, started, elapsed, ev["moving_samples"].as_f64())
-                    {
-                        let judged = started + elapsed - onset;
-                        if judged > 0.0 {
-                            out.step_fps.push(samples * 1000.0 / judged);
+                    // the face moves (`onset_at_ms`; docs/FACE.md); from then on its motion is
+                    // judged at the full rate: the intervals between its samples from the onset
+                    // to the last. A step whose face never moved (a timeout) judged nothing and is
+                    // left out; a blink is judged at the full rate over its whole unpaused step.
+                    let at = |k: &str| ev[k].as_f64();
+                    match (at("onset_at_ms"), at("moving_samples")) {
+                        (Some(onset), Some(samples)) if samples >= 2.0 => {
+                            let end = at("completed_at_ms")
+                                .or_else(|| Some(at("started_at_ms")? + at("elapsed_ms")?));
+                            if let Some(span) = end.map(|end| end - onset).filter(|s| *s > 0.0) {
+                                out.step_fps.push((samples - 1.0) * 1000.0 / span);
+                            }
                         }
-                    } else if let (Some(samples), Some(elapsed)) = (ev["samples"].as_f64(), elapsed)
-                    {
-                        let judged = elapsed - ev["paused_ms"].as_f64().unwrap_or(0.0);
-                        if judged > 0.0 {
-                            out.step_fps.push(samples * 1000.0 / judged);
+                        _ if ev["action"] == "blink" => {
+                            if let (Some(samples), Some(elapsed)) =
+                                (at("samples"), at("elapsed_ms"))
+                            {
+                                let judged = elapsed - at("paused_ms").unwrap_or(0.0);
+                                if judged > 0.0 {
+                                    out.step_fps.push(samples * 1000.0 / judged);
+                                }
+                            }
                         }
+                        _ => {}
                     }
                 }
                 Some("guidance") => {

@@ -22,12 +22,14 @@ use self::mesh::{idx, Roi};
 pub use self::models::{FaceModels, ModelError};
 use super::quality::{backlight_ratio, QualityAnalyzer, QualityMetrics, Region, I420};
 
-/// Run the detector at least this often while tracking (frames)...
+/// While tracking, the detector reruns once this many frames have been tracked since it last
+/// ran...
 pub const REDETECT_EVERY: u32 = 5;
-/// ...and no sooner than this after the last detection: a frame count alone would detect 2.5
-/// times a second in a step judged at 15 fps, where tracking needs it no more than at the 8 fps
-/// of the document step (every 625 ms), and a second face's hint holds for a second anyway
-/// (`guidance::HOLD_ON`). At 15 fps this is every 9th frame instead of every 6th.
+/// ...and at least this long after it last ran: a frame count alone would detect 2.5 times a
+/// second in a step judged at 15 fps, where tracking needs it no more than at the 8 fps of the
+/// document step (every 6th frame, 750 ms), and a second face's hint holds for a second anyway
+/// (`guidance::HOLD_ON`). At 15 fps this is every 9th or 10th frame (arrival jitter) instead of
+/// every 6th.
 pub const REDETECT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(600);
 /// Below this mesh presence the face counts as lost.
 pub(crate) const MIN_PRESENCE: f32 = 0.5;
