@@ -240,21 +240,14 @@ mod tests {
     fn evidence_jpegs_decode_to_the_frame_they_were_made_from() {
         // A grey frame with a bright square: studio-range luma 16..235.
         let (w, h) = (64usize, 48usize);
-        let mut y = vec![100u8; w * h];
+        let mut picture = crate::frame::Frame::new(w, h);
+        picture.y.fill(100);
         for row in 16..32 {
-            y[row * w + 16..row * w + 32].fill(200);
+            picture.y[row * w + 16..row * w + 32].fill(200);
         }
-        let (u, v) = (vec![128u8; w * h / 4], vec![128u8; w * h / 4]);
-        let frame = I420 {
-            width: w,
-            height: h,
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: w,
-            uv_stride: w / 2,
-            full_range: false,
-        };
+        picture.u.fill(128);
+        picture.v.fill(128);
+        let frame = picture.view();
         let jpeg = encode_jpeg(&frame).unwrap();
         let decoded = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
             .unwrap()
