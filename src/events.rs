@@ -123,14 +123,14 @@ impl EventBus {
 
     /// Publishes a typed event (serialised once: the text clients and the timeline get is made
     /// from this value once, [`Event::json_text`]).
-    /// Live-only events ([`SessionEvent::live_only`]) return `None`.
-    pub(crate) fn emit<E: SessionEvent>(&self, event: &E) -> Option<Arc<Event>> {
+    /// Live-only events ([`SessionEvent::live_only`]) go to live subscribers only.
+    pub(crate) fn emit<E: SessionEvent>(&self, event: &E) {
         if event.live_only() {
             self.publish_live(event.kind(), event);
-            return None;
+        } else {
+            let data = serde_json::to_value(event).unwrap_or(Value::Null);
+            self.publish_value(event.kind(), data);
         }
-        let data = serde_json::to_value(event).unwrap_or(Value::Null);
-        Some(self.publish_value(event.kind(), data))
     }
 
     /// Publishes to live subscribers only (high-rate events such as per-frame face observations,

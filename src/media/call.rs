@@ -196,7 +196,7 @@ impl SessionEvent for CallEvent {
         }
     }
 
-    /// The microphone's level, five times a second, drives the page's level meter; the timeline
+    /// The microphone's level, five times a second, is for a client's level meter; the timeline
     /// keeps the microphone's state (`device`) and the verdict's reasons instead (it was 70 % of
     /// a call's stored events).
     fn live_only(&self) -> bool {

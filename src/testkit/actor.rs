@@ -1084,16 +1084,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_scripted_person_with_a_reaction_time_starts_the_motion_that_much_later() {
-        let clips = Arc::new(ActionClips {
+    /// A 4-frame idle loop (tag 0) and a 3-frame blink (tag 1).
+    fn idle_and_blink() -> Arc<ActionClips> {
+        Arc::new(ActionClips {
             idle: clip(0, 4),
             actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
             lit: HashMap::new(),
-        });
+        })
+    }
+
+    #[test]
+    fn a_scripted_person_with_a_reaction_time_starts_the_motion_that_much_later() {
         // 200 ms at 15 fps: 3 frames.
-        let person =
-            ScriptedPerson::new(clips).with_reaction(std::time::Duration::from_millis(200));
+        let person = ScriptedPerson::new(idle_and_blink())
+            .with_reaction(std::time::Duration::from_millis(200));
         let mut events = Vec::new();
         let mut tags = Vec::new();
         for index in 0..12u64 {
@@ -1107,12 +1111,7 @@ mod tests {
 
     #[test]
     fn a_scripted_person_plays_each_asked_action_once_from_its_keyframe_then_idles_again() {
-        let clips = Arc::new(ActionClips {
-            idle: clip(0, 4),
-            actions: HashMap::from([("blink".to_string(), clip(1, 3))]),
-            lit: HashMap::new(),
-        });
-        let person = ScriptedPerson::new(clips);
+        let person = ScriptedPerson::new(idle_and_blink());
         let mut events = Vec::new();
         let mut sent = Vec::new();
         for index in 0..14u64 {
